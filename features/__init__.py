@@ -1,0 +1,1 @@
+"""Point-in-time behavioural features, pure functions over polars frames (no I/O)."""

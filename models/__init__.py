@@ -1,0 +1,1 @@
+"""Models and decisions: train, calibrate, evaluate, score, reasons, limits (pure, no I/O)."""
