@@ -43,6 +43,10 @@ def credit_history(
             pl.col("dpd").max().alias("prior_max_dpd"),
             (pl.col("dpd") > 0).mean().alias("prior_late_share"),
             pl.len().alias("prior_installments_due"),
+            pl.col("dpd")
+            .filter(pl.col("paid_on").is_null() | (pl.col("paid_on") >= pl.col(AS_OF)))
+            .max()
+            .alias("current_dpd"),
         )
     )
     return (
@@ -53,6 +57,7 @@ def credit_history(
             pl.col("prior_max_dpd").fill_null(0),
             pl.col("prior_late_share").fill_null(0.0),
             pl.col("prior_installments_due").fill_null(0),
+            pl.col("current_dpd").fill_null(0),
         )
     )
 

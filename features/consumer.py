@@ -65,6 +65,17 @@ def aggregates(keys: pl.LazyFrame, inputs: Inputs, *, windows: Sequence[int]) ->
     ).join(identity(keys, inputs.entities, "registered_on"), on=[ENTITY, AS_OF])
 
 
+def policy_inputs() -> list[pl.Expr]:
+    """Cash-flow and delinquency inputs of the limit engine (not model features)."""
+    return [
+        (pl.col("income_amt_90d") / 3).alias("monthly_inflow"),
+        ((pl.col("in_amt_90d") - pl.col("out_amt_90d")) / 3)
+        .clip(lower_bound=0)
+        .alias("monthly_free_cash_flow"),
+        pl.col("current_dpd"),
+    ]
+
+
 @feature(
     segment="consumer",
     dimension="ability_to_pay",

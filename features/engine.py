@@ -19,6 +19,8 @@ from features import catalog
 ENTITY = "entity_id"
 AS_OF = "as_of"
 DAY = "day"
+# Columns the decision (limit) needs that are not model features.
+POLICY_INPUTS: tuple[str, ...] = ("monthly_inflow", "monthly_free_cash_flow", "current_dpd")
 
 
 @dataclass(frozen=True)
@@ -126,7 +128,7 @@ def build(
     *,
     windows: Sequence[int],
 ) -> pl.DataFrame:
-    """Compute the segment's catalog features for every spine row.
+    """Compute the segment's catalog features and policy inputs for every spine row.
 
     ``spine`` must hold ``entity_id`` (str) and ``as_of`` (date); other columns are carried
     through unchanged and the row order is kept.
@@ -147,8 +149,8 @@ def build(
     aggregates = definitions.aggregates(keys, inputs, windows=windows)
     frame = (
         base.join(aggregates, on=[ENTITY, AS_OF], how="left")
-        .with_columns(catalog.expressions(segment))
+        .with_columns(*catalog.expressions(segment), *definitions.policy_inputs())
         .sort(row)
-        .select(*spine.columns, *catalog.names(segment))
+        .select(*spine.columns, *catalog.names(segment), *POLICY_INPUTS)
     )
     return frame.collect()

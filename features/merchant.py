@@ -60,6 +60,19 @@ def aggregates(keys: pl.LazyFrame, inputs: Inputs, *, windows: Sequence[int]) ->
     ).join(identity(keys, inputs.entities, "onboarded_on"), on=[ENTITY, AS_OF])
 
 
+NET_MARGIN = 0.2  # share of net sales assumed free to service debt (no cost data in the log)
+
+
+def policy_inputs() -> list[pl.Expr]:
+    """Cash-flow and delinquency inputs of the limit engine (not model features)."""
+    inflow = ((pl.col("sale_amt_90d") - pl.col("refund_amt_90d")) / 3).clip(lower_bound=0)
+    return [
+        inflow.alias("monthly_inflow"),
+        (inflow * NET_MARGIN).alias("monthly_free_cash_flow"),
+        pl.col("current_dpd"),
+    ]
+
+
 @feature(
     segment="merchant",
     dimension="ability_to_pay",

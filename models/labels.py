@@ -1,0 +1,88 @@
+"""Loan labels from the repayment log.
+
+A loan is bad when any instalment reaches ``dpd_threshold`` days past due within the
+``performance_months`` after issue. Loans whose performance window has not closed by the end of
+the observed log are indeterminate and are not trained or evaluated on. A lender that already has
+labels can supply an outcomes table instead; it takes precedence for the loans it names.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+from pydantic import BaseModel, ConfigDict, Field
+
+GOOD, BAD, INDETERMINATE = "good", "bad", "indeterminate"
+
+
+class LabelParams(BaseModel):
+    """The label definition."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    dpd_threshold: int = Field(90, gt=0)
+    performance_months: int = Field(12, gt=0)
+    partial_payment_tolerance: float = Field(0.01, ge=0)
+
+
+def label_loans(
+    loans: pl.DataFrame,
+    repayments: pl.DataFrame,
+    *,
+    observed_until: dt.date,
+    params: LabelParams,
+    outcomes: pl.DataFrame | None = None,
+) -> pl.DataFrame:
+    """Label every loan good, bad or indeterminate.
+
+    ``observed_until`` is the first day not covered by the log. An instalment paid short of its
+    amount due (beyond the tolerance) counts as unpaid. Returns the loans with ``status`` and
+    ``bad`` (1/0, null when indeterminate).
+    """
+    window_end = pl.col("issued_on").dt.offset_by(f"{params.performance_months}mo")
+    threshold = pl.duration(days=params.dpd_threshold)
+    paid = pl.col("paid_on").is_not_null() & (
+        pl.col("amount_paid") >= pl.col("amount_due") - params.partial_payment_tolerance
+    )
+    reached_at = pl.col("due_on") + threshold
+    # The instalment reached the threshold if it was still unpaid on the day it would reach it
+    # and that day was observed and falls inside the performance window.
+    reached = (
+        (~paid | (pl.col("paid_on") >= reached_at))
+        & (reached_at < observed_until)
+        & (reached_at <= window_end)
+    )
+    bad_loans = (
+        repayments.join(loans.select("loan_id", "issued_on"), on="loan_id")
+        .filter(reached)
+        .select("loan_id")
+        .unique()
+        .with_columns(pl.lit(True).alias("_bad"))
+    )
+    labelled = loans.join(bad_loans, on="loan_id", how="left").with_columns(
+        pl.when(window_end > observed_until)
+        .then(pl.lit(INDETERMINATE))
+        .when(pl.col("_bad").fill_null(False))
+        .then(pl.lit(BAD))
+        .otherwise(pl.lit(GOOD))
+        .alias("status")
+    )
+    if outcomes is not None and outcomes.height:
+        labelled = (
+            labelled.join(outcomes.select("loan_id", "defaulted"), on="loan_id", how="left")
+            .with_columns(
+                pl.when(pl.col("defaulted").is_null())
+                .then(pl.col("status"))
+                .when(pl.col("defaulted"))
+                .then(pl.lit(BAD))
+                .otherwise(pl.lit(GOOD))
+                .alias("status")
+            )
+            .drop("defaulted")
+        )
+    return labelled.drop("_bad").with_columns(
+        pl.when(pl.col("status") == INDETERMINATE)
+        .then(None)
+        .otherwise((pl.col("status") == BAD).cast(pl.Int8))
+        .alias("bad")
+    )

@@ -1,0 +1,137 @@
+"""The Scorer: raw features in, one decision per entity out.
+
+pd, score, band, limit, binding constraint, four reason codes and a sub-score per dimension.
+Batch scoring and the registered MLflow model both use this one class. It is saved as the
+booster's own text file plus a JSON of plain data (features, catalog metadata, calibrator,
+scaling, limit policy) so every score can be reproduced without unpickling anything.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+import polars as pl
+
+from features.catalog import DIMENSIONS, FeatureSpec
+from features.engine import POLICY_INPUTS
+from models.calibrate import Calibrator
+from models.limits import LimitPolicy, loan_limits
+from models.reasons import N_REASONS, dimension_points, top_reasons
+from models.scaling import ScalingParams, pd_to_score, score_to_band
+
+BOOSTER_FILE = "booster.txt"
+SCORER_FILE = "scorer.json"
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """A trained segment model with everything needed to turn features into decisions."""
+
+    segment: str
+    specs: tuple[FeatureSpec, ...]
+    booster: lgb.Booster
+    calibrator: Calibrator
+    scaling: ScalingParams
+    policy: LimitPolicy
+
+    @property
+    def feature_names(self) -> list[str]:
+        """The model's features, in the order the booster expects them."""
+        return [s.name for s in self.specs]
+
+    def check_columns(self, frame: pl.DataFrame) -> None:
+        """Refuse a frame that lacks a model feature or policy input, before any scoring."""
+        missing = [c for c in (*self.feature_names, *POLICY_INPUTS) if c not in frame.columns]
+        if missing:
+            raise ValueError(
+                f"expected the {self.segment} model's columns; missing {missing[:10]}"
+                + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+            )
+
+    def matrix(self, frame: pl.DataFrame) -> np.ndarray:
+        """The feature matrix in model order (nulls as NaN)."""
+        return frame.select(pl.col(self.feature_names).cast(pl.Float64)).to_numpy()
+
+    def predict_pd(self, frame: pl.DataFrame) -> np.ndarray:
+        """Calibrated PDs."""
+        self.check_columns(frame)
+        return self.calibrator.predict(self.booster.predict(self.matrix(frame), raw_score=True))
+
+    def score(self, frame: pl.DataFrame, *, reasons: bool = True) -> pl.DataFrame:
+        """Decisions for every row of ``frame`` (which must hold the features and policy inputs).
+
+        Keeps ``entity_id`` and ``as_of`` when present. With ``reasons=False`` the reason and
+        sub-score columns are left out (they cost a per-feature attribution).
+        """
+        self.check_columns(frame)
+        x = self.matrix(frame)
+        raw = self.booster.predict(x, raw_score=True)
+        pd_ = self.calibrator.predict(raw)
+        score = pd_to_score(pd_, self.scaling)
+        band = score_to_band(score, self.scaling)
+        consent = (
+            frame["consent"].fill_null(False).to_numpy()
+            if "consent" in frame.columns
+            else np.ones(frame.height, dtype=bool)
+        )
+        limit, binding = loan_limits(
+            pd_=pd_,
+            score=score,
+            band=band,
+            monthly_inflow=frame["monthly_inflow"].cast(pl.Float64).to_numpy(),
+            monthly_free_cash_flow=frame["monthly_free_cash_flow"].cast(pl.Float64).to_numpy(),
+            current_dpd=frame["current_dpd"].cast(pl.Float64).to_numpy(),
+            consent=consent,
+            policy=self.policy,
+        )
+        keys = [c for c in ("entity_id", "as_of") if c in frame.columns]
+        out = frame.select(keys).with_columns(
+            pl.lit(self.segment).alias("segment"),
+            pl.Series("pd", pd_),
+            pl.Series("score", score, dtype=pl.Int32),
+            pl.Series("band", band, dtype=pl.String),
+            pl.Series("limit", limit, dtype=pl.Float64),
+            pl.Series("binding_constraint", binding, dtype=pl.String),
+        )
+        if not reasons:
+            return out
+        contrib = self.booster.predict(x, pred_contrib=True)
+        codes = top_reasons(contrib, self.specs, N_REASONS)
+        points = dimension_points(contrib, self.specs, self.scaling.factor)
+        return out.with_columns(
+            *[
+                pl.Series(f"reason_{i + 1}", codes[:, i].tolist(), dtype=pl.String)
+                for i in range(N_REASONS)
+            ],
+            *[pl.Series(f"sub_{d}", np.round(points[d], 1)) for d in DIMENSIONS],
+        )
+
+    def save(self, folder: Path) -> None:
+        """Write the booster text file and the plain-data JSON into ``folder``."""
+        folder.mkdir(parents=True, exist_ok=True)
+        self.booster.save_model(str(folder / BOOSTER_FILE))
+        payload = {
+            "segment": self.segment,
+            "specs": [asdict(s) for s in self.specs],
+            "calibrator": self.calibrator.to_dict(),
+            "scaling": self.scaling.model_dump(mode="json"),
+            "policy": self.policy.model_dump(mode="json"),
+        }
+        (folder / SCORER_FILE).write_text(json.dumps(payload, indent=2, ensure_ascii=False))
+
+    @classmethod
+    def load(cls, folder: Path) -> Scorer:
+        """Read a scorer written by :meth:`save`."""
+        payload = json.loads((folder / SCORER_FILE).read_text())
+        return cls(
+            segment=payload["segment"],
+            specs=tuple(FeatureSpec(**s) for s in payload["specs"]),
+            booster=lgb.Booster(model_file=str(folder / BOOSTER_FILE)),
+            calibrator=Calibrator.from_dict(payload["calibrator"]),
+            scaling=ScalingParams.model_validate(payload["scaling"]),
+            policy=LimitPolicy.model_validate(payload["policy"]),
+        )

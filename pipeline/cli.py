@@ -1,0 +1,294 @@
+"""The ``longtail`` command line: one command per stage, plus ``demo`` that runs them all.
+
+Every command calls one function of :mod:`pipeline.steps`; heavy libraries are imported inside
+the commands so ``--help`` stays fast. Errors a user can fix are reported on one line with a
+non-zero exit, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(
+    name="longtail",
+    help="Credit scoring for long-tail lending from merchant and consumer transaction logs.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+out = Console()
+
+
+class SegmentChoice(StrEnum):
+    """Which segment(s) a command works on."""
+
+    merchant = "merchant"
+    consumer = "consumer"
+    all = "all"
+
+
+ParamsOption = Annotated[
+    Path, typer.Option("--params", "-p", help="The params file (every tunable).", show_default=True)
+]
+DataOption = Annotated[
+    Path | None, typer.Option("--data", help="Data folder (overrides params.yaml data_dir).")
+]
+SegmentOption = Annotated[
+    SegmentChoice, typer.Option("--segment", "-s", help="merchant, consumer or all.")
+]
+
+
+def _date(value: str | None) -> dt.date | None:
+    if value is None:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"expected a date as YYYY-MM-DD; got {value!r}") from None
+
+
+AsOfOption = Annotated[
+    str | None,
+    typer.Option("--as-of", help="Snapshot date YYYY-MM-DD (default: end of the observed log)."),
+]
+
+
+def _segments(choice: SegmentChoice) -> list[str]:
+    return ["merchant", "consumer"] if choice is SegmentChoice.all else [choice.value]
+
+
+def _settings(params: Path, data: Path | None, **overrides: Any):
+    from pipeline.config import load_settings
+
+    if data is not None:
+        overrides["data_dir"] = str(data)
+    return load_settings(params, **overrides)
+
+
+@contextmanager
+def _stage(name: str) -> Iterator[Callable[[str], None]]:
+    """Show a spinner for a stage, log its wall time, and turn user errors into one line."""
+    from pipeline.config import ConfigError
+
+    start = time.perf_counter()
+    try:
+        with console.status(f"[bold]{name}[/]") as status:
+            yield lambda msg: status.update(f"[bold]{name}[/]: {msg}")
+    except (ValueError, FileNotFoundError, ConfigError, RuntimeError) as exc:
+        console.print(f"[red]error[/] in {name}: {exc}")
+        raise typer.Exit(1) from None
+    except Exception as exc:
+        from mlflow.exceptions import MlflowException
+
+        if isinstance(exc, MlflowException):
+            console.print(f"[red]error[/] in {name}: {exc.message}")
+            raise typer.Exit(1) from None
+        raise
+    console.print(f"[green]✓[/] {name} [dim]({time.perf_counter() - start:.1f}s)[/]")
+
+
+@app.callback()
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each step.")] = False,
+) -> None:
+    """Credit scoring for long-tail lending from merchant and consumer transaction logs."""
+    from rich.logging import RichHandler
+
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(message)s",
+        handlers=[RichHandler(console=console, show_path=False)],
+        force=True,
+    )
+    for noisy in ("mlflow", "alembic", "urllib3", "git"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@app.command()
+def generate(
+    params: ParamsOption = Path("params.yaml"),
+    data: DataOption = None,
+    merchants: Annotated[int | None, typer.Option(min=1, help="Merchants in the world.")] = None,
+    consumers: Annotated[int | None, typer.Option(min=1, help="Consumers in the world.")] = None,
+    months: Annotated[int | None, typer.Option(min=1, help="Months of history.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Data folder to write raw/ and truth/ into.")
+    ] = None,
+) -> None:
+    """Generate the synthetic transaction world (params.yaml `world`, options override)."""
+    from pipeline import steps
+
+    with _stage("generate") as progress:
+        settings = _settings(params, out_dir or data)
+        world = settings.world.model_copy(
+            update={
+                k: v
+                for k, v in {
+                    "merchants": merchants,
+                    "consumers": consumers,
+                    "months": months,
+                    "seed": seed,
+                }.items()
+                if v is not None
+            }
+        )
+        counts = steps.run_generate(settings.model_copy(update={"world": world}), progress)
+    for table, rows in counts.items():
+        out.print(f"  {table:<24} {rows:>12,} rows")
+
+
+@app.command()
+def validate(params: ParamsOption = Path("params.yaml"), data: DataOption = None) -> None:
+    """Validate raw tables: clean rows go on, bad rows to quarantine with the rule they broke."""
+    from pipeline import steps
+
+    with _stage("validate"):
+        summary = steps.run_validate(_settings(params, data))
+    for table, s in summary["tables"].items():
+        rules = ", ".join(f"{k}={v}" for k, v in s["rules"].items()) or "-"
+        out.print(
+            f"  {table:<24} in {s['rows_in']:>11,}  out {s['rows_out']:>11,}  "
+            f"quarantined {s['quarantined']:>7,}  {rules}"
+        )
+    excluded = summary["consent_excluded"]
+    out.print(
+        f"  no consent: {excluded.get('merchants', 0):,} merchants and "
+        f"{excluded.get('consumers', 0):,} consumers excluded with all their rows"
+    )
+
+
+@app.command()
+def features(
+    params: ParamsOption = Path("params.yaml"),
+    data: DataOption = None,
+    segment: SegmentOption = SegmentChoice.all,
+    as_of: AsOfOption = None,
+) -> None:
+    """Build point-in-time features: the training spine, or every consented entity at --as-of."""
+    from pipeline import steps
+
+    date = _date(as_of)
+    for seg in _segments(segment):
+        with _stage(f"features {seg}"):
+            path, rows = steps.run_features(_settings(params, data), seg, date)
+        out.print(f"  {seg}: {rows:,} rows -> {path}")
+
+
+@app.command()
+def train(
+    params: ParamsOption = Path("params.yaml"),
+    data: DataOption = None,
+    segment: SegmentOption = SegmentChoice.all,
+) -> None:
+    """Train a monotone-constrained, calibrated LightGBM model per segment (out-of-time)."""
+    from pipeline import steps
+
+    for seg in _segments(segment):
+        with _stage(f"train {seg}"):
+            info = steps.run_train(_settings(params, data), seg)
+        sl = info["slices"]
+        out.print(
+            f"  {seg}: {len(info['features'])} features, {info['best_iteration']} trees; "
+            + ", ".join(
+                f"{k} {v['loans']:,} loans/{v['bads']:,} bad" for k, v in sorted(sl.items())
+            )
+        )
+
+
+@app.command()
+def evaluate(
+    params: ParamsOption = Path("params.yaml"),
+    data: DataOption = None,
+    segment: SegmentOption = SegmentChoice.all,
+) -> None:
+    """Evaluate on the out-of-time test slice; write metrics.json and the HTML report."""
+    from pipeline import steps
+
+    for seg in _segments(segment):
+        with _stage(f"evaluate {seg}"):
+            metrics = steps.run_evaluate(_settings(params, data), seg)
+        t = metrics["test"]
+        ceiling = metrics.get("ceiling", {}).get("auc")
+        out.print(
+            f"  {seg}: test AUC {t['auc']:.3f} (true-PD ceiling "
+            f"{'n/a' if ceiling is None else f'{ceiling:.3f}'}), KS {t['ks']:.3f}, "
+            f"ECE {t['ece']:.4f}, score PSI {metrics['score_psi_train_test']:.3f}"
+        )
+
+
+@app.command()
+def register(
+    params: ParamsOption = Path("params.yaml"),
+    data: DataOption = None,
+    segment: SegmentOption = SegmentChoice.all,
+) -> None:
+    """Register the trained model in MLflow as a new version with the alias champion."""
+    from pipeline import steps
+
+    for seg in _segments(segment):
+        with _stage(f"register {seg}"):
+            record = steps.run_register(_settings(params, data), seg)
+        out.print(f"  {record['model_name']} v{record['version']} @{record['alias']}")
+
+
+@app.command()
+def score(
+    params: ParamsOption = Path("params.yaml"),
+    data: DataOption = None,
+    segment: SegmentOption = SegmentChoice.all,
+    as_of: AsOfOption = None,
+    model_uri: Annotated[
+        str | None,
+        typer.Option(help="Model to use (default models:/longtail-<segment>@champion)."),
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Rescore a date that is already done.")] = False,
+) -> None:
+    """Batch-score every consented entity at a date with the champion model."""
+    from pipeline import steps
+
+    date = _date(as_of)
+    if model_uri is not None and segment is SegmentChoice.all:
+        raise typer.BadParameter("--model-uri needs a single --segment")
+    for seg in _segments(segment):
+        with _stage(f"score {seg}"):
+            manifest = steps.run_score(_settings(params, data), seg, date, model_uri, force=force)
+        state = "already done, skipped" if manifest.get("skipped") else "written"
+        out.print(
+            f"  {seg} as of {manifest['as_of']}: {manifest['rows_out']:,} scores with "
+            f"{manifest['model_name']} v{manifest['model_version']} ({state})"
+        )
+
+
+@app.command()
+def demo(
+    params: ParamsOption = Path("params.yaml"),
+    data: DataOption = None,
+) -> None:
+    """Run the whole pipeline on the small synthetic world in params.yaml."""
+    ctx = {"params": params, "data": data}
+    generate(**ctx)
+    validate(**ctx)
+    features(**ctx, segment=SegmentChoice.all, as_of=None)
+    train(**ctx, segment=SegmentChoice.all)
+    evaluate(**ctx, segment=SegmentChoice.all)
+    register(**ctx, segment=SegmentChoice.all)
+    score(**ctx, segment=SegmentChoice.all, as_of=None, model_uri=None, force=True)
+    settings = _settings(params, data)
+    root = settings.data_dir
+    out.print(
+        f"\n[bold]Done.[/]\n  scores:   {root}/scores/<segment>/as_of=<date>/scores.parquet\n"
+        f"  reports:  {root}/reports/<segment>/report.html\n"
+        "  registry: uv run mlflow ui --backend-store-uri sqlite:///mlflow.db"
+    )

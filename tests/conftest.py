@@ -1,0 +1,77 @@
+"""Shared fixtures: a small synthetic world, settings pointing at tmp paths, an MLflow store."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+REPO = Path(__file__).resolve().parent.parent
+SMALL_WORLD = {"merchants": 600, "consumers": 2400, "months": 30, "seed": 7}
+
+
+def make_settings(data_dir: Path, tracking_uri: str, **overrides: object):
+    """Settings from the repo's params.yaml, pointed at tmp paths and a small world."""
+    from pipeline.config import load_settings
+
+    base = load_settings(REPO / "params.yaml")
+    world = base.world.model_copy(update=SMALL_WORLD)
+    mlflow = base.mlflow.model_copy(update={"tracking_uri": tracking_uri})
+    return base.model_copy(
+        update={"data_dir": data_dir, "world": world, "mlflow": mlflow, **overrides}
+    )
+
+
+@pytest.fixture(scope="session")
+def mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty, migrated MLflow sqlite store, built once (migrations take seconds)."""
+    import mlflow
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    mlflow.set_tracking_uri(f"sqlite:///{path}")
+    mlflow.MlflowClient().search_experiments()
+    return path
+
+
+@pytest.fixture
+def tracking_uri(tmp_path: Path, mlflow_template: Path) -> str:
+    """A fresh copy of the migrated store for one test."""
+    db = tmp_path / "mlflow.db"
+    shutil.copy(mlflow_template, db)
+    return f"sqlite:///{db}"
+
+
+@pytest.fixture(scope="session")
+def validated_world(tmp_path_factory: pytest.TempPathFactory, mlflow_template: Path):
+    """A small world generated and validated once per session; returns its settings.
+
+    Tests must not write into it: copy ``settings.data_dir`` first when a test changes data.
+    """
+    from pipeline import steps
+
+    root = tmp_path_factory.mktemp("world")
+    db = root / "mlflow.db"
+    shutil.copy(mlflow_template, db)
+    settings = make_settings(root / "data", f"sqlite:///{db}")
+    steps.run_generate(settings)
+    steps.run_validate(settings)
+    return settings
+
+
+@pytest.fixture(scope="session")
+def trained_world(validated_world):
+    """The small world carried through features, train, evaluate and register (once)."""
+    from pipeline import steps
+
+    for segment in ("merchant", "consumer"):
+        steps.run_features(validated_world, segment)
+        steps.run_train(validated_world, segment)
+        steps.run_evaluate(validated_world, segment)
+        steps.run_register(validated_world, segment)
+    return validated_world

@@ -1,0 +1,74 @@
+"""The CLI explains itself and turns bad arguments into one-line errors with a non-zero exit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+
+runner = CliRunner()
+COMMANDS = ["generate", "validate", "features", "train", "evaluate", "register", "score", "demo"]
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_top_level_help_lists_every_command() -> None:
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in COMMANDS:
+        assert command in result.output
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_each_command_explains_itself(command: str) -> None:
+    result = runner.invoke(app, [command, "--help"])
+    assert result.exit_code == 0
+    assert "Usage" in result.output
+    assert "--params" in result.output
+
+
+def _one_line_error(result) -> str:
+    assert result.exit_code != 0
+    assert "Traceback" not in result.output
+    text = " ".join(result.output.split())
+    return text
+
+
+def test_unparseable_date_is_a_clear_error(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app, ["score", "--params", str(REPO / "params.yaml"), "--as-of", "2025-13-45"]
+    )
+    assert "expected a date as YYYY-MM-DD" in _one_line_error(result)
+
+
+def test_unknown_segment_is_a_clear_error() -> None:
+    result = runner.invoke(app, ["train", "--segment", "bank"])
+    assert result.exit_code == 2
+    assert "bank" in _one_line_error(result)
+
+
+def test_missing_input_folder_is_a_clear_error(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app, ["validate", "--params", str(REPO / "params.yaml"), "--data", str(tmp_path / "nope")]
+    )
+    assert result.exit_code == 1
+    text = _one_line_error(result)
+    assert "error in validate" in text
+    assert "longtail generate" in text
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_missing_params_file_is_a_clear_error(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["validate", "--params", str(tmp_path / "params.yaml")])
+    assert result.exit_code == 1
+    assert "expected a params file" in _one_line_error(result)
+
+
+def test_invalid_params_name_the_key(tmp_path: Path) -> None:
+    bad = tmp_path / "params.yaml"
+    bad.write_text((REPO / "params.yaml").read_text().replace("pdo: 40", "pdo: -4"))
+    result = runner.invoke(app, ["validate", "--params", str(bad)])
+    assert result.exit_code == 1
+    assert "scaling.pdo" in _one_line_error(result)

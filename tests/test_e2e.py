@@ -1,0 +1,82 @@
+"""The whole pipeline on a small world in tmp paths: every stage, real files, real MLflow."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import pytest
+
+from pipeline import steps
+
+SEGMENTS = ("merchant", "consumer")
+SCORE_COLUMNS = {
+    "entity_id": pl.String,
+    "segment": pl.String,
+    "as_of": pl.Date,
+    "pd": pl.Float64,
+    "score": pl.Int32,
+    "band": pl.String,
+    "limit": pl.Float64,
+    "binding_constraint": pl.String,
+    "reason_1": pl.String,
+    "reason_2": pl.String,
+    "reason_3": pl.String,
+    "reason_4": pl.String,
+    "model_version": pl.Int32,
+}
+CAPS = {"merchant": 5_000_000, "consumer": 200_000}
+
+
+@pytest.mark.parametrize("segment", SEGMENTS)
+def test_pipeline_end_to_end(trained_world, segment: str) -> None:
+    settings = trained_world
+    layout = steps.Layout(settings.data_dir)
+    metrics = json.loads((layout.report(segment) / "metrics.json").read_text())
+    assert 0.5 <= metrics["test"]["auc"] < 0.99, metrics["test"]  # below 0.99: no leak
+    assert (layout.report(segment) / "report.html").stat().st_size > 1000
+    registered = json.loads(layout.registered(segment).read_text())
+    assert registered["alias"] == "champion"
+
+    manifest = steps.run_score(settings, segment)
+    as_of = steps.default_as_of(settings)
+    folder = layout.scores(segment, as_of)
+    scores = pl.read_parquet(folder / "scores.parquet")
+    for column, dtype in SCORE_COLUMNS.items():
+        assert scores.schema[column] == dtype, column
+    assert scores.height == manifest["rows_out"] == manifest["rows_in"] > 0
+    assert scores["entity_id"].is_unique().all()
+    assert scores["score"].min() >= 350
+    assert scores["score"].max() <= 950
+    assert (scores["limit"] >= 0).all()
+    assert scores["limit"].max() <= CAPS[segment]
+    assert (scores["model_version"] == registered["version"]).all()
+    assert set(scores["band"].unique()) <= {"poor", "fair", "good", "very_good", "excellent"}
+    # A higher PD never gets a higher score.
+    ordered = scores.sort("pd")
+    assert (ordered["score"].diff().drop_nulls() <= 0).all()
+
+    # Idempotent: a rerun for the same date is a no-op unless forced.
+    before = (folder / "scores.parquet").stat().st_mtime_ns
+    again = steps.run_score(settings, segment)
+    assert again["skipped"] is True
+    assert (folder / "scores.parquet").stat().st_mtime_ns == before
+    forced = steps.run_score(settings, segment, force=True)
+    assert "skipped" not in forced
+    assert pl.read_parquet(folder / "scores.parquet").equals(scores)
+    assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_consent_is_respected(trained_world) -> None:
+    settings = trained_world
+    layout = steps.Layout(settings.data_dir)
+    raw = pl.read_parquet(layout.raw / "merchants.parquet")
+    refused = set(raw.filter(~pl.col("consent"))["merchant_id"])
+    assert refused, "the world should hold some entities without consent"
+    feats = pl.read_parquet(layout.features("merchant"))
+    assert refused.isdisjoint(feats["entity_id"])
+    steps.run_score(settings, "merchant")
+    scores = pl.read_parquet(
+        layout.scores("merchant", steps.default_as_of(settings)) / "scores.parquet"
+    )
+    assert refused.isdisjoint(scores["entity_id"])
