@@ -41,6 +41,7 @@ class FeatureSpec:
     monotone: int
     description: str
     reason: str
+    family: str = ""
 
     @property
     def code(self) -> str:
@@ -56,6 +57,51 @@ class FeatureSpec:
 _REGISTRY: dict[tuple[str, str], tuple[FeatureSpec, Callable[[], pl.Expr]]] = {}
 
 
+def _check(segment: str, dimension: str, monotone: int) -> None:
+    if segment not in SEGMENTS:
+        raise ValueError(f"expected segment in {SEGMENTS}; got {segment!r}")
+    if dimension not in DIMENSIONS:
+        raise ValueError(f"expected dimension in {DIMENSIONS}; got {dimension!r}")
+    if monotone not in (-1, 0, 1):
+        raise ValueError(f"expected monotone in (-1, 0, 1); got {monotone!r}")
+
+
+def declare(
+    name: str,
+    expression: pl.Expr,
+    *,
+    segment: str,
+    dimension: str,
+    monotone: int,
+    description: str,
+    reason: str,
+    window_days: int | None = None,
+    family: str = "",
+) -> None:
+    """Register one feature given as an expression: how feature families are declared.
+
+    A family (the same measure over several windows, the same ratio, ...) is one loop of
+    ``declare`` calls with names, descriptions and reasons formatted per member.
+    """
+    _check(segment, dimension, monotone)
+    if not description.strip():
+        raise ValueError(f"feature {name} needs a description")
+    key = (segment, name)
+    if key in _REGISTRY:
+        raise ValueError(f"feature {name!r} is defined twice for segment {segment!r}")
+    spec = FeatureSpec(
+        name=name,
+        segment=segment,
+        dimension=dimension,
+        window_days=window_days,
+        monotone=monotone,
+        description=" ".join(description.split()),
+        reason=reason,
+        family=family,
+    )
+    _REGISTRY[key] = (spec, lambda: expression)
+
+
 def feature(
     *,
     segment: str,
@@ -63,18 +109,14 @@ def feature(
     monotone: int,
     reason: str,
     window_days: int | None = None,
+    family: str = "",
 ) -> Callable[[Callable[[], pl.Expr]], Callable[[], pl.Expr]]:
     """Register a feature function in the catalog.
 
     The function's name is the output column and its docstring the description; ``reason`` is
     the plain-language text shown when the feature pulls a score down.
     """
-    if segment not in SEGMENTS:
-        raise ValueError(f"expected segment in {SEGMENTS}; got {segment!r}")
-    if dimension not in DIMENSIONS:
-        raise ValueError(f"expected dimension in {DIMENSIONS}; got {dimension!r}")
-    if monotone not in (-1, 0, 1):
-        raise ValueError(f"expected monotone in (-1, 0, 1); got {monotone!r}")
+    _check(segment, dimension, monotone)
 
     def register(fn: Callable[[], pl.Expr]) -> Callable[[], pl.Expr]:
         doc = (fn.__doc__ or "").strip()
@@ -88,6 +130,7 @@ def feature(
             monotone=monotone,
             description=" ".join(doc.split()),
             reason=reason,
+            family=family,
         )
         key = (segment, spec.name)
         if key in _REGISTRY and _REGISTRY[key][1].__qualname__ != fn.__qualname__:

@@ -166,6 +166,15 @@ def _inputs(validated: Path, segment: str) -> Inputs:
         ),
         loans=pl.scan_parquet(validated / "loans.parquet"),
         repayments=pl.scan_parquet(validated / "repayments.parquet"),
+        # A consumer's purchases are categorised by the merchant's industry.
+        partners=(
+            pl.scan_parquet(validated / f"{ENTITY_TABLE['merchant']}.parquet").select(
+                pl.col(ENTITY_ID["merchant"]).alias("partner_id"),
+                pl.col("industry").alias("category"),
+            )
+            if segment == "consumer"
+            else None
+        ),
     )
 
 
