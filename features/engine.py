@@ -111,6 +111,12 @@ def daily_buckets(events: pl.LazyFrame, measures: Mapping[str, pl.Expr]) -> pl.L
     return merge_daily([event_measures(events, measures)])
 
 
+def _key(code: pl.Expr, day: pl.Expr) -> pl.Expr:
+    """One sortable integer for (entity code, day): the code in the high bits."""
+    days = (day - pl.lit(ANCHOR_DAY)).dt.total_days().cast(pl.Int64)
+    return code * (1 << 20) + days
+
+
 def _offset_column(column: str, offset: int) -> str:
     return f"{column}__ever" if offset == EVER else f"{column}__c{offset}"
 
@@ -167,38 +173,44 @@ def read_at_boundaries(
             ],
             *[pl.col(c).forward_fill() for c in levels],
         )
-        .with_columns(pl.col(DAY).cast(pl.Int32).alias("__on"))
+        # Entity codes in running order; one integer key orders (entity, day) globally, so
+        # the as-of join below is a plain merge of two sorted integer columns.
+        .with_columns(
+            (pl.col(DAY) == ANCHOR_DAY).cum_sum().cast(pl.Int64).alias("__code"),
+        )
+        .with_columns(_key(pl.col("__code"), pl.col(DAY)).alias("__on"))
     )
+    codes = running.filter(pl.col(DAY) == ANCHOR_DAY).select(ENTITY, "__code")
     key_row = "__key"
-    numbered = keys.with_row_index(key_row)
-    as_of_int = pl.col(AS_OF).cast(pl.Int32)
-    queries = pl.concat(
-        [
-            numbered.select(
-                key_row,
-                ENTITY,
-                AS_OF,
-                pl.lit(o, pl.Int32).alias("__offset"),
-                (
-                    pl.lit(ANCHOR_DAY).cast(pl.Int32)
-                    if o == EVER
-                    else as_of_int - pl.lit(o + 1, pl.Int32)
-                ).alias("__on"),
-            )
-            for o in [EVER, *offsets]
-        ]
-    ).sort("__on")
+    numbered = keys.with_row_index(key_row).join(codes, on=ENTITY, how="left")
+    # One evaluation of the keys, crossed with the offsets: every query row of a key carries
+    # the same key number.
+    offset_frame = pl.LazyFrame({"__offset": [EVER, *offsets]}, schema={"__offset": pl.Int32})
+    boundary = (
+        pl.when(pl.col("__offset") == EVER)
+        .then(pl.lit(ANCHOR_DAY))
+        .otherwise(pl.col(AS_OF) - pl.duration(days=pl.col("__offset") + 1))
+    )
+    queries = (
+        numbered.join(offset_frame, how="cross")
+        .with_columns(
+            pl.when(pl.col("__code").is_null())
+            .then(pl.lit(-1, pl.Int64))
+            .otherwise(_key(pl.col("__code"), boundary))
+            .alias("__on")
+        )
+        .sort("__on")
+    )
     last_cols = [f"last_{c}_day" for c in last_days]
     level_reads = [
         *[pl.when(pl.col(c) >= 0).then(pl.col(c).cast(pl.Date)).alias(c) for c in last_cols],
         *[pl.when(pl.col(c) != SENTINEL).then(pl.col(c)).alias(c) for c in levels],
     ]
-    # Right side: sorted by day within each entity (the hash order), which is what the
-    # by-group as-of join needs; re-sorting it globally by day would cost a full sort.
+    # Every query key is at or after its entity's anchor key, so a backward match never
+    # lands on another entity's row.
     read = queries.join_asof(
-        running.select(ENTITY, "__on", *sums, *last_cols, *levels),
+        running.select("__on", *sums, *last_cols, *levels),
         on="__on",
-        by=ENTITY,
         strategy="backward",
         check_sortedness=False,
     ).sort("__offset", key_row)

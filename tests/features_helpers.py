@@ -89,11 +89,11 @@ def entities(ids: list[str], since: dt.date = dt.date(2022, 1, 1)) -> pl.DataFra
     """An entity table with both segments' attribute columns."""
     return pl.DataFrame(
         {
-            "entity_id": ids,
-            "onboarded_on": [since] * len(ids),
-            "registered_on": [since] * len(ids),
+            "entity_id": pl.Series(ids, dtype=pl.String),
+            "onboarded_on": pl.Series([since] * len(ids), dtype=pl.Date),
+            "registered_on": pl.Series([since] * len(ids), dtype=pl.Date),
             "birth_year": pl.Series([1990] * len(ids), dtype=pl.Int32),
-            "consent": [True] * len(ids),
+            "consent": pl.Series([True] * len(ids), dtype=pl.Boolean),
         }
     )
 
