@@ -40,7 +40,7 @@ from features.engine import (
     window_sums,
     with_day,
 )
-from features.merchant import CHANNELS, daily_partner_columns
+from features.merchant import CHANNELS, join_reads
 
 SEGMENT = "consumer"
 PARTNER_WINDOWS: tuple[int, ...] = (30, 90, 365)
@@ -108,7 +108,6 @@ def aggregates(keys: pl.LazyFrame, inputs: Inputs, *, windows: Sequence[int]) ->
     frames = partner_measures(
         events, "counterparty_id", windows=PARTNER_WINDOWS, onset=onset, prefix="cp"
     )
-    partner_columns = daily_partner_columns("cp", PARTNER_WINDOWS, True)
     if inputs.partners is not None:
         purchases = events.filter(_kind == "purchase").join(
             inputs.partners.rename({"partner_id": "counterparty_id"}),
@@ -116,7 +115,6 @@ def aggregates(keys: pl.LazyFrame, inputs: Inputs, *, windows: Sequence[int]) ->
             how="inner",
         )
         frames += partner_measures(purchases, "category", windows=(), prefix="cat")
-        partner_columns += daily_partner_columns("cat", (), False)
     balance = fen(pl.col("balance_after"))
     rows = with_day(events).select(
         ENTITY,
@@ -126,7 +124,7 @@ def aggregates(keys: pl.LazyFrame, inputs: Inputs, *, windows: Sequence[int]) ->
         pl.when(pl.col("balance_after").is_not_null()).then(pl.col("ts")).alias("__bal_ts"),
     )
     daily = merge_daily(
-        [rows, *frames, _income_gaps(events)],
+        [rows],
         extra={"closing_fen": pl.col("__bal").get(pl.col("__bal_ts").arg_max())},
     ).with_columns(
         (pl.col("txn_cnt") > 0).cast(pl.Int64).alias("active_day"),
@@ -137,9 +135,7 @@ def aggregates(keys: pl.LazyFrame, inputs: Inputs, *, windows: Sequence[int]) ->
         .cast(pl.Int64)
         .alias("low_bal_days"),
     )
-    gaps = ["income_gap_cnt", "income_gap_sum", "income_gap_sq"]
-    sums = [*MEASURES, "active_day", "bal_days", "bal_sum_amt", "low_bal_days", *gaps]
-    sums += partner_columns
+    sums = [*MEASURES, "active_day", "bal_days", "bal_sum_amt", "low_bal_days"]
     read = read_at_boundaries(
         daily,
         keys,
@@ -148,6 +144,7 @@ def aggregates(keys: pl.LazyFrame, inputs: Inputs, *, windows: Sequence[int]) ->
         last_days=["txn_cnt", "income_cnt"],
         levels=["closing_fen"],
     ).with_columns(*window_sums(sums, windows), *block_sums(BLOCK_MEASURES))
+    read = join_reads(read, [*frames, merge_daily([_income_gaps(events)])], keys, windows)
     if inputs.partners is None:
         read = read.with_columns(
             pl.lit(None, pl.Float64).alias(f"cat_{m}_ever") for m in ("new", "sq", "n")

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import polars as pl
 
@@ -298,10 +298,11 @@ def partner_measures(
       past due), ``{prefix}_bad_new``: pairs whose partner turned bad, on
       ``max(d_1, onset)``, and ``{prefix}_risky``: events with a partner already bad that day.
 
-    Returns entity-day rows (not yet summed) for :func:`merge_daily`. Pairs are ordered by a
-    64-bit hash of (entity, partner): sorting one integer is several
-    times faster than sorting two strings; a collision (odds ~1e-6 at 10M pairs) would merge
-    two pairs' histories.
+    Returns two entity-day frames (pair measures, and window/onset deltas that fall on other
+    days), each read at the boundaries on its own: stacking them into one wide frame would
+    materialise mostly-null columns. Pairs are ordered by a 64-bit hash of (entity, partner):
+    sorting one integer is several times faster than sorting two strings; a collision (odds
+    ~1e-6 at 10M pairs) would merge two pairs' histories.
     """
     pairs = (
         with_day(events)
@@ -335,7 +336,6 @@ def partner_measures(
         pl.col("__n").alias(f"{prefix}_n"),
         pl.when(pl.col("__same")).then(pl.col("__n")).otherwise(0).alias(f"{prefix}_repeat"),
         (pl.col("__n") * (2 * pl.col("__k") + pl.col("__n"))).alias(f"{prefix}_sq"),
-        *[pl.lit(1, pl.Int64).alias(f"{prefix}_d{w}") for w in windows],
         *(
             [
                 pl.when(pl.col("onset") <= pl.col(DAY))
@@ -347,21 +347,24 @@ def partner_measures(
             else []
         ),
     )
-    frames = [base]
+    # Deltas land on other days than the events: narrow rows, summed per entity-day apart.
+    deltas = [
+        pairs.select(ENTITY, DAY, *[pl.lit(1, pl.Int64).alias(f"{prefix}_d{w}") for w in windows])
+    ]
     for w in windows:
         end = pl.min_horizontal(pl.col(DAY) + pl.duration(days=w), pl.col("__next"))
-        frames.append(
+        deltas.append(
             pairs.select(ENTITY, end.alias(DAY), pl.lit(-1, pl.Int64).alias(f"{prefix}_d{w}"))
         )
     if onset is not None:
-        frames.append(
+        deltas.append(
             pairs.filter(~pl.col("__same") & pl.col("onset").is_not_null()).select(
                 ENTITY,
                 pl.max_horizontal(pl.col(DAY), pl.col("onset")).alias(DAY),
                 pl.lit(1, pl.Int64).alias(f"{prefix}_bad_new"),
             )
         )
-    return frames
+    return [merge_daily([base]), *([merge_daily(deltas)] if deltas else [])]
 
 
 def delinquency_onset(loans: pl.LazyFrame, repayments: pl.LazyFrame, dpd: int = 30) -> pl.LazyFrame:
@@ -391,13 +394,17 @@ def build(
     inputs: Inputs,
     *,
     windows: Sequence[int],
+    chunks: int = 1,
     streaming: bool = False,
 ) -> pl.DataFrame:
     """Compute the segment's catalog features and policy inputs for every spine row.
 
     ``spine`` must hold ``entity_id`` (str) and ``as_of`` (date); other columns are carried
     through unchanged and the row order is kept. Only events strictly before each row's
-    ``as_of`` are used.
+    ``as_of`` are used. ``chunks > 1`` computes entities in that many hash buckets, one after
+    the other (each bucket reads only its own entities' events), to bound memory on logs
+    larger than RAM; the result is identical. ``streaming`` collects with polars' streaming
+    engine.
     """
     missing = {ENTITY, AS_OF} - set(spine.columns)
     if missing:
@@ -408,15 +415,31 @@ def build(
         from features import consumer as definitions
     else:
         raise ValueError(f"expected segment 'merchant' or 'consumer'; got {segment!r}")
+    if chunks < 1:
+        raise ValueError(f"expected chunks >= 1; got {chunks}")
 
     row = "__row"
-    base = spine.with_row_index(row).lazy()
-    keys = base.select(ENTITY, AS_OF).unique(maintain_order=True)
-    aggregates = definitions.aggregates(keys, inputs, windows=windows)
-    frame = (
-        base.join(aggregates, on=[ENTITY, AS_OF], how="left")
-        .with_columns(*catalog.expressions(segment), *definitions.policy_inputs())
-        .sort(row)
-        .select(*spine.columns, *catalog.names(segment), *POLICY_INPUTS)
-    )
-    return frame.collect(engine="streaming" if streaming else "auto")
+    numbered = spine.with_row_index(row)
+    engine = "streaming" if streaming else "auto"
+    parts = []
+    for chunk in range(chunks):
+        if chunks == 1:
+            part, data = numbered, inputs
+        else:
+            mine = pl.col(ENTITY).hash(seed=0) % chunks == chunk
+            part = numbered.filter(mine)
+            data = replace(
+                inputs, events=inputs.events.filter(mine), entities=inputs.entities.filter(mine)
+            )
+        base = part.lazy()
+        keys = base.select(ENTITY, AS_OF).unique(maintain_order=True)
+        aggregates = definitions.aggregates(keys, data, windows=windows)
+        frame = base.join(aggregates, on=[ENTITY, AS_OF], how="left").with_columns(
+            *catalog.expressions(segment), *definitions.policy_inputs()
+        )
+        parts.append(
+            frame.select(row, *spine.columns, *catalog.names(segment), *POLICY_INPUTS).collect(
+                engine=engine
+            )
+        )
+    return pl.concat(parts).sort(row).drop(row)

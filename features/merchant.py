@@ -32,6 +32,7 @@ from features.common import (
 )
 from features.engine import (
     AS_OF,
+    DAY,
     ENTITY,
     Inputs,
     block_offsets,
@@ -88,10 +89,10 @@ def aggregates(keys: pl.LazyFrame, inputs: Inputs, *, windows: Sequence[int]) ->
     buyers = partner_measures(
         events.filter(_sale), "buyer_id", windows=PARTNER_WINDOWS, onset=onset, prefix="buyer"
     )
-    daily = merge_daily([event_measures(events, MEASURES), *buyers]).with_columns(
+    daily = merge_daily([event_measures(events, MEASURES)]).with_columns(
         (pl.col("sale_cnt") > 0).cast(pl.Int64).alias("sale_day"),
     )
-    sums = [*MEASURES, "sale_day", *daily_partner_columns("buyer", PARTNER_WINDOWS, True)]
+    sums = [*MEASURES, "sale_day"]
     read = read_at_boundaries(
         daily,
         keys,
@@ -99,6 +100,7 @@ def aggregates(keys: pl.LazyFrame, inputs: Inputs, *, windows: Sequence[int]) ->
         offsets=[*windows, *block_offsets()],
         last_days=["sale_cnt", "refund_cnt", "chargeback_cnt"],
     ).with_columns(*window_sums(sums, windows), *block_sums(BLOCK_MEASURES))
+    read = join_reads(read, buyers, keys, windows)
     return (
         read.join(
             credit_history(keys, inputs.loans, inputs.repayments, SEGMENT), on=[ENTITY, AS_OF]
@@ -108,11 +110,17 @@ def aggregates(keys: pl.LazyFrame, inputs: Inputs, *, windows: Sequence[int]) ->
     )
 
 
-def daily_partner_columns(prefix: str, windows: Sequence[int], with_onset: bool) -> list[str]:
-    """The entity-day columns :func:`features.engine.partner_measures` writes."""
-    columns = [f"{prefix}_new", f"{prefix}_n", f"{prefix}_repeat", f"{prefix}_sq"]
-    columns += [f"{prefix}_d{w}" for w in windows]
-    return columns + ([f"{prefix}_risky", f"{prefix}_bad_new"] if with_onset else [])
+def join_reads(
+    read: pl.LazyFrame, frames: Sequence[pl.LazyFrame], keys: pl.LazyFrame, windows: Sequence[int]
+) -> pl.LazyFrame:
+    """Read further entity-day frames at the window boundaries and join them to ``read``."""
+    for frame in frames:
+        columns = [c for c in frame.collect_schema().names() if c not in (ENTITY, DAY)]
+        more = read_at_boundaries(frame, keys, sums=columns, offsets=windows).with_columns(
+            *window_sums(columns, windows)
+        )
+        read = read.join(more, on=[ENTITY, AS_OF], how="left")
+    return read
 
 
 NET_MARGIN = 0.2  # share of net sales assumed free to service debt (no cost data in the log)

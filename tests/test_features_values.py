@@ -215,3 +215,12 @@ def test_same_data_gives_identical_features() -> None:
     again = build("merchant", spine, inputs("merchant", shuffled, []), windows=WINDOWS)
     assert_frame_equal(first, again)
     assert first.select("entity_id", "as_of").equals(spine)
+
+
+def test_chunked_by_entity_equals_one_pass() -> None:
+    events = _random_log(5)
+    data = inputs("merchant", events, [])
+    spine = _spine()
+    one = build("merchant", spine, data, windows=WINDOWS)
+    assert_frame_equal(one, build("merchant", spine, data, windows=WINDOWS, chunks=3))
+    assert_frame_equal(one, build("merchant", spine, data, windows=WINDOWS, streaming=True))
