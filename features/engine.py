@@ -101,8 +101,13 @@ def merge_daily(
     value_columns = [c for c in stacked.collect_schema().names() if c not in (ENTITY, DAY)]
     extra = dict(extra or {})
     sums = [c for c in value_columns if c not in extra and not c.startswith("__")]
-    return stacked.group_by(ENTITY, DAY).agg(
-        pl.col(sums).sum(), *[e.alias(n) for n, e in extra.items()]
+    # Materialised: every entity-day frame is read several times (anchors, running sums, first
+    # days), and polars does not reliably share such subplans, so it would be recomputed.
+    return (
+        stacked.group_by(ENTITY, DAY)
+        .agg(pl.col(sums).sum(), *[e.alias(n) for n, e in extra.items()])
+        .collect()
+        .lazy()
     )
 
 
@@ -179,6 +184,8 @@ def read_at_boundaries(
             (pl.col(DAY) == ANCHOR_DAY).cum_sum().cast(pl.Int64).alias("__code"),
         )
         .with_columns(_key(pl.col("__code"), pl.col(DAY)).alias("__on"))
+        .collect()  # used twice below: materialise once rather than trust plan caching
+        .lazy()
     )
     codes = running.filter(pl.col(DAY) == ANCHOR_DAY).select(ENTITY, "__code")
     key_row = "__key"
@@ -315,6 +322,7 @@ def partner_measures(
     same = pl.col("__pair") == pl.col("__pair").shift(1)
     nxt = pl.col("__pair") == pl.col("__pair").shift(-1)
     cum = pl.col("__n").cum_sum()
+    pairs = pairs.collect().lazy()  # read by several frames below: materialise once
     pairs = pairs.with_columns(
         same.fill_null(False).alias("__same"),
         pl.when(nxt.fill_null(False)).then(pl.col(DAY).shift(-1)).alias("__next"),
