@@ -29,6 +29,7 @@ import datetime
 import shutil
 import tempfile
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -204,7 +205,9 @@ def _timestamps(rng: np.random.Generator, days: np.ndarray) -> np.ndarray:
     cw = np.cumsum(HOUR_WEIGHT) / HOUR_WEIGHT.sum()
     hour = np.minimum(np.searchsorted(cw, rng.random(len(days)), side="right"), 23)
     second = hour * 3600 + rng.integers(0, 3600, len(days))
-    return days.astype(np.int64) * DAY_US + second * 1_000_000 + rng.integers(0, 1_000_000, len(days))
+    return (
+        days.astype(np.int64) * DAY_US + second * 1_000_000 + rng.integers(0, 1_000_000, len(days))
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -285,26 +288,31 @@ def _merchants(rng: np.random.Generator, n: int, cal: _Calendar, months: int, ma
     ind_eff = INDUSTRY_RISK[industry_i]
     risk = -0.7 * health - 0.5 * discipline + 0.35 * volatility - 0.3 * growth + ind_eff
     onboarded, first_month = _onboarding(rng, n, cal, months, joined_share=0.35)
-    guest_rate = np.exp(rng.normal(np.log(3.0), 0.9, n) + 0.25 * health)
+    guest_rate = np.exp(rng.normal(np.log(2.5), 0.8, n) + 0.4 * health)
     ticket = np.exp(rng.normal(np.log(70.0), 0.6, n))
-    refund_p = np.clip(0.03 * np.exp(0.35 * -discipline + 0.25 * risk), 0.0, 0.4)
-    chargeback_p = np.clip(0.002 * np.exp(0.6 * -discipline + 0.3 * risk), 0.0, 0.1)
+    refund_p = np.clip(0.03 * np.exp(0.5 * -discipline - 0.3 * health), 0.0, 0.4)
+    chargeback_p = np.clip(0.003 * np.exp(0.7 * -discipline - 0.3 * health), 0.0, 0.1)
     # Monthly activity: growth trend, AR(1) wobble scaled by volatility, distress episodes.
-    slope = 0.012 * growth + 0.008 * health
-    sigma = 0.10 * np.exp(0.45 * volatility)
+    slope = 0.025 * growth + 0.015 * health
+    sigma = 0.12 * np.exp(0.5 * volatility)
     mult = np.empty((months, n), dtype=np.float64)
     wobble = rng.standard_normal(n) * sigma
     distress = np.zeros(n, dtype=bool)
     distress_hist = np.empty((months, n), dtype=bool)
     for m in range(months):
-        wobble = 0.7 * wobble + sigma * rng.standard_normal(n)
-        enter = _sigmoid(-5.0 + 1.1 * risk + 2.0 * macro[m]) > rng.random(n)
-        leave = rng.random(n) < 0.12
+        wobble = 0.5 * wobble + sigma * rng.standard_normal(n)
+        enter = _sigmoid(-4.2 + 1.2 * risk + 2.0 * macro[m]) > rng.random(n)
+        leave = rng.random(n) < 0.15
+        dormant = _sigmoid(-3.8 + 1.0 * risk) > rng.random(n)
         distress = np.where(distress, ~leave, enter)
         distress_hist[m] = distress
-        mult[m] = np.exp(slope * (m - first_month.clip(0)) + wobble - 1.0 * distress)
+        mult[m] = np.exp(
+            slope * (m - first_month.clip(0)) + wobble - 1.2 * distress - 3.0 * dormant
+        )
     return _Merchants(
-        ids=pl.Series("merchant_id", np.char.add("M", np.char.zfill(np.arange(1, n + 1).astype(str), 7))),
+        ids=pl.Series(
+            "merchant_id", np.char.add("M", np.char.zfill(np.arange(1, n + 1).astype(str), 7))
+        ),
         first_month=first_month,
         onboarded=onboarded,
         industry=np.asarray(contract.INDUSTRIES)[industry_i],
@@ -331,13 +339,17 @@ def _consumers(rng: np.random.Generator, n: int, cal: _Calendar, months: int) ->
     region_i = rng.choice(len(contract.REGIONS), n, p=REGION_SHARE)
     risk = -0.7 * stability - 0.7 * discipline + 0.3 * volatility - 0.2 * growth
     registered, first_month = _onboarding(rng, n, cal, months, joined_share=0.35)
-    start_year = int(cal.month_start[0].astype("datetime64[D]").astype("datetime64[Y]").astype(int)) + 1970
+    start_year = (
+        int(cal.month_start[0].astype("datetime64[D]").astype("datetime64[Y]").astype(int)) + 1970
+    )
     age = np.clip(rng.normal(33, 9, n) - 2.0 * discipline, 19, 70)
-    income = np.exp(rng.normal(np.log(6500), 0.55, n) + 0.2 * stability)
+    income = np.exp(rng.normal(np.log(6500), 0.5, n) + 0.3 * stability)
     bills_n = rng.integers(1, 4, n)
     bills = np.exp(rng.normal(np.log(150), 0.6, (n, 3))) * (np.arange(3) < bills_n[:, None])
     return _Consumers(
-        ids=pl.Series("consumer_id", np.char.add("C", np.char.zfill(np.arange(1, n + 1).astype(str), 8))),
+        ids=pl.Series(
+            "consumer_id", np.char.add("C", np.char.zfill(np.arange(1, n + 1).astype(str), 8))
+        ),
         first_month=first_month,
         registered=registered,
         region=np.asarray(contract.REGIONS)[region_i],
@@ -351,16 +363,16 @@ def _consumers(rng: np.random.Generator, n: int, cal: _Calendar, months: int) ->
         risk=risk,
         risk_q=_rank01(risk),
         income=income,
-        regular=_sigmoid(0.8 + 1.5 * stability) > rng.random(n),
+        regular=_sigmoid(0.5 + 1.8 * stability) > rng.random(n),
         payday=rng.choice(np.array([1, 5, 10, 15, 20, 25, 28]), n),
-        purchase_rate=np.exp(rng.normal(np.log(4.0), 0.6, n)),
-        spend_share=np.clip(0.42 + 0.10 * risk + rng.normal(0, 0.06, n), 0.1, 1.2),
+        purchase_rate=np.exp(rng.normal(np.log(3.2), 0.6, n)),
+        spend_share=np.clip(0.42 + 0.25 * risk + rng.normal(0, 0.06, n), 0.1, 1.3),
         bills=bills,
         bill_day=rng.integers(1, 29, (n, 3)),
-        bill_miss_p=_sigmoid(-3.6 - 1.2 * discipline),
+        bill_miss_p=_sigmoid(-3.0 - 1.5 * discipline),
         transfer_rate=np.exp(rng.normal(np.log(0.6), 0.7, n)),
         reports_balance=rng.random(n) < 0.8,
-        balance0=income * np.exp(rng.normal(0.0, 0.8, n) + 0.4 * stability - 0.3 * discipline),
+        balance0=income * np.exp(rng.normal(0.0, 0.6, n) + 0.6 * stability + 0.4 * discipline),
     )
 
 
@@ -486,27 +498,43 @@ def _schedule(
 
 
 class _ChunkWriter:
-    """Appends polars frames as Parquet row groups to one file in the contract's schema."""
+    """Appends polars frames as Parquet row groups to one file in the contract's schema.
 
-    def __init__(self, path: Path, table: str) -> None:
+    Writes happen on a background thread (Parquet encoding releases the GIL) so the next month is
+    generated while this one is written; at most one chunk waits, which keeps memory bounded and
+    the row-group order (hence the bytes) fixed.
+    """
+
+    def __init__(self, path: Path, table: str, pool: ThreadPoolExecutor) -> None:
         self.path = path
         self.schema = contract.TABLES[table].schema
         self.writer: pq.ParquetWriter | None = None
+        self.pool = pool
+        self.pending: Future[None] | None = None
         self.rows = 0
 
-    def write(self, df: pl.DataFrame) -> None:
-        df = df.select(pl.col(c).cast(t) for c, t in self.schema.items())
-        arrow = df.to_arrow()
+    def _write(self, arrow: pa.Table) -> None:
         if self.writer is None:
             self.writer = pq.ParquetWriter(self.path, arrow.schema, compression=PARQUET_COMPRESSION)
         self.writer.write_table(arrow)
+
+    def write(self, df: pl.DataFrame) -> None:
+        arrow = df.select(pl.col(c).cast(t) for c, t in self.schema.items()).to_arrow()
+        self.wait()
+        self.pending = self.pool.submit(self._write, arrow)
         self.rows += df.height
 
+    def wait(self) -> None:
+        if self.pending is not None:
+            self.pending.result()
+            self.pending = None
+
     def close(self) -> None:
+        self.wait()
         if self.writer is None:
-            self.write(pl.DataFrame(schema=self.schema))
-        assert self.writer is not None
-        self.writer.close()
+            self._write(pl.DataFrame(schema=self.schema).to_arrow())
+        if self.writer is not None:
+            self.writer.close()
 
 
 def _ids(prefix: str, start: int, n: int, width: int) -> pl.Expr:
@@ -533,7 +561,10 @@ _MONEY_CHANNELS = (0.80, 0.20, 0.0, 0.0)
 _MK = {k: i for i, k in enumerate(contract.MERCHANT_TXN_KINDS)}
 _CK = {k: i for i, k in enumerate(contract.CONSUMER_TXN_KINDS)}
 _CK_SIGN = np.array(
-    [1.0 if contract.CONSUMER_KIND_DIRECTION[k] == "in" else -1.0 for k in contract.CONSUMER_TXN_KINDS]
+    [
+        1.0 if contract.CONSUMER_KIND_DIRECTION[k] == "in" else -1.0
+        for k in contract.CONSUMER_TXN_KINDS
+    ]
 )
 
 
@@ -582,21 +613,53 @@ def generate(
 
 def _generate_into(spec: WorldSpec, out: Path, say: Callable[[str], None]) -> dict[str, int]:
     months = spec.months
-    seq = np.random.SeedSequence(spec.seed)
-    rng = np.random.default_rng(seq.spawn(1)[0])
-    month_seeds = seq.spawn(1)[0].spawn(months)
+    rng = np.random.default_rng(np.random.SeedSequence([spec.seed, 0]))
     cal = _calendar(spec.start, months)
     macro = _macro(rng, months, months + 13)
-    end_day = int(cal.month_start[months])
     say(f"entities: {spec.merchants} merchants, {spec.consumers} consumers")
     mer, distress = _merchants(rng, spec.merchants, cal, months, macro)
     con = _consumers(rng, spec.consumers, cal, months)
-    n_m, n_c = spec.merchants, spec.consumers
-
     _write_entities(out, mer, con)
 
-    m_writer = _ChunkWriter(out / "merchant_transactions.parquet", "merchant_transactions")
-    c_writer = _ChunkWriter(out / "consumer_transactions.parquet", "consumer_transactions")
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        m_writer = _ChunkWriter(
+            out / "merchant_transactions.parquet", "merchant_transactions", pool
+        )
+        c_writer = _ChunkWriter(
+            out / "consumer_transactions.parquet", "consumer_transactions", pool
+        )
+        loans, schedules = _months(spec, cal, macro, mer, distress, con, m_writer, c_writer, say)
+        m_writer.close()
+        c_writer.close()
+    say("loans and repayments")
+    all_loans = pl.concat(loans) if loans else None
+    n_rep = _write_loans(out, all_loans, schedules, mer, con)
+    return {
+        "merchants": spec.merchants,
+        "consumers": spec.consumers,
+        "merchant_transactions": m_writer.rows,
+        "consumer_transactions": c_writer.rows,
+        "loans": 0 if all_loans is None else all_loans.height,
+        "repayments": n_rep,
+    }
+
+
+def _months(
+    spec: WorldSpec,
+    cal: _Calendar,
+    macro: np.ndarray,
+    mer: _Merchants,
+    distress: np.ndarray,
+    con: _Consumers,
+    m_writer: _ChunkWriter,
+    c_writer: _ChunkWriter,
+    say: Callable[[str], None],
+) -> tuple[list[pl.DataFrame], list[pl.DataFrame]]:
+    """Month by month: issue loans, then write the month's consumer and merchant transactions."""
+    months = spec.months
+    n_m, n_c = spec.merchants, spec.consumers
+    month_seeds = np.random.SeedSequence([spec.seed, 1]).spawn(months)
+    end_day = int(cal.month_start[months])
     sales_hist = np.zeros((months, n_m))
     income_hist = np.zeros((months, n_c))
     balance = con.balance0.copy()
@@ -622,7 +685,7 @@ def _generate_into(spec: WorldSpec, out: Path, say: Callable[[str], None]) -> di
         act_c = con.first_month <= m
 
         # ---- consumers' state this month: employment and income level ----
-        enter = _sigmoid(-4.6 - 0.9 * con.stability - 0.4 * con.discipline + 2.0 * macro[m])
+        enter = _sigmoid(-4.0 - 1.0 * con.stability - 0.4 * con.discipline + 2.0 * macro[m])
         unemployed = np.where(unemployed, r.random(n_c) >= 0.3, r.random(n_c) < enter)
         unemployed_hist[m] = unemployed
         level = con.income * np.exp(0.006 * con.growth * (m - con.first_month.clip(0)))
@@ -634,17 +697,17 @@ def _generate_into(spec: WorldSpec, out: Path, say: Callable[[str], None]) -> di
                 if seg == "merchant":
                     cap = sales_hist[hist].mean(axis=0)
                     elig = (mer.first_month <= m - MIN_HISTORY_MONTHS) & (cap > 0)
-                    risk_now = 1.25 * mer.risk + 0.8 * mer.hidden + 0.9 * distress[m - 1]
-                    apply_p = 0.06 * np.exp(0.25 * mer.risk) * np.where(busy_m > m, 0.3, 1.0)
+                    risk_now = 1.25 * mer.risk + 0.6 * mer.hidden + 0.9 * distress[m - 1]
+                    apply_p = 0.12 * np.exp(0.25 * mer.risk) * np.where(busy_m > m, 0.3, 1.0)
                     kw = {"principal_factor": 1.5, "cap": 5_000_000.0, "floor": 1_000.0}
                     intercept, owner = -4.9, mer.ids
                 else:
                     cap = income_hist[hist].mean(axis=0)
                     elig = (con.first_month <= m - MIN_HISTORY_MONTHS) & (cap > 0)
-                    risk_now = 1.2 * con.risk + 0.8 * con.hidden + 0.9 * unemployed_hist[m - 1]
-                    apply_p = 0.025 * np.exp(0.25 * con.risk) * np.where(busy_c > m, 0.3, 1.0)
+                    risk_now = 1.2 * con.risk + 0.6 * con.hidden + 0.9 * unemployed_hist[m - 1]
+                    apply_p = 0.04 * np.exp(0.25 * con.risk) * np.where(busy_c > m, 0.3, 1.0)
                     kw = {"principal_factor": 1.2, "cap": 200_000.0, "floor": 500.0}
-                    intercept, owner = -5.9, con.ids
+                    intercept, owner = -5.2, con.ids
                 issued = _issue_loans(
                     r,
                     cal,
@@ -682,8 +745,9 @@ def _generate_into(spec: WorldSpec, out: Path, say: Callable[[str], None]) -> di
                 n_loans += k
                 loans.append(frame)
                 schedules.append(
-                    _schedule(r, frame, macro, cal, end_day, 0.015 if seg == "merchant" else 0.02)
-                    .with_columns(
+                    _schedule(
+                        r, frame, macro, cal, end_day, 0.015 if seg == "merchant" else 0.02
+                    ).with_columns(
                         pl.lit(seg).alias("segment"),
                         pl.Series(np.repeat(issued["entity"], issued["term"])).alias("entity"),
                     )
@@ -755,7 +819,7 @@ def _generate_into(spec: WorldSpec, out: Path, say: Callable[[str], None]) -> di
         t_amt = level[t_c] * 0.08 * np.exp(r.normal(0, 0.8, len(t_c)) + 0.2 * con.risk[t_c])
         t_day = cal.sample_days(r, m, len(t_c))
         t_ts = _timestamps(r, t_day)
-        x_c = np.repeat(np.arange(n_c), r.poisson(0.25 * act_c))
+        x_c = np.repeat(np.arange(n_c), r.poisson(0.25 * np.exp(0.4 * con.risk) * act_c))
         x_amt = level[x_c] * 0.1 * np.exp(r.normal(0, 0.8, len(x_c)))
         x_ts = _timestamps(r, cal.sample_days(r, m, len(x_c)))
 
@@ -947,19 +1011,7 @@ def _generate_into(spec: WorldSpec, out: Path, say: Callable[[str], None]) -> di
         m_txn += mt.height
         del mt
 
-    m_writer.close()
-    c_writer.close()
-    say("loans and repayments")
-    all_loans = pl.concat(loans) if loans else None
-    n_rep = _write_loans(out, all_loans, schedules, mer, con)
-    return {
-        "merchants": n_m,
-        "consumers": n_c,
-        "merchant_transactions": m_writer.rows,
-        "consumer_transactions": c_writer.rows,
-        "loans": 0 if all_loans is None else all_loans.height,
-        "repayments": n_rep,
-    }
+    return loans, schedules
 
 
 def _write_entities(out: Path, mer: _Merchants, con: _Consumers) -> None:
@@ -1008,9 +1060,7 @@ def _write_loans(
         pl.col("issued").cast(pl.Int32).cast(pl.Date).alias("issued_on"),
         "principal",
         pl.col("term").alias("term_months"),
-    ).cast(dict(loan_schema)).write_parquet(
-        out / "loans.parquet", compression=PARQUET_COMPRESSION
-    )
+    ).cast(dict(loan_schema)).write_parquet(out / "loans.parquet", compression=PARQUET_COMPRESSION)
     reps = pl.concat(schedules).select(rep_schema.names()).cast(dict(rep_schema))
     reps.write_parquet(out / "repayments.parquet", compression=PARQUET_COMPRESSION)
     is_m = (loans["segment"] == "merchant").to_numpy()
