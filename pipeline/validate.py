@@ -1,0 +1,528 @@
+"""Validate raw tables against the input contract: clean rows go on, bad rows are quarantined.
+
+The run, table by table:
+
+1. **Read** ``raw_dir/<table>.parquet`` (or ``.csv``). A missing or mistyped column is schema
+   drift: the run stops with :class:`SchemaDriftError` naming the table and the column, before
+   anything is written. Parquet columns of a compatible type are cast (any integer width, integers
+   to floats, any datetime unit; naive timestamps are taken as UTC). CSV cells are parsed; a cell
+   that cannot be read as its column's type quarantines its row (``bad_value_<column>``).
+2. **Consent.** Entities that have not authorised data use are dropped with every row that
+   belongs to them (their transactions, their loans, those loans' repayments and outcomes), and
+   references to them in other entities' rows (``buyer_id``, ``counterparty_id``) are blanked.
+   Nothing downstream, quarantine included, sees them; the summary counts them.
+3. **Single-table rules** (``pipeline.schemas``, dataframely): nulls, types, positive amounts,
+   allowed values, duplicate keys (every copy of a duplicated key is quarantined), in-row
+   consistency.
+4. **Cross-table and clock rules**: transactions and loans of unknown entities (or of entities
+   whose own row was quarantined), events in the future or before the entity existed,
+   repayments of unknown (or quarantined) loans, payments before issue.
+
+Clean rows are written to ``validated_dir/<table>.parquet``; bad rows, as they were read, to
+``quarantine_dir/<table>.parquet`` with ``source_row`` (0-based row in the input file) and
+``rules`` (every rule the row broke at the stage it was stopped). ``summary.json`` counts rows
+per table and rule. Output is written to temporary folders and renamed into place, so a failed
+run leaves the previous output untouched.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dataframely as dy
+import polars as pl
+
+from pipeline import contract
+from pipeline.schemas import SCHEMAS, rule_name
+
+__all__ = ["SchemaDriftError", "validate"]
+
+ROW = "source_row"
+RULES = "rules"
+ENTITY_TABLES = ("merchants", "consumers")
+LOAN_CHILDREN = ("repayments", "outcomes")
+_TRUE = ("true", "t", "1", "yes", "y")
+_FALSE = ("false", "f", "0", "no", "n")
+
+
+class SchemaDriftError(ValueError):
+    """A table lacks a contract column or holds it with an incompatible type."""
+
+
+@dataclass
+class _Table:
+    """One table on its way through validation."""
+
+    name: str
+    fmt: str  # "parquet" or "csv"
+    source: pl.DataFrame  # rows as read (typed for parquet, text for csv), with ROW
+    data: pl.DataFrame  # contract-typed rows still in play, with ROW
+    rows_in: int
+    bad: list[pl.DataFrame] = field(default_factory=list)  # frames of (ROW, RULES)
+    parse_flags: list[str] = field(default_factory=list)  # CSV cells that could not be read
+    consent_dropped: int = 0
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading and schema drift
+# ----------------------------------------------------------------------------------------------
+
+
+def _find(raw_dir: Path, table: str) -> tuple[Path, str] | None:
+    for fmt in ("parquet", "csv"):
+        path = raw_dir / f"{table}.{fmt}"
+        if path.exists():
+            return path, fmt
+    return None
+
+
+def _compatible(got: pl.DataType, want: pl.DataType) -> bool:
+    """Whether a Parquet column of type ``got`` may be cast to the contract type ``want``."""
+    if got == pl.Null():
+        return True
+    if isinstance(want, pl.Datetime):
+        return isinstance(got, pl.Datetime)
+    if want.is_float():
+        return got.is_numeric()
+    if want.is_integer():
+        return got.is_integer()
+    if want == pl.String():
+        return got == pl.String() or isinstance(got, pl.Categorical | pl.Enum)
+    return got == want
+
+
+def _check_drift(table: str, columns: pl.Schema, fmt: str) -> None:
+    spec = contract.TABLES[table]
+    for column, dtype in spec.columns.items():
+        if column not in columns:
+            raise SchemaDriftError(
+                f"table {table!r}: missing column {column!r}; expected a column of type {dtype}"
+                f" (found columns: {', '.join(columns.names())})"
+            )
+        if fmt == "parquet" and not _compatible(columns[column], dtype):
+            raise SchemaDriftError(
+                f"table {table!r}: column {column!r} has type {columns[column]}; expected {dtype}"
+            )
+
+
+def _to_utc(col: pl.Expr, got: pl.DataType) -> pl.Expr:
+    if isinstance(got, pl.Datetime) and got.time_zone is None:
+        col = col.dt.replace_time_zone("UTC")
+    elif isinstance(got, pl.Datetime):
+        col = col.dt.convert_time_zone("UTC")
+    return col.cast(contract.TS)
+
+
+def _parse_text(col: str, dtype: pl.DataType) -> pl.Expr:
+    """Parse a CSV text column into the contract type; unreadable cells become null."""
+    text = pl.col(col).str.strip_chars()
+    text = pl.when(text == "").then(None).otherwise(text)
+    if isinstance(dtype, pl.Datetime):
+        iso = text.str.replace(" ", "T", literal=True)
+        aware = iso.str.to_datetime(time_zone="UTC", time_unit="us", strict=False)
+        naive = iso.str.to_datetime(time_unit="us", strict=False).dt.replace_time_zone("UTC")
+        # Date-only values are not timestamps.
+        return pl.when(iso.str.contains("T")).then(pl.coalesce(aware, naive)).cast(dtype)
+    if dtype == pl.Date():
+        return text.str.to_date("%Y-%m-%d", strict=False)
+    if dtype == pl.Boolean():
+        low = text.str.to_lowercase()
+        return pl.when(low.is_in(_TRUE)).then(True).when(low.is_in(_FALSE)).then(False)
+    if dtype == pl.String():
+        return pl.col(col)
+    return text.cast(dtype, strict=False)
+
+
+def _columns(path: Path, fmt: str) -> pl.Schema:
+    if fmt == "parquet":
+        return pl.read_parquet_schema(path)
+    return pl.read_csv(path, n_rows=0, infer_schema=False).schema
+
+
+def _read(raw_dir: Path, table: str) -> _Table | None:
+    """Read one table, check it for drift and bring it to the contract's types."""
+    found = _find(raw_dir, table)
+    if found is None:
+        if contract.TABLES[table].optional:
+            return None
+        raise ValueError(f"expected {raw_dir / table}.parquet or .csv; got neither")
+    path, fmt = found
+    spec = contract.TABLES[table]
+    _check_drift(table, _columns(path, fmt), fmt)
+    if fmt == "parquet":
+        raw = pl.read_parquet(path, columns=list(spec.columns))
+        # Timestamps are brought to UTC here; other casts are left to the schema, which reports
+        # a value that does not fit (say, an Int64 too large for Int32) as bad_value_<column>.
+        typed = raw.with_columns(
+            _to_utc(pl.col(c), raw.schema[c]).alias(c)
+            for c, t in spec.columns.items()
+            if isinstance(t, pl.Datetime)
+        ).with_row_index(ROW)
+        typed = typed.with_columns(pl.col(ROW).cast(pl.Int64))
+        return _Table(table, fmt, source=typed, data=typed, rows_in=typed.height)
+    raw = pl.read_csv(path, infer_schema=False).select(list(spec.columns)).with_row_index(ROW)
+    raw = raw.with_columns(pl.col(ROW).cast(pl.Int64))
+    typed = raw.select(ROW, *(_parse_text(c, t).alias(c) for c, t in spec.columns.items()))
+    text = {c: pl.col(c).str.strip_chars() for c in spec.columns}
+    flags = raw.select(
+        ((text[c].is_not_null() & (text[c] != "")).alias(f"bad_value_{c}")) for c in spec.columns
+    ).with_columns(pl.col(f"bad_value_{c}") & typed[c].is_null() for c in spec.columns)
+    return _Table(
+        table,
+        fmt,
+        source=raw,
+        data=pl.concat([typed, flags], how="horizontal"),
+        rows_in=raw.height,
+        parse_flags=flags.columns,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Rules
+# ----------------------------------------------------------------------------------------------
+
+
+def _quarantine(t: _Table, flag_columns: list[str]) -> None:
+    """Move rows of ``t.data`` with any flag column true to ``t.bad``; drop the flag columns."""
+    if not flag_columns:
+        return
+    data = t.data.with_columns(pl.col(flag_columns).fill_null(False))
+    broken = pl.any_horizontal(flag_columns)
+    bad = data.filter(broken).select(
+        ROW,
+        pl.concat_list(pl.when(pl.col(f)).then(pl.lit(f)) for f in flag_columns)
+        .list.drop_nulls()
+        .alias(RULES),
+    )
+    if bad.height:
+        t.bad.append(bad)
+    t.data = data.filter(~broken).drop(flag_columns)
+
+
+def _schema_rules(t: _Table) -> None:
+    """Apply the table's dataframely schema: failing rows go to quarantine with their rules."""
+    tracked = type(f"_Tracked{SCHEMAS[t.name].__name__}", (SCHEMAS[t.name],), {ROW: dy.Int64()})
+    good, failure = tracked.filter(t.data, cast=True)
+    if len(failure):
+        details = failure.details()
+        rule_cols = [c for c in details.columns if c not in tracked.column_names()]
+        bad = details.select(
+            ROW,
+            pl.concat_list(
+                pl.when(pl.col(c) == "invalid").then(pl.lit(rule_name(c))) for c in rule_cols
+            )
+            .list.drop_nulls()
+            .list.unique(maintain_order=True)
+            .alias(RULES),
+        )
+        t.bad.append(bad)
+    t.data = good.select(ROW, *contract.TABLES[t.name].columns)
+
+
+def _cross_rules(t: _Table, rules: dict[str, pl.Expr]) -> None:
+    """Apply rules that are true when broken (null counts as not broken)."""
+    t.data = t.data.with_columns(**rules)
+    _quarantine(t, list(rules))
+
+
+def _since(entities: _Table, id_col: str, since_col: str) -> pl.DataFrame:
+    return entities.data.select(pl.col(id_col).alias("_ref"), pl.col(since_col).alias("_since"))
+
+
+def _entity_rules(
+    t: _Table, entities: _Table, *, raw_ids: pl.Series, since: str, what: str, now: pl.Expr
+) -> None:
+    """Unknown or quarantined owner, event before the owner existed, event in the future."""
+    key = contract.TABLES[entities.name].key[0]
+    ts = pl.col("ts")
+    valid = _since(entities, key, since)
+    t.data = t.data.join(valid, left_on=key, right_on="_ref", how="left", maintain_order="left")
+    _cross_rules(
+        t,
+        {
+            f"unknown_{what}": ~pl.col(key).is_in(raw_ids.implode()),
+            f"{what}_quarantined": pl.col(key).is_in(raw_ids.implode())
+            & pl.col("_since").is_null(),
+            "future_timestamp": ts > now,
+            "before_onboarding": ts.cast(pl.Date) < pl.col("_since"),
+        },
+    )
+    t.data = t.data.drop("_since")
+
+
+# ----------------------------------------------------------------------------------------------
+# The run
+# ----------------------------------------------------------------------------------------------
+
+
+def validate(
+    raw_dir: Path,
+    validated_dir: Path,
+    quarantine_dir: Path,
+    *,
+    reference_time: datetime.datetime,
+) -> dict[str, Any]:
+    """Validate every contract table in ``raw_dir``; write clean rows, quarantine and a summary.
+
+    Returns the summary also saved as ``quarantine_dir/summary.json``::
+
+        {"tables": {table: {"rows_in", "rows_out", "quarantined", "rules": {rule: count}}},
+         "consent_excluded": {"merchants": rows, "consumers": rows, <table>: rows dropped,
+                              "references_blanked": cells},
+         "reference_time": iso timestamp, "inputs": {table: "parquet" | "csv"}}
+
+    ``reference_time`` is "now" for the future-timestamp rule (naive means UTC). Raises
+    :class:`SchemaDriftError` on a missing or mistyped column, before writing anything.
+    """
+    raw_dir, validated_dir, quarantine_dir = (
+        Path(raw_dir),
+        Path(validated_dir),
+        Path(quarantine_dir),
+    )
+    if reference_time.tzinfo is None:
+        reference_time = reference_time.replace(tzinfo=datetime.UTC)
+    now_ts = pl.lit(reference_time).cast(contract.TS)
+    now_day = pl.lit(reference_time.astimezone(datetime.UTC).date())
+
+    # Read everything first: drift anywhere stops the run before any output.
+    for table in contract.TABLES:
+        found = _find(raw_dir, table)
+        if found is not None:
+            _check_drift(table, _columns(*found), found[1])
+    tables: dict[str, _Table] = {}
+    for table in contract.TABLES:
+        read = _read(raw_dir, table)
+        if read is not None:
+            tables[table] = read
+
+    blanked = _apply_consent(tables)
+
+    for t in tables.values():
+        _quarantine(t, t.parse_flags)
+        _schema_rules(t)
+
+    # Entities: dates in the future.
+    for name, since in (("merchants", "onboarded_on"), ("consumers", "registered_on")):
+        _cross_rules(tables[name], {"future_date": pl.col(since) > now_day})
+
+    raw_m = _raw_ids(tables["merchants"], "merchant_id")
+    raw_c = _raw_ids(tables["consumers"], "consumer_id")
+    _entity_rules(
+        tables["merchant_transactions"],
+        tables["merchants"],
+        raw_ids=raw_m,
+        since="onboarded_on",
+        what="merchant",
+        now=now_ts,
+    )
+    _entity_rules(
+        tables["consumer_transactions"],
+        tables["consumers"],
+        raw_ids=raw_c,
+        since="registered_on",
+        what="consumer",
+        now=now_ts,
+    )
+    _loan_rules(tables["loans"], raw_m, raw_c, tables, now_day)
+    raw_loans = _raw_ids(tables["loans"], "loan_id")
+    issued = tables["loans"].data.select(pl.col("loan_id").alias("_loan"), "issued_on")
+    for name in LOAN_CHILDREN:
+        if name not in tables:
+            continue
+        t = tables[name]
+        t.data = t.data.join(
+            issued, left_on="loan_id", right_on="_loan", how="left", maintain_order="left"
+        )
+        rules = {
+            "unknown_loan": ~pl.col("loan_id").is_in(raw_loans.implode()),
+            "loan_quarantined": pl.col("loan_id").is_in(raw_loans.implode())
+            & pl.col("issued_on").is_null(),
+        }
+        if name == "repayments":
+            rules |= {
+                "paid_before_issue": pl.col("paid_on") < pl.col("issued_on"),
+                "due_before_issue": pl.col("due_on") < pl.col("issued_on"),
+                "future_date": pl.col("paid_on") > now_day,
+            }
+        _cross_rules(t, rules)
+        t.data = t.data.drop("issued_on")
+
+    summary = _summary(tables, blanked, reference_time)
+    _write(tables, summary, validated_dir, quarantine_dir)
+    return summary
+
+
+def _raw_ids(t: _Table, column: str) -> pl.Series:
+    """Ids present in the table as read (after consent), whether or not their rows passed."""
+    return t.source[column].drop_nulls().unique()
+
+
+def _loan_rules(
+    t: _Table, raw_m: pl.Series, raw_c: pl.Series, tables: dict[str, _Table], now_day: pl.Expr
+) -> None:
+    since = pl.concat(
+        [
+            _since(tables["merchants"], "merchant_id", "onboarded_on").with_columns(
+                _seg=pl.lit("merchant")
+            ),
+            _since(tables["consumers"], "consumer_id", "registered_on").with_columns(
+                _seg=pl.lit("consumer")
+            ),
+        ]
+    )
+    t.data = t.data.join(
+        since,
+        left_on=["segment", "entity_id"],
+        right_on=["_seg", "_ref"],
+        how="left",
+        maintain_order="left",
+    )
+    merchant = pl.col("segment") == "merchant"
+    known = (
+        pl.when(merchant)
+        .then(pl.col("entity_id").is_in(raw_m.implode()))
+        .otherwise(pl.col("entity_id").is_in(raw_c.implode()))
+    )
+    _cross_rules(
+        t,
+        {
+            "unknown_entity": ~known,
+            "entity_quarantined": known & pl.col("_since").is_null(),
+            "future_date": pl.col("issued_on") > now_day,
+            "before_onboarding": pl.col("issued_on") < pl.col("_since"),
+        },
+    )
+    t.data = t.data.drop("_since")
+
+
+def _apply_consent(tables: dict[str, _Table]) -> int:
+    """Drop non-consented entities and everything of theirs; blank references to them.
+
+    An entity counts as not consented when any of its rows says ``consent`` is false (the
+    cautious reading when rows disagree). Returns the number of blanked references.
+    """
+    out: dict[str, pl.Series] = {}
+    for name in ENTITY_TABLES:
+        t = tables[name]
+        key = contract.TABLES[name].key[0]
+        out[name] = t.data.filter(pl.col("consent").eq(False))[key].unique()
+    drops: dict[str, pl.Expr] = {
+        "merchants": pl.col("merchant_id").is_in(out["merchants"].implode()),
+        "consumers": pl.col("consumer_id").is_in(out["consumers"].implode()),
+        "merchant_transactions": pl.col("merchant_id").is_in(out["merchants"].implode()),
+        "consumer_transactions": pl.col("consumer_id").is_in(out["consumers"].implode()),
+        "loans": pl.when(pl.col("segment") == "merchant")
+        .then(pl.col("entity_id").is_in(out["merchants"].implode()))
+        .when(pl.col("segment") == "consumer")
+        .then(pl.col("entity_id").is_in(out["consumers"].implode()))
+        .otherwise(False),
+    }
+    loans = tables["loans"].data
+    dropped_loans = loans.filter(drops["loans"].fill_null(False))["loan_id"].drop_nulls().unique()
+    for name in LOAN_CHILDREN:
+        drops[name] = pl.col("loan_id").is_in(dropped_loans.implode())
+    blanked = 0
+    for name, t in tables.items():
+        gone = t.data.filter(drops[name].fill_null(False))[ROW]
+        if gone.len():
+            t.data = t.data.filter(~pl.col(ROW).is_in(gone.implode()))
+            t.bad = [b.filter(~pl.col(ROW).is_in(gone.implode())) for b in t.bad]
+            t.source = t.source.filter(~pl.col(ROW).is_in(gone.implode()))
+        t.consent_dropped = gone.len()
+    refs = {
+        "merchant_transactions": ("buyer_id", out["consumers"]),
+        "consumer_transactions": (
+            "counterparty_id",
+            pl.concat([out["consumers"], out["merchants"]]),
+        ),
+    }
+    for name, (column, ids) in refs.items():
+        t = tables[name]
+        hit = pl.col(column).is_in(ids.implode()).fill_null(False)
+        n = t.data.select(hit.sum()).item()
+        if n:
+            blanked += n
+            t.data = t.data.with_columns(
+                pl.when(hit).then(None).otherwise(pl.col(column)).alias(column)
+            )
+            t.source = t.source.with_columns(
+                pl.when(hit).then(None).otherwise(pl.col(column)).alias(column)
+            )
+    return blanked
+
+
+def _summary(
+    tables: dict[str, _Table], blanked: int, reference_time: datetime.datetime
+) -> dict[str, Any]:
+    per_table: dict[str, Any] = {}
+    for name, t in tables.items():
+        bad = (
+            pl.concat(t.bad)
+            if t.bad
+            else pl.DataFrame(schema={ROW: pl.Int64, RULES: pl.List(pl.String)})
+        )
+        counts = (
+            bad.select(pl.col(RULES).explode()).group_by(RULES).len().sort(RULES)
+            if bad.height
+            else pl.DataFrame(schema={RULES: pl.String, "len": pl.UInt32})
+        )
+        per_table[name] = {
+            "rows_in": t.rows_in,
+            "rows_out": t.data.height,
+            "quarantined": bad.height,
+            "rules": dict(zip(counts[RULES].to_list(), counts["len"].to_list(), strict=True)),
+        }
+    consent = {name: t.consent_dropped for name, t in tables.items()}
+    consent["references_blanked"] = blanked
+    return {
+        "tables": per_table,
+        "consent_excluded": consent,
+        "reference_time": reference_time.isoformat(),
+        "inputs": {name: t.fmt for name, t in tables.items()},
+    }
+
+
+def _write(
+    tables: dict[str, _Table],
+    summary: dict[str, Any],
+    validated_dir: Path,
+    quarantine_dir: Path,
+) -> None:
+    """Write both folders to temporary siblings, then swap them into place."""
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for target in (validated_dir, quarantine_dir):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            staged.append(
+                (Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent)), target)
+            )
+        (v_tmp, _), (q_tmp, _) = staged
+        for name, t in tables.items():
+            t.data.drop(ROW).write_parquet(v_tmp / f"{name}.parquet")
+            bad = (
+                pl.concat(t.bad)
+                if t.bad
+                else pl.DataFrame(schema={ROW: pl.Int64, RULES: pl.List(pl.String)})
+            )
+            quarantined = t.source.filter(pl.col(ROW).is_in(bad[ROW].implode()))
+            quarantined.join(bad, on=ROW, how="left").sort(ROW).select(
+                ROW, *contract.TABLES[name].columns, RULES
+            ).write_parquet(q_tmp / f"{name}.parquet")
+        (q_tmp / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        for tmp, target in staged:
+            old = target.with_name(f".{target.name}.old")
+            if old.exists():
+                shutil.rmtree(old)
+            if target.exists():
+                target.rename(old)
+            tmp.rename(target)
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        for tmp, _ in staged:
+            shutil.rmtree(tmp, ignore_errors=True)
