@@ -76,11 +76,10 @@ class ConsumerTransactionSchema(dy.Schema):
     @dy.rule()
     def direction_mismatch(cls) -> pl.Expr:
         """The direction must be the one the kind implies (income is in, purchase is out)."""
-        expected = pl.col("kind").replace_strict(
-            contract.CONSUMER_KIND_DIRECTION, default=None, return_dtype=pl.String
-        )
+        inward = [k for k, d in contract.CONSUMER_KIND_DIRECTION.items() if d == "in"]
+        known = pl.col("kind").is_in(list(contract.CONSUMER_KIND_DIRECTION))
         # An unknown kind is reported as such, not as a direction mismatch.
-        return expected.is_null() | (pl.col("direction") == expected)
+        return ~known | ((pl.col("direction") == "in") == pl.col("kind").is_in(inward))
 
 
 class LoanSchema(dy.Schema):

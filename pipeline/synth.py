@@ -82,8 +82,10 @@ SPRING_FESTIVAL: dict[int, datetime.date] = {
 # Relative activity by weekday (Mon..Sun) and by hour of day (local time, stored as UTC).
 WEEKDAY_FACTOR = np.array([0.93, 0.92, 0.95, 0.98, 1.07, 1.13, 1.04])
 HOUR_WEIGHT = np.array(
-    [0.4, 0.2, 0.1, 0.1, 0.1, 0.2, 0.5, 1.0, 1.5, 1.8, 2.0, 2.2]
-    + [2.4, 2.1, 1.9, 1.9, 2.0, 2.1, 2.3, 2.6, 2.8, 2.7, 2.0, 1.0]
+    [
+        *(0.4, 0.2, 0.1, 0.1, 0.1, 0.2, 0.5, 1.0, 1.5, 1.8, 2.0, 2.2),
+        *(2.4, 2.1, 1.9, 1.9, 2.0, 2.1, 2.3, 2.6, 2.8, 2.7, 2.0, 1.0),
+    ]
 )
 
 # How entities spread over industries and regions, and the industries' risk offsets.
@@ -419,6 +421,7 @@ def _issue_loans(
 def _schedule(
     rng: np.random.Generator,
     loans: pl.DataFrame,
+    *,
     macro: np.ndarray,
     cal: _Calendar,
     end_day: int,
@@ -628,7 +631,17 @@ def _generate_into(spec: WorldSpec, out: Path, say: Callable[[str], None]) -> di
         c_writer = _ChunkWriter(
             out / "consumer_transactions.parquet", "consumer_transactions", pool
         )
-        loans, schedules = _months(spec, cal, macro, mer, distress, con, m_writer, c_writer, say)
+        loans, schedules = _months(
+            spec,
+            cal=cal,
+            macro=macro,
+            mer=mer,
+            distress=distress,
+            con=con,
+            m_writer=m_writer,
+            c_writer=c_writer,
+            say=say,
+        )
         m_writer.close()
         c_writer.close()
     say("loans and repayments")
@@ -646,6 +659,7 @@ def _generate_into(spec: WorldSpec, out: Path, say: Callable[[str], None]) -> di
 
 def _months(
     spec: WorldSpec,
+    *,
     cal: _Calendar,
     macro: np.ndarray,
     mer: _Merchants,
@@ -746,7 +760,12 @@ def _months(
                 loans.append(frame)
                 schedules.append(
                     _schedule(
-                        r, frame, macro, cal, end_day, 0.015 if seg == "merchant" else 0.02
+                        r,
+                        frame,
+                        macro=macro,
+                        cal=cal,
+                        end_day=end_day,
+                        monthly_rate=0.015 if seg == "merchant" else 0.02,
                     ).with_columns(
                         pl.lit(seg).alias("segment"),
                         pl.Series(np.repeat(issued["entity"], issued["term"])).alias("entity"),

@@ -126,3 +126,125 @@ def auc(y: np.ndarray, score: np.ndarray) -> float:
 
 
 __all__ = ["auc", "consumer_features", "labels", "make_world", "merchant_features", "world_end"]
+
+
+# ----------------------------------------------------------------------------------------------
+# A tiny hand-made world for the validation tests
+# ----------------------------------------------------------------------------------------------
+
+REFERENCE_TIME = datetime.datetime(2024, 6, 1, tzinfo=datetime.UTC)
+
+
+def _ts(text: str) -> datetime.datetime:
+    return datetime.datetime.fromisoformat(text).replace(tzinfo=datetime.UTC)
+
+
+def _d(text: str) -> datetime.date:
+    return datetime.date.fromisoformat(text)
+
+
+def clean_tables() -> dict[str, pl.DataFrame]:
+    """A tiny world that passes every rule; M3 and C3 have not consented.
+
+    Row positions matter: the validation tests break one cell of one row and expect exactly
+    that row (its 0-based ``source_row``) to be quarantined.
+    """
+    from pipeline import contract
+
+    frames = {
+        "merchants": {
+            "merchant_id": ["M1", "M2", "M3"],
+            "onboarded_on": [_d("2023-01-01"), _d("2023-03-01"), _d("2023-01-01")],
+            "industry": ["food", "apparel", "food"],
+            "region": ["zhejiang", "guangdong", "other"],
+            "consent": [True, True, False],
+        },
+        "consumers": {
+            "consumer_id": ["C1", "C2", "C3"],
+            "registered_on": [_d("2022-06-01"), _d("2023-02-01"), _d("2022-01-01")],
+            "region": ["zhejiang", "sichuan", "other"],
+            "birth_year": [1990, 1985, 1970],
+            "consent": [True, True, False],
+        },
+        "merchant_transactions": {
+            "txn_id": ["T1", "T2", "T3", "T4", "T5", "T6"],
+            "merchant_id": ["M1", "M1", "M2", "M2", "M1", "M3"],
+            "ts": [
+                _ts("2023-02-01 10:00:00"),
+                _ts("2023-02-02 11:00:00"),
+                _ts("2023-03-05 12:00:00"),
+                _ts("2023-03-06 12:00:00"),
+                _ts("2023-04-01 09:00:00"),
+                _ts("2023-04-01 09:00:00"),
+            ],
+            "kind": ["sale", "refund", "sale", "payout", "sale", "sale"],
+            "amount": [100.0, 20.0, 50.5, 40.0, 80.0, 10.0],
+            "buyer_id": ["C1", "C1", None, None, "C3", "C1"],
+            "channel": ["app", "app", "pos", "app", "web", "app"],
+        },
+        "consumer_transactions": {
+            "txn_id": ["U1", "U2", "U3", "U4", "U5", "U6"],
+            "consumer_id": ["C1", "C1", "C2", "C2", "C1", "C3"],
+            "ts": [
+                _ts("2023-02-01 10:00:00"),
+                _ts("2023-02-10 08:00:00"),
+                _ts("2023-03-01 08:00:00"),
+                _ts("2023-03-02 08:00:00"),
+                _ts("2023-03-03 08:00:00"),
+                _ts("2023-03-03 08:00:00"),
+            ],
+            "kind": ["purchase", "income", "income", "transfer_out", "transfer_in", "income"],
+            "direction": ["out", "in", "in", "out", "in", "in"],
+            "amount": [100.0, 5000.0, 4000.0, 200.0, 300.0, 1000.0],
+            "counterparty_id": ["M1", None, None, "C1", "C3", None],
+            "channel": ["app", "app", "app", "app", "app", "app"],
+            "balance_after": [900.0, 5900.0, None, None, 6200.0, 1000.0],
+        },
+        "loans": {
+            "loan_id": ["L1", "L2", "L3"],
+            "segment": ["merchant", "consumer", "merchant"],
+            "entity_id": ["M1", "C1", "M3"],
+            "issued_on": [_d("2023-06-01"), _d("2023-06-15"), _d("2023-06-01")],
+            "principal": [3000.0, 1200.0, 500.0],
+            "term_months": [3, 3, 3],
+        },
+        "repayments": {
+            "loan_id": ["L1", "L1", "L1", "L2", "L2", "L2", "L3"],
+            "installment": [1, 2, 3, 1, 2, 3, 1],
+            "due_on": [
+                _d("2023-07-01"),
+                _d("2023-08-01"),
+                _d("2023-09-01"),
+                _d("2023-07-15"),
+                _d("2023-08-15"),
+                _d("2023-09-15"),
+                _d("2023-07-01"),
+            ],
+            "amount_due": [1010.0, 1010.0, 1010.0, 410.0, 410.0, 410.0, 170.0],
+            "paid_on": [
+                _d("2023-07-01"),
+                _d("2023-08-03"),
+                None,
+                _d("2023-07-14"),
+                _d("2023-08-15"),
+                _d("2023-09-20"),
+                None,
+            ],
+            "amount_paid": [1010.0, 1010.0, 0.0, 410.0, 200.0, 410.0, 0.0],
+        },
+    }
+    return {
+        name: pl.DataFrame(cols, schema=contract.TABLES[name].schema)
+        for name, cols in frames.items()
+    }
+
+
+def write_tables(raw: Path, tables: dict[str, pl.DataFrame], fmt: str = "parquet") -> Path:
+    """Write the tables to ``raw`` as Parquet or CSV and return ``raw``."""
+    raw.mkdir(parents=True, exist_ok=True)
+    for name, df in tables.items():
+        if fmt == "parquet":
+            df.write_parquet(raw / f"{name}.parquet")
+        else:
+            df.write_csv(raw / f"{name}.csv")
+    return raw
