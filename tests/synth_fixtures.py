@@ -43,11 +43,14 @@ def labels(raw: Path, end: datetime.date) -> pl.DataFrame:
 
 def merchant_features(raw: Path, loans: pl.DataFrame) -> pl.DataFrame:
     """A few obvious merchant features at each loan's issue date (events strictly before it)."""
-    txns = pl.scan_parquet(raw / "merchant_transactions.parquet").select(
-        pl.col("merchant_id").alias("entity_id"),
-        pl.col("ts").dt.date().alias("day"),
-        "kind",
-        "amount",
+    # Aggregate to merchant-day-kind first so the join with the loans stays small.
+    txns = (
+        pl.scan_parquet(raw / "merchant_transactions.parquet")
+        .filter(pl.col("kind").is_in(["sale", "refund", "chargeback"]))
+        .group_by(
+            pl.col("merchant_id").alias("entity_id"), pl.col("ts").dt.date().alias("day"), "kind"
+        )
+        .agg(pl.col("amount").sum(), pl.len().alias("n"))
     )
     keys = loans.filter(pl.col("segment") == "merchant").select("loan_id", "entity_id", "issued_on")
     joined = (
@@ -64,7 +67,7 @@ def merchant_features(raw: Path, loans: pl.DataFrame) -> pl.DataFrame:
         sales_90=pl.col("amount").filter(sale & recent).sum(),
         sales_180=pl.col("amount").filter(sale).sum(),
         refunds_90=pl.col("amount").filter((pl.col("kind") == "refund") & recent).sum(),
-        chargebacks_90=((pl.col("kind") == "chargeback") & recent).sum(),
+        chargebacks_90=pl.col("n").filter((pl.col("kind") == "chargeback") & recent).sum(),
         sale_days_90=pl.col("day").filter(sale & recent).n_unique(),
     )
     return (
