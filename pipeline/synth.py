@@ -714,14 +714,14 @@ def _months(
                     risk_now = 1.25 * mer.risk + 0.6 * mer.hidden + 0.9 * distress[m - 1]
                     apply_p = 0.12 * np.exp(0.25 * mer.risk) * np.where(busy_m > m, 0.3, 1.0)
                     kw = {"principal_factor": 1.5, "cap": 5_000_000.0, "floor": 1_000.0}
-                    intercept, owner = -4.9, mer.ids
+                    intercept, owner = -5.1, mer.ids
                 else:
                     cap = income_hist[hist].mean(axis=0)
                     elig = (con.first_month <= m - MIN_HISTORY_MONTHS) & (cap > 0)
                     risk_now = 1.2 * con.risk + 0.6 * con.hidden + 0.9 * unemployed_hist[m - 1]
                     apply_p = 0.04 * np.exp(0.25 * con.risk) * np.where(busy_c > m, 0.3, 1.0)
                     kw = {"principal_factor": 1.2, "cap": 200_000.0, "floor": 500.0}
-                    intercept, owner = -5.2, con.ids
+                    intercept, owner = -5.4, con.ids
                 issued = _issue_loans(
                     r,
                     cal,

@@ -125,10 +125,15 @@ def _parse_text(col: str, dtype: pl.DataType) -> pl.Expr:
     text = pl.when(text == "").then(None).otherwise(text)
     if isinstance(dtype, pl.Datetime):
         iso = text.str.replace(" ", "T", literal=True)
-        aware = iso.str.to_datetime(time_zone="UTC", time_unit="us", strict=False)
-        naive = iso.str.to_datetime(time_unit="us", strict=False).dt.replace_time_zone("UTC")
+        aware = iso.str.to_datetime(
+            "%Y-%m-%dT%H:%M:%S%.f%#z", time_zone="UTC", time_unit="us", strict=False
+        )
+        naive = pl.coalesce(
+            iso.str.to_datetime(fmt, time_unit="us", strict=False)
+            for fmt in ("%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M")
+        ).dt.replace_time_zone("UTC")
         # Date-only values are not timestamps.
-        return pl.when(iso.str.contains("T")).then(pl.coalesce(aware, naive)).cast(dtype)
+        return pl.coalesce(aware, naive).cast(dtype)
     if dtype == pl.Date():
         return text.str.to_date("%Y-%m-%d", strict=False)
     if dtype == pl.Boolean():

@@ -126,7 +126,7 @@ def test_volume_and_links(tables: dict[str, pl.DataFrame]) -> None:
         )
     )
     # Transfers between consumers appear on both sides.
-    outs = ct.filter((pl.col("kind") == "transfer_out"))
+    outs = ct.filter(pl.col("kind") == "transfer_out")
     ins = ct.filter((pl.col("kind") == "transfer_in") & pl.col("counterparty_id").is_not_null())
     assert outs.height == ins.height > 0
 

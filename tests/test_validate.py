@@ -270,3 +270,38 @@ def test_missing_required_table_is_an_error(tmp_path: Path) -> None:
     del tables["repayments"]
     with pytest.raises(ValueError, match=r"expected .*repayments\.parquet or \.csv"):
         run(tmp_path, tables)
+
+
+def test_csv_timestamps_in_common_iso_forms(tmp_path: Path) -> None:
+    tables = clean_tables()
+    forms = [
+        "2023-02-01T10:00:00Z",  # UTC designator
+        "2023-02-10 16:00:00+08:00",  # local time with offset
+        "2023-03-01 08:00:00",  # no offset: UTC
+        "2023-03-02T08:00:00.000000",
+        "2023-03-03T08:00",
+        "2023-03-03T08:00:00+0000",
+    ]
+    tables["consumer_transactions"] = tables["consumer_transactions"].with_columns(
+        pl.Series("ts", forms)
+    )
+    run(tmp_path, tables, fmt="csv")
+    assert quarantined(tmp_path) == {}
+    out = pl.read_parquet(tmp_path / "validated" / "consumer_transactions.parquet")
+    assert out["ts"].to_list() == [
+        T("2023-02-01 10:00:00"),
+        T("2023-02-10 08:00:00"),
+        T("2023-03-01 08:00:00"),
+        T("2023-03-02 08:00:00"),
+        T("2023-03-03 08:00:00"),
+    ]
+
+
+def test_date_only_timestamp_is_a_bad_value(tmp_path: Path) -> None:
+    tables = clean_tables()
+    txns = tables["merchant_transactions"].with_columns(
+        pl.col("ts").dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    )
+    tables["merchant_transactions"] = set_cell(txns, 3, "ts", "2023-03-06")
+    run(tmp_path, tables, fmt="csv")
+    assert quarantined(tmp_path) == {"merchant_transactions": {3: ["bad_value_ts"]}}
