@@ -743,9 +743,7 @@ def _months(
                 frame = pl.DataFrame(
                     {
                         "loan_id": pl.select(_ids("L", n_loans, k, 9)).to_series(),
-                        "segment": pl.Series([seg] * 1).extend_constant(seg, k - 1)
-                        if k
-                        else pl.Series([], dtype=pl.String),
+                        "segment": pl.repeat(seg, k, eager=True, dtype=pl.String),
                         "entity": issued["entity"],
                         "entity_id": owner.gather(issued["entity"]),
                         "issued": issued["issued"],
