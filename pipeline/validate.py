@@ -432,14 +432,16 @@ def _apply_consent(tables: dict[str, _Table]) -> int:
     dropped_loans = loans.filter(drops["loans"].fill_null(False))["loan_id"].drop_nulls().unique()
     for name in LOAN_CHILDREN:
         drops[name] = pl.col("loan_id").is_in(dropped_loans.implode())
+    # Quarantine has not started yet, so data and source still hold the same rows in the
+    # same order and one mask filters both.
     blanked = 0
     for name, t in tables.items():
-        gone = t.data.filter(drops[name].fill_null(False))[ROW]
-        if gone.len():
-            t.data = t.data.filter(~pl.col(ROW).is_in(gone.implode()))
-            t.bad = [b.filter(~pl.col(ROW).is_in(gone.implode())) for b in t.bad]
-            t.source = t.source.filter(~pl.col(ROW).is_in(gone.implode()))
-        t.consent_dropped = gone.len()
+        gone = t.data.select(drops[name].fill_null(False)).to_series()
+        t.consent_dropped = int(gone.sum())
+        if t.consent_dropped:
+            same = t.source is t.data
+            t.data = t.data.filter(~gone)
+            t.source = t.data if same else t.source.filter(~gone)
     refs = {
         "merchant_transactions": ("buyer_id", out["consumers"]),
         "consumer_transactions": (
@@ -449,16 +451,14 @@ def _apply_consent(tables: dict[str, _Table]) -> int:
     }
     for name, (column, ids) in refs.items():
         t = tables[name]
-        hit = pl.col(column).is_in(ids.implode()).fill_null(False)
-        n = t.data.select(hit.sum()).item()
+        hit = t.data.select(pl.col(column).is_in(ids.implode()).fill_null(False)).to_series()
+        n = int(hit.sum())
         if n:
             blanked += n
-            t.data = t.data.with_columns(
-                pl.when(hit).then(None).otherwise(pl.col(column)).alias(column)
-            )
-            t.source = t.source.with_columns(
-                pl.when(hit).then(None).otherwise(pl.col(column)).alias(column)
-            )
+            same = t.source is t.data
+            blank = pl.when(hit).then(None).otherwise(pl.col(column)).alias(column)
+            t.data = t.data.with_columns(blank)
+            t.source = t.data if same else t.source.with_columns(blank)
     return blanked
 
 
