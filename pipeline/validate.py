@@ -284,6 +284,10 @@ def validate(
 
     ``reference_time`` is "now" for the future-timestamp rule (naive means UTC). Raises
     :class:`SchemaDriftError` on a missing or mistyped column, before writing anything.
+
+    Tables are processed small ones first (entities, loans, repayments, outcomes), then the two
+    transaction tables one at a time, each written out and released before the next is read,
+    so peak memory is about one transaction table, not all of them.
     """
     raw_dir, validated_dir, quarantine_dir = (
         Path(raw_dir),
@@ -295,72 +299,153 @@ def validate(
     now_ts = pl.lit(reference_time).cast(contract.TS)
     now_day = pl.lit(reference_time.astimezone(datetime.UTC).date())
 
-    # Read everything first: drift anywhere stops the run before any output.
+    # Drift anywhere stops the run before any table is read or anything written.
     for table in contract.TABLES:
         found = _find(raw_dir, table)
+        if found is None and not contract.TABLES[table].optional:
+            raise ValueError(f"expected {raw_dir / table}.parquet or .csv; got neither")
         if found is not None:
             _check_drift(table, _columns(*found), found[1])
-    tables: dict[str, _Table] = {}
-    for table in contract.TABLES:
-        read = _read(raw_dir, table)
-        if read is not None:
-            tables[table] = read
 
-    blanked = _apply_consent(tables)
-
-    for t in tables.values():
-        _quarantine(t, t.parse_flags)
-        _schema_rules(t)
-
-    # Entities: dates in the future.
-    for name, since in (("merchants", "onboarded_on"), ("consumers", "registered_on")):
-        _cross_rules(tables[name], {"future_date": pl.col(since) > now_day})
-
-    raw_m = _raw_ids(tables["merchants"], "merchant_id")
-    raw_c = _raw_ids(tables["consumers"], "consumer_id")
-    _entity_rules(
-        tables["merchant_transactions"],
-        tables["merchants"],
-        raw_ids=raw_m,
-        since="onboarded_on",
-        what="merchant",
-        now=now_ts,
-    )
-    _entity_rules(
-        tables["consumer_transactions"],
-        tables["consumers"],
-        raw_ids=raw_c,
-        since="registered_on",
-        what="consumer",
-        now=now_ts,
-    )
-    _loan_rules(tables["loans"], raw_m, raw_c, tables, now_day)
-    raw_loans = _raw_ids(tables["loans"], "loan_id")
-    issued = tables["loans"].data.select(pl.col("loan_id").alias("_loan"), "issued_on")
-    for name in LOAN_CHILDREN:
-        if name not in tables:
-            continue
-        t = tables[name]
-        t.data = t.data.join(
-            issued, left_on="loan_id", right_on="_loan", how="left", maintain_order="left"
-        )
-        rules = {
-            "unknown_loan": ~pl.col("loan_id").is_in(raw_loans.implode()),
-            "loan_quarantined": pl.col("loan_id").is_in(raw_loans.implode())
-            & pl.col("issued_on").is_null(),
+    with _Staging(validated_dir, quarantine_dir) as out:
+        entities = {name: _require(raw_dir, name) for name in ENTITY_TABLES}
+        excluded = {
+            name: _not_consented(t, contract.TABLES[name].key[0]) for name, t in entities.items()
         }
-        if name == "repayments":
-            rules |= {
-                "paid_before_issue": pl.col("paid_on") < pl.col("issued_on"),
-                "due_before_issue": pl.col("due_on") < pl.col("issued_on"),
-                "future_date": pl.col("paid_on") > now_day,
-            }
-        _cross_rules(t, rules)
-        t.data = t.data.drop("issued_on")
+        for name, since in (("merchants", "onboarded_on"), ("consumers", "registered_on")):
+            t = entities[name]
+            key = contract.TABLES[name].key[0]
+            _drop(t, pl.col(key).is_in(excluded[name].implode()))
+            _single_table_rules(t)
+            _cross_rules(t, {"future_date": pl.col(since) > now_day})
+        merchants, consumers = entities["merchants"], entities["consumers"]
+        raw_m = _raw_ids(merchants, "merchant_id")
+        raw_c = _raw_ids(consumers, "consumer_id")
 
-    summary = _summary(tables, blanked, reference_time)
-    _write(tables, summary, validated_dir, quarantine_dir)
+        loans = _require(raw_dir, "loans")
+        owned_by_excluded = (
+            pl.when(pl.col("segment") == "merchant")
+            .then(pl.col("entity_id").is_in(excluded["merchants"].implode()))
+            .when(pl.col("segment") == "consumer")
+            .then(pl.col("entity_id").is_in(excluded["consumers"].implode()))
+            .otherwise(False)
+        )
+        dropped_loans = loans.data.filter(owned_by_excluded.fill_null(False))["loan_id"]
+        _drop(loans, owned_by_excluded)
+        _single_table_rules(loans)
+        _loan_rules(
+            loans,
+            raw_m=raw_m,
+            raw_c=raw_c,
+            merchants=merchants,
+            consumers=consumers,
+            now_day=now_day,
+        )
+        raw_loans = _raw_ids(loans, "loan_id")
+        issued = loans.data.select(pl.col("loan_id").alias("_loan"), "issued_on")
+
+        for name in LOAN_CHILDREN:
+            t = _read(raw_dir, name)
+            if t is None:
+                continue
+            _drop(t, pl.col("loan_id").is_in(dropped_loans.drop_nulls().unique().implode()))
+            _single_table_rules(t)
+            _child_rules(t, issued, raw_loans, now_day)
+            out.finish(t)
+
+        out.finish(loans)
+
+        blanked = 0
+        for name, entity, ref_col, ref_ids in (
+            ("merchant_transactions", merchants, "buyer_id", excluded["consumers"]),
+            (
+                "consumer_transactions",
+                consumers,
+                "counterparty_id",
+                pl.concat([excluded["consumers"], excluded["merchants"]]),
+            ),
+        ):
+            t = _require(raw_dir, name)
+            owner = contract.TABLES[entity.name].key[0]
+            excluded_owner = excluded[entity.name]
+            _drop(t, pl.col(owner).is_in(excluded_owner.implode()))
+            blanked += _blank(t, ref_col, ref_ids)
+            _single_table_rules(t)
+            _entity_rules(
+                t,
+                entity,
+                raw_ids=raw_m if entity.name == "merchants" else raw_c,
+                since="onboarded_on" if entity.name == "merchants" else "registered_on",
+                what=entity.name.removesuffix("s"),
+                now=now_ts,
+            )
+            out.finish(t)
+            del t
+
+        out.finish(merchants)
+        out.finish(consumers)
+        summary = out.summary(blanked, reference_time)
     return summary
+
+
+def _require(raw_dir: Path, table: str) -> _Table:
+    t = _read(raw_dir, table)
+    if t is None:
+        raise ValueError(f"expected {raw_dir / table}.parquet or .csv; got neither")
+    return t
+
+
+def _not_consented(t: _Table, key: str) -> pl.Series:
+    """Ids with consent false in any of their rows (the cautious reading when rows disagree)."""
+    return t.data.filter(pl.col("consent").eq(False))[key].drop_nulls().unique()
+
+
+def _drop(t: _Table, gone: pl.Expr) -> None:
+    """Drop rows of non-consented entities before any rule runs, so not even quarantine has them.
+
+    Quarantine has not started, so data and source hold the same rows in the same order and one
+    mask filters both.
+    """
+    mask = t.data.select(gone.fill_null(False)).to_series()
+    t.consent_dropped = int(mask.sum())
+    if t.consent_dropped:
+        same = t.source is t.data
+        t.data = t.data.filter(~mask)
+        t.source = t.data if same else t.source.filter(~mask)
+
+
+def _blank(t: _Table, column: str, ids: pl.Series) -> int:
+    """Blank references to non-consented entities in other entities' rows; return how many."""
+    hit = t.data.select(pl.col(column).is_in(ids.implode()).fill_null(False)).to_series()
+    n = int(hit.sum())
+    if n:
+        same = t.source is t.data
+        blank = pl.when(hit).then(None).otherwise(pl.col(column)).alias(column)
+        t.data = t.data.with_columns(blank)
+        t.source = t.data if same else t.source.with_columns(blank)
+    return n
+
+
+def _single_table_rules(t: _Table) -> None:
+    _quarantine(t, t.parse_flags)
+    _schema_rules(t)
+
+
+def _child_rules(t: _Table, issued: pl.DataFrame, raw_loans: pl.Series, now_day: pl.Expr) -> None:
+    """Repayments and outcomes: the loan must exist (and have passed); payment dates make sense."""
+    t.data = t.data.join(
+        issued, left_on="loan_id", right_on="_loan", how="left", maintain_order="left"
+    )
+    known = pl.col("loan_id").is_in(raw_loans.implode())
+    rules = {"unknown_loan": ~known, "loan_quarantined": known & pl.col("issued_on").is_null()}
+    if t.name == "repayments":
+        rules |= {
+            "paid_before_issue": pl.col("paid_on") < pl.col("issued_on"),
+            "due_before_issue": pl.col("due_on") < pl.col("issued_on"),
+            "future_date": pl.col("paid_on") > now_day,
+        }
+    _cross_rules(t, rules)
+    t.data = t.data.drop("issued_on")
 
 
 def _raw_ids(t: _Table, column: str) -> pl.Series:
@@ -369,16 +454,19 @@ def _raw_ids(t: _Table, column: str) -> pl.Series:
 
 
 def _loan_rules(
-    t: _Table, raw_m: pl.Series, raw_c: pl.Series, tables: dict[str, _Table], now_day: pl.Expr
+    t: _Table,
+    *,
+    raw_m: pl.Series,
+    raw_c: pl.Series,
+    merchants: _Table,
+    consumers: _Table,
+    now_day: pl.Expr,
 ) -> None:
+    """The borrower must exist in its segment's table (and have passed) and predate the loan."""
     since = pl.concat(
         [
-            _since(tables["merchants"], "merchant_id", "onboarded_on").with_columns(
-                _seg=pl.lit("merchant")
-            ),
-            _since(tables["consumers"], "consumer_id", "registered_on").with_columns(
-                _seg=pl.lit("consumer")
-            ),
+            _since(merchants, "merchant_id", "onboarded_on").with_columns(_seg=pl.lit("merchant")),
+            _since(consumers, "consumer_id", "registered_on").with_columns(_seg=pl.lit("consumer")),
         ]
     )
     t.data = t.data.join(
@@ -406,121 +494,61 @@ def _loan_rules(
     t.data = t.data.drop("_since")
 
 
-def _apply_consent(tables: dict[str, _Table]) -> int:
-    """Drop non-consented entities and everything of theirs; blank references to them.
+class _Staging:
+    """Temporary output folders, filled table by table and renamed into place on success."""
 
-    An entity counts as not consented when any of its rows says ``consent`` is false (the
-    cautious reading when rows disagree). Returns the number of blanked references.
-    """
-    out: dict[str, pl.Series] = {}
-    for name in ENTITY_TABLES:
-        t = tables[name]
-        key = contract.TABLES[name].key[0]
-        out[name] = t.data.filter(pl.col("consent").eq(False))[key].unique()
-    drops: dict[str, pl.Expr] = {
-        "merchants": pl.col("merchant_id").is_in(out["merchants"].implode()),
-        "consumers": pl.col("consumer_id").is_in(out["consumers"].implode()),
-        "merchant_transactions": pl.col("merchant_id").is_in(out["merchants"].implode()),
-        "consumer_transactions": pl.col("consumer_id").is_in(out["consumers"].implode()),
-        "loans": pl.when(pl.col("segment") == "merchant")
-        .then(pl.col("entity_id").is_in(out["merchants"].implode()))
-        .when(pl.col("segment") == "consumer")
-        .then(pl.col("entity_id").is_in(out["consumers"].implode()))
-        .otherwise(False),
-    }
-    loans = tables["loans"].data
-    dropped_loans = loans.filter(drops["loans"].fill_null(False))["loan_id"].drop_nulls().unique()
-    for name in LOAN_CHILDREN:
-        drops[name] = pl.col("loan_id").is_in(dropped_loans.implode())
-    # Quarantine has not started yet, so data and source still hold the same rows in the
-    # same order and one mask filters both.
-    blanked = 0
-    for name, t in tables.items():
-        gone = t.data.select(drops[name].fill_null(False)).to_series()
-        t.consent_dropped = int(gone.sum())
-        if t.consent_dropped:
-            same = t.source is t.data
-            t.data = t.data.filter(~gone)
-            t.source = t.data if same else t.source.filter(~gone)
-    refs = {
-        "merchant_transactions": ("buyer_id", out["consumers"]),
-        "consumer_transactions": (
-            "counterparty_id",
-            pl.concat([out["consumers"], out["merchants"]]),
-        ),
-    }
-    for name, (column, ids) in refs.items():
-        t = tables[name]
-        hit = t.data.select(pl.col(column).is_in(ids.implode()).fill_null(False)).to_series()
-        n = int(hit.sum())
-        if n:
-            blanked += n
-            same = t.source is t.data
-            blank = pl.when(hit).then(None).otherwise(pl.col(column)).alias(column)
-            t.data = t.data.with_columns(blank)
-            t.source = t.data if same else t.source.with_columns(blank)
-    return blanked
+    def __init__(self, validated_dir: Path, quarantine_dir: Path) -> None:
+        self.targets = (validated_dir, quarantine_dir)
+        self.stats: dict[str, dict[str, Any]] = {}
+        self.consent: dict[str, int] = {}
+        self.inputs: dict[str, str] = {}
+        self.tmp: list[Path] = []
 
+    def __enter__(self) -> _Staging:
+        for target in self.targets:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self.tmp.append(Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent)))
+        return self
 
-def _summary(
-    tables: dict[str, _Table], blanked: int, reference_time: datetime.datetime
-) -> dict[str, Any]:
-    per_table: dict[str, Any] = {}
-    for name, t in tables.items():
+    def finish(self, t: _Table) -> None:
+        """Write one table's clean and quarantined rows, record its counts, release it."""
+        v_tmp, q_tmp = self.tmp
+        t.data.drop(ROW).write_parquet(v_tmp / f"{t.name}.parquet")
         bad = (
             pl.concat(t.bad)
             if t.bad
             else pl.DataFrame(schema={ROW: pl.Int64, RULES: pl.List(pl.String)})
         )
-        counts = (
-            bad.select(pl.col(RULES).explode()).group_by(RULES).len().sort(RULES)
-            if bad.height
-            else pl.DataFrame(schema={RULES: pl.String, "len": pl.UInt32})
-        )
-        per_table[name] = {
+        quarantined = t.source.filter(pl.col(ROW).is_in(bad[ROW].implode()))
+        quarantined.join(bad, on=ROW, how="left").sort(ROW).select(
+            ROW, *contract.TABLES[t.name].columns, RULES
+        ).write_parquet(q_tmp / f"{t.name}.parquet")
+        counts = bad.select(pl.col(RULES).explode().drop_nulls()).group_by(RULES).len().sort(RULES)
+        self.stats[t.name] = {
             "rows_in": t.rows_in,
             "rows_out": t.data.height,
             "quarantined": bad.height,
             "rules": dict(zip(counts[RULES].to_list(), counts["len"].to_list(), strict=True)),
         }
-    consent = {name: t.consent_dropped for name, t in tables.items()}
-    consent["references_blanked"] = blanked
-    return {
-        "tables": per_table,
-        "consent_excluded": consent,
-        "reference_time": reference_time.isoformat(),
-        "inputs": {name: t.fmt for name, t in tables.items()},
-    }
+        self.consent[t.name] = t.consent_dropped
+        self.inputs[t.name] = t.fmt
+        t.data = t.source = pl.DataFrame()
+        t.bad = []
 
-
-def _write(
-    tables: dict[str, _Table],
-    summary: dict[str, Any],
-    validated_dir: Path,
-    quarantine_dir: Path,
-) -> None:
-    """Write both folders to temporary siblings, then swap them into place."""
-    staged: list[tuple[Path, Path]] = []
-    try:
-        for target in (validated_dir, quarantine_dir):
-            target.parent.mkdir(parents=True, exist_ok=True)
-            staged.append(
-                (Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent)), target)
-            )
-        (v_tmp, _), (q_tmp, _) = staged
-        for name, t in tables.items():
-            t.data.drop(ROW).write_parquet(v_tmp / f"{name}.parquet")
-            bad = (
-                pl.concat(t.bad)
-                if t.bad
-                else pl.DataFrame(schema={ROW: pl.Int64, RULES: pl.List(pl.String)})
-            )
-            quarantined = t.source.filter(pl.col(ROW).is_in(bad[ROW].implode()))
-            quarantined.join(bad, on=ROW, how="left").sort(ROW).select(
-                ROW, *contract.TABLES[name].columns, RULES
-            ).write_parquet(q_tmp / f"{name}.parquet")
-        (q_tmp / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-        for tmp, target in staged:
+    def summary(self, blanked: int, reference_time: datetime.datetime) -> dict[str, Any]:
+        """Write summary.json and swap both folders into place; return the summary."""
+        order = [name for name in contract.TABLES if name in self.stats]
+        summary = {
+            "tables": {name: self.stats[name] for name in order},
+            "consent_excluded": {
+                **{name: self.consent[name] for name in order},
+                "references_blanked": blanked,
+            },
+            "reference_time": reference_time.isoformat(),
+            "inputs": {name: self.inputs[name] for name in order},
+        }
+        (self.tmp[1] / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        for tmp, target in zip(self.tmp, self.targets, strict=True):
             old = target.with_name(f".{target.name}.old")
             if old.exists():
                 shutil.rmtree(old)
@@ -528,6 +556,8 @@ def _write(
                 target.rename(old)
             tmp.rename(target)
             shutil.rmtree(old, ignore_errors=True)
-    finally:
-        for tmp, _ in staged:
+        return summary
+
+    def __exit__(self, *exc: object) -> None:
+        for tmp in self.tmp:
             shutil.rmtree(tmp, ignore_errors=True)
