@@ -305,3 +305,16 @@ def test_date_only_timestamp_is_a_bad_value(tmp_path: Path) -> None:
     tables["merchant_transactions"] = set_cell(txns, 3, "ts", "2023-03-06")
     run(tmp_path, tables, fmt="csv")
     assert quarantined(tmp_path) == {"merchant_transactions": {3: ["bad_value_ts"]}}
+
+
+@pytest.mark.parametrize("name", list(contract.TABLES))
+def test_schemas_match_the_contract(name: str) -> None:
+    from pipeline.schemas import SCHEMAS
+
+    schema = SCHEMAS[name]
+    table = contract.TABLES[name]
+    assert schema.column_names() == list(table.columns)
+    assert schema.primary_key() == list(table.key)
+    assert {c: col.dtype for c, col in schema.columns().items()} == dict(table.schema)
+    nullable = [c for c, col in schema.columns().items() if col.nullable]
+    assert nullable == list(table.nullable)
