@@ -368,10 +368,10 @@ def _consumers(rng: np.random.Generator, n: int, cal: _Calendar, months: int) ->
         regular=_sigmoid(0.5 + 1.8 * stability) > rng.random(n),
         payday=rng.choice(np.array([1, 5, 10, 15, 20, 25, 28]), n),
         purchase_rate=np.exp(rng.normal(np.log(3.2), 0.6, n)),
-        spend_share=np.clip(0.42 + 0.25 * risk + rng.normal(0, 0.06, n), 0.1, 1.3),
+        spend_share=np.clip(0.42 + 0.30 * risk + rng.normal(0, 0.06, n), 0.1, 1.4),
         bills=bills,
         bill_day=rng.integers(1, 29, (n, 3)),
-        bill_miss_p=_sigmoid(-3.0 - 1.5 * discipline),
+        bill_miss_p=_sigmoid(-2.7 - 1.6 * discipline),
         transfer_rate=np.exp(rng.normal(np.log(0.6), 0.7, n)),
         reports_balance=rng.random(n) < 0.8,
         balance0=income * np.exp(rng.normal(0.0, 0.6, n) + 0.6 * stability + 0.4 * discipline),
@@ -718,7 +718,7 @@ def _months(
                 else:
                     cap = income_hist[hist].mean(axis=0)
                     elig = (con.first_month <= m - MIN_HISTORY_MONTHS) & (cap > 0)
-                    risk_now = 1.2 * con.risk + 0.6 * con.hidden + 0.9 * unemployed_hist[m - 1]
+                    risk_now = 1.2 * con.risk + 0.5 * con.hidden + 0.9 * unemployed_hist[m - 1]
                     apply_p = 0.04 * np.exp(0.25 * con.risk) * np.where(busy_c > m, 0.3, 1.0)
                     kw = {"principal_factor": 1.2, "cap": 200_000.0, "floor": 500.0}
                     intercept, owner = -5.4, con.ids
@@ -774,7 +774,9 @@ def _months(
         reg = act_c & con.regular & ~unemployed
         pay_day = lo + np.minimum(con.payday, hi - lo) - 1
         c_inc_reg = np.flatnonzero(reg)
-        gig_rate = np.where(con.regular, 0.0, 2.5) * np.where(unemployed, 0.3, 1.0)
+        # Less stable gig earners get paid less often (more months without any income).
+        gig_rate = np.where(con.regular, 0.0, 2.5 * np.exp(0.5 * con.stability))
+        gig_rate = gig_rate * np.where(unemployed, 0.3, 1.0)
         gig_rate = np.where(con.regular & unemployed, 0.8, gig_rate) * act_c
         n_gig = r.poisson(gig_rate)
         c_gig = np.repeat(np.arange(n_c), n_gig)
