@@ -174,7 +174,7 @@ CASES: list[tuple[str, str, int, str, object, dict[str, dict[int, list[str]]]]] 
     ("table", "row", "column", "value", "expected"),
     [pytest.param(*case[1:], id=case[0]) for case in CASES],
 )
-def test_each_rule_quarantines_exactly_its_rows(  # noqa: PLR0917
+def test_each_rule_quarantines_exactly_its_rows(
     tmp_path: Path,
     table: str,
     row: int,
