@@ -19,6 +19,10 @@ snapshots do not cost many times one snapshot.
 
 Distinct counts over windows (distinct buyers in the last 90 days) stay on a linear path too:
 see :func:`partner_measures`.
+
+The plan is lazy polars end to end, except that each entity-day frame and each running table
+is materialised once (``collect().lazy()``): they are read several times and polars did not
+share those subplans, which made the job recompute them (six times slower on a 1M log).
 """
 
 from __future__ import annotations
