@@ -193,7 +193,7 @@ def task_duckdb(data: Path, _: int) -> int:
         (DUCKDB_CONSUMER, c_windows, c_distinct),
     ):
         query = sql.format(as_of=as_of, data=data, windows=windows, distinct=distinct)
-        rows += len(con.execute(query).arrow())
+        rows += len(con.execute(query).fetchall())
     return rows
 
 
@@ -271,12 +271,12 @@ def main() -> None:
     if "x12" not in args.skip:
         plan.append(("polars", args.snapshots))
     results: dict[str, list[dict]] = {}
-    for _ in range(args.runs):  # interleaved, so drift in machine load hits every task alike
+    for run in range(args.runs):  # interleaved, so drift in machine load hits every task alike
         for task, snapshots in plan:
             name = task if snapshots == 1 else f"{task} x{snapshots}"
-            results.setdefault(name, []).append(
-                measure(task, data, snapshots=snapshots, chunks=args.chunks)
-            )
+            result = measure(task, data, snapshots=snapshots, chunks=args.chunks)
+            results.setdefault(name, []).append(result)
+            print(f"  run {run + 1}: {name}: {json.dumps(result)}", flush=True)
     median = {k: statistics.median(r["seconds"] for r in v) for k, v in results.items()}
     scan = median["scan"]
     for name, runs in results.items():
