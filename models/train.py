@@ -21,7 +21,10 @@ class TrainParams(BaseModel):
     feature_fraction: float = Field(0.9, gt=0, le=1)
     bagging_fraction: float = Field(0.9, gt=0, le=1)
     bagging_freq: int = Field(1, ge=0)
+    lambda_l1: float = Field(0.0, ge=0)
     lambda_l2: float = Field(1.0, ge=0)
+    min_gain_to_split: float = Field(0.0, ge=0)
+    max_bin: int = Field(255, ge=2)
     seed: int = 42
     num_threads: int = Field(2, ge=1)
 
@@ -37,7 +40,10 @@ def lgb_params(params: TrainParams, pd_monotone: Sequence[int]) -> dict:
         "feature_fraction": params.feature_fraction,
         "bagging_fraction": params.bagging_fraction,
         "bagging_freq": params.bagging_freq,
+        "lambda_l1": params.lambda_l1,
         "lambda_l2": params.lambda_l2,
+        "min_gain_to_split": params.min_gain_to_split,
+        "max_bin": params.max_bin,
         "monotone_constraints": list(pd_monotone),
         "monotone_constraints_method": "advanced",
         "seed": params.seed,
@@ -70,7 +76,13 @@ def fit_booster(
         )
     if y_train.sum() == 0 or y_valid.sum() == 0:
         raise ValueError("expected at least one bad loan in the train and validation slices; got 0")
-    train = lgb.Dataset(x_train, y_train, feature_name=list(feature_names), free_raw_data=False)
+    train = lgb.Dataset(
+        x_train,
+        y_train,
+        feature_name=list(feature_names),
+        free_raw_data=False,
+        params={"max_bin": params.max_bin, "verbosity": -1},
+    )
     valid = lgb.Dataset(x_valid, y_valid, reference=train)
     booster = lgb.train(
         lgb_params(params, pd_monotone),
@@ -116,3 +128,11 @@ def monotonicity_violations(
         if (steps < -1e-9).any():
             broken.append(names[j])
     return broken
+
+
+def gain_importance(booster: lgb.Booster) -> dict[str, float]:
+    """Each feature's share of the total split gain (sums to 1; all zero for a stump)."""
+    gain = booster.feature_importance(importance_type="gain").astype(float)
+    total = gain.sum()
+    shares = gain / total if total > 0 else gain
+    return {name: float(v) for name, v in zip(booster.feature_name(), shares, strict=True)}
