@@ -64,7 +64,7 @@ class Scorecard:
 
     def predict_pd(self, x: np.ndarray) -> np.ndarray:
         """The (uncalibrated) probability of bad."""
-        return 1.0 / (1.0 + np.exp(-self.log_odds(x)))
+        return 1.0 / (1.0 + np.exp(-np.clip(self.log_odds(x), -50.0, 50.0)))
 
     def to_dict(self) -> dict:
         """Plain-data form for JSON."""
