@@ -145,7 +145,7 @@ def gains_table(y: np.ndarray, pd_: np.ndarray, bins: int = 10) -> pl.DataFrame:
         frame.group_by("decile")
         .agg(
             pl.len().alias("count"),
-            pl.col("bad").sum().alias("bads"),
+            pl.col("bad").sum().cast(pl.Int64).alias("bads"),
             pl.col("pd").min().alias("min_pd"),
             pl.col("pd").mean().alias("mean_pd"),
             pl.col("bad").mean().alias("bad_rate"),
@@ -276,7 +276,7 @@ def by_band(frame: pl.DataFrame, band_order: Sequence[str], *, target: str = "ba
         .group_by("band")
         .agg(
             pl.len().alias("loans"),
-            pl.col(target).sum().alias("bads"),
+            pl.col(target).sum().cast(pl.Int64).alias("bads"),
             pl.col("pd").mean().alias("predicted"),
             pl.col(target).mean().alias("observed"),
             pl.col("score").min().alias("min_score"),
@@ -291,7 +291,7 @@ def by_band(frame: pl.DataFrame, band_order: Sequence[str], *, target: str = "ba
         .drop("_rank")
         .with_columns(
             pl.col("loans").fill_null(0),
-            pl.col("bads").fill_null(0.0),
+            pl.col("bads").fill_null(0),
         )
         .with_columns((pl.col("loans") / total).alias("share"))
     )

@@ -50,6 +50,7 @@ def _fmt(value: object) -> str:
 
 
 def _table(frame: pl.DataFrame) -> str:
+    """An HTML table of the frame, numbers formatted and text escaped."""
     head = "".join(f"<th>{html.escape(c)}</th>" for c in frame.columns)
     rows = "".join(
         "<tr>" + "".join(f"<td>{_fmt(v)}</td>" for v in row) + "</tr>" for row in frame.iter_rows()
@@ -81,7 +82,7 @@ def render_plots(inputs: ReportInputs) -> dict[str, bytes]:
         calibration["true_pd"] = ev.calibration_bins(y, pds["true_pd"])
     return {
         "roc": plots.roc_plot(y, pds),
-        "ks": plots.ks_plot(y, -test["score"].cast(pl.Float64).to_numpy()),
+        "ks": plots.ks_plot(y, test["score"].cast(pl.Float64).to_numpy()),
         "calibration": plots.calibration_plot(calibration),
         "score_distribution": plots.score_distribution_plot(
             test["score"].to_numpy(), y, inputs.bands
@@ -97,7 +98,7 @@ def _headline(metrics: dict) -> pl.DataFrame:
         {
             "measure": list(measures),
             **{
-                title: [float(metrics[key][m]) for m in measures]
+                title: [_fmt(metrics[key][m]) for m in measures]
                 for key, title in WHO.items()
                 if key in metrics
             },

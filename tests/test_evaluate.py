@@ -30,9 +30,7 @@ def test_headline_metrics_by_hand() -> None:
 
 def test_ece_by_hand() -> None:
     # Two equal-count bins: {0.1, 0.35} mean .225 vs observed .5; {0.4, 0.8} mean .6 vs .5.
-    assert ev.expected_calibration_error(Y, PD, bins=2) == pytest.approx(
-        (2 * 0.275 + 2 * 0.1) / 4
-    )
+    assert ev.expected_calibration_error(Y, PD, bins=2) == pytest.approx((2 * 0.275 + 2 * 0.1) / 4)
 
 
 def test_ece_is_zero_when_every_bin_matches() -> None:
@@ -55,7 +53,7 @@ def test_gains_table_by_hand() -> None:
         {
             "decile": [1, 2],
             "count": [2, 2],
-            "bads": [1.0, 1.0],
+            "bads": [1, 1],
             "min_pd": [0.4, 0.1],
             "mean_pd": [0.6, 0.225],
             "bad_rate": [0.5, 0.5],

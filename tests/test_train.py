@@ -35,7 +35,12 @@ def data() -> tuple[np.ndarray, ...]:
 def booster(data):
     x_train, y_train, x_valid, y_valid = data
     return fit_booster(
-        x_train, y_train, x_valid, y_valid, feature_names=NAMES, pd_monotone=PD_MONOTONE,
+        x_train,
+        y_train,
+        x_valid,
+        y_valid,
+        feature_names=NAMES,
+        pd_monotone=PD_MONOTONE,
         params=FAST,
     )
 
@@ -60,7 +65,12 @@ def test_fitted_model_moves_only_in_the_constrained_direction(booster, data) -> 
 def test_checker_catches_an_unconstrained_model(data) -> None:
     x_train, y_train, x_valid, y_valid = data
     free = fit_booster(
-        x_train, y_train, x_valid, y_valid, feature_names=NAMES, pd_monotone=[0, 0, 0, 0],
+        x_train,
+        y_train,
+        x_valid,
+        y_valid,
+        feature_names=NAMES,
+        pd_monotone=[0, 0, 0, 0],
         params=FAST,
     )
     # The U-shaped feature, left free, rises and falls: the +1 constraint is broken.
@@ -74,7 +84,12 @@ def test_early_stopping_keeps_the_best_iteration_only(booster) -> None:
 def test_training_is_deterministic(booster, data) -> None:
     x_train, y_train, x_valid, y_valid = data
     again = fit_booster(
-        x_train, y_train, x_valid, y_valid, feature_names=NAMES, pd_monotone=PD_MONOTONE,
+        x_train,
+        y_train,
+        x_valid,
+        y_valid,
+        feature_names=NAMES,
+        pd_monotone=PD_MONOTONE,
         params=FAST,
     )
     assert again.model_to_string() == booster.model_to_string()
@@ -91,6 +106,11 @@ def test_mismatched_names_are_refused(data) -> None:
     x_train, y_train, x_valid, y_valid = data
     with pytest.raises(ValueError, match="expected 4 feature names"):
         fit_booster(
-            x_train, y_train, x_valid, y_valid, feature_names=NAMES[:3], pd_monotone=PD_MONOTONE,
+            x_train,
+            y_train,
+            x_valid,
+            y_valid,
+            feature_names=NAMES[:3],
+            pd_monotone=PD_MONOTONE,
             params=FAST,
         )
