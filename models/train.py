@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import lightgbm as lgb
 import numpy as np
@@ -25,6 +26,10 @@ class TrainParams(BaseModel):
     lambda_l2: float = Field(1.0, ge=0)
     min_gain_to_split: float = Field(0.0, ge=0)
     max_bin: int = Field(255, ge=2)
+    # "basic" is the only method whose constraints held on fitted models here: "intermediate"
+    # and "advanced" produced models that break them (LightGBM issues #5358 and #6155), which
+    # monotonicity_violations catches, so they are allowed but not the default.
+    monotone_method: Literal["basic", "intermediate", "advanced"] = "basic"
     seed: int = 42
     num_threads: int = Field(2, ge=1)
 
@@ -45,7 +50,7 @@ def lgb_params(params: TrainParams, pd_monotone: Sequence[int]) -> dict:
         "min_gain_to_split": params.min_gain_to_split,
         "max_bin": params.max_bin,
         "monotone_constraints": list(pd_monotone),
-        "monotone_constraints_method": "advanced",
+        "monotone_constraints_method": params.monotone_method,
         "seed": params.seed,
         "deterministic": True,
         "force_row_wise": True,
