@@ -1,9 +1,9 @@
 """Training time of one segment: 200k loans x 150 features on the configured threads.
 
 Target: under 2 minutes on 2 cores. The matrix is synthetic (a logistic truth over a third of
-the features, 5% missing values, a 4% bad rate) and the hyper-parameters are params.yaml's, so
-the figure is the cost of ``longtail train`` for a segment of that size, monotone constraints
-and early stopping included. The WoE scorecard baseline is timed beside it.
+the features, 5% missing values, a bad rate near 10%) and the hyper-parameters are
+params.yaml's, so the figure is the cost of ``longtail train`` for a segment of that size,
+monotone constraints and early stopping included. The WoE scorecard baseline is timed beside it.
 
 Run: ``uv run python benchmarks/train.py [--rows 200000] [--features 150]``.
 """
