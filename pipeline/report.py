@@ -40,6 +40,8 @@ class ReportInputs:
 
 
 def _fmt(value: object) -> str:
+    if value is None:
+        return "–"
     if isinstance(value, float):
         if math.isnan(value):
             return "–"
