@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
@@ -16,6 +16,7 @@ PARAMS = ScalingParams()
 PDS = st.floats(min_value=0.0, max_value=1.0, allow_nan=False)
 
 
+@settings(deadline=None)
 @given(arrays(np.float64, st.integers(1, 50), elements=PDS))
 def test_score_is_an_integer_in_range_and_never_rises_with_pd(pd_: np.ndarray) -> None:
     order = np.argsort(pd_, kind="stable")
@@ -26,6 +27,7 @@ def test_score_is_an_integer_in_range_and_never_rises_with_pd(pd_: np.ndarray) -
     assert (np.diff(score) <= 0).all()
 
 
+@settings(deadline=None)
 @given(st.integers(350, 950))
 def test_band_always_matches_the_band_table(score: int) -> None:
     (band,) = score_to_band(np.array([score]), PARAMS)
