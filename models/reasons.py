@@ -64,9 +64,9 @@ def dimension_points(
 ) -> dict[str, np.ndarray]:
     """Score points each dimension contributed, against the average applicant.
 
-    ``factor`` is points per unit of log-odds: the scaling's ``factor`` for the model's own
-    scale, or a per-row array (see :func:`points_per_log_odds`) so that the sub-scores add up
-    to the reported score minus the average applicant's. A dimension without features gets 0.
+    ``factor`` is points per unit of raw log-odds: the scaling's ``factor`` for the model's
+    own scale, or :func:`calibrated_factor` so that the sub-scores add up to about the reported
+    score minus the average applicant's. A dimension without features gets 0.
     """
     contrib = _feature_columns(contributions, specs)
     scale = np.broadcast_to(np.asarray(factor, dtype=float), (contrib.shape[0],))
@@ -74,23 +74,20 @@ def dimension_points(
     return {d: -scale * contrib[:, dims == d].sum(axis=1) for d in DIMENSIONS}
 
 
-def points_per_log_odds(
-    score: np.ndarray,
-    baseline_score: float,
-    raw: np.ndarray,
-    expected_raw: float,
-    factor: float,
-) -> np.ndarray:
-    """Per-row points per unit of log-odds that make sub-scores sum to the reported score.
+def calibrated_factor(factor: float, raw_knots: np.ndarray, pd_knots: np.ndarray) -> float:
+    """Points per unit of raw log-odds once calibration is applied: one number per model.
 
-    The reported score passes the raw log-odds through calibration, scaling, rounding and
-    clipping; the ratio ``-(score - baseline) / (raw - expected_raw)`` carries each row's whole
-    move from the average applicant back to its features. It is never negative because the
-    score never rises with the raw PD. Where the row sits (almost) at the average, the
-    scaling's own ``factor`` is used.
+    The score is ``offset + factor x calibrated log-odds``; calibration maps the model's raw
+    log-odds through a monotone curve (Platt: a line; isotonic: steps). The least-squares slope
+    of calibrated on raw log-odds over the curve's knots turns a raw contribution into points
+    of the reported score, so the sub-scores add up to about the score's distance from the
+    average applicant. One slope per model (not per row) keeps a sub-score stable and bounded:
+    a per-row ratio would blow up a small raw move across a calibration step into hundreds of
+    points. Falls back to ``factor`` when the curve gives no usable slope.
     """
-    delta = np.asarray(raw, dtype=float) - expected_raw
-    moved = np.asarray(score, dtype=float) - baseline_score
-    near = np.abs(delta) < 1e-9
-    ratio = -moved / np.where(near, 1.0, delta)
-    return np.where(near, factor, np.maximum(ratio, 0.0))
+    x = np.asarray(raw_knots, dtype=float)
+    p = np.clip(np.asarray(pd_knots, dtype=float), 1e-6, 1 - 1e-6)
+    if x.size < 2 or x.shape != p.shape or np.ptp(x) == 0:
+        return factor
+    slope = np.polyfit(x, np.log(p / (1 - p)), 1)[0]
+    return factor * float(slope) if np.isfinite(slope) and slope > 1e-6 else factor

@@ -26,7 +26,7 @@ from features.engine import POLICY_INPUTS
 from models.attribution import ATTRIBUTIONS, Attribution, PathAttribution, exact_contributions
 from models.calibrate import Calibrator
 from models.limits import LimitPolicy, loan_limits
-from models.reasons import N_REASONS, dimension_points, points_per_log_odds, top_reasons
+from models.reasons import N_REASONS, calibrated_factor, dimension_points, top_reasons
 from models.scaling import ScalingParams, pd_to_score, score_to_band
 
 BOOSTER_FILE = "booster.txt"
@@ -71,6 +71,15 @@ class Scorer:
         """The score of the average applicant; the sub-scores are points against it."""
         pd_ = self.calibrator.predict(np.array([self.expected_raw]))
         return int(pd_to_score(pd_, self.scaling)[0])
+
+    @cached_property
+    def points_per_log_odds(self) -> float:
+        """Score points per unit of raw log-odds, calibration included (see calibrated_factor)."""
+        if self.calibrator.method == "platt":
+            return self.scaling.factor * self.calibrator.a if self.calibrator.a > 0 else 0.0
+        return calibrated_factor(
+            self.scaling.factor, np.asarray(self.calibrator.x), np.asarray(self.calibrator.y)
+        )
 
     @property
     def feature_names(self) -> list[str]:
@@ -164,16 +173,13 @@ class Scorer:
             N_REASONS,
             min_contribution=self.scaling.reason_min_points / self.scaling.factor,
         )
-        scale = points_per_log_odds(
-            score, self.baseline_score, raw, self.expected_raw, self.scaling.factor
-        )
-        points = dimension_points(contrib, self.specs, scale)
+        points = dimension_points(contrib, self.specs, self.points_per_log_odds)
         return out.with_columns(
             *[
                 pl.Series(f"reason_{i + 1}", codes[:, i].tolist(), dtype=pl.String)
                 for i in range(N_REASONS)
             ],
-            *[pl.Series(f"sub_{d}", np.round(points[d], 1)) for d in DIMENSIONS],
+            *[pl.Series(f"sub_{d}", np.round(points[d], 1) + 0.0) for d in DIMENSIONS],
         )
 
     def save(self, folder: Path) -> None:

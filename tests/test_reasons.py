@@ -11,12 +11,12 @@ from hypothesis.extra.numpy import arrays
 from features.catalog import DIMENSIONS, FeatureSpec
 from models.reasons import (
     N_REASONS,
+    calibrated_factor,
     dimension_points,
-    points_per_log_odds,
     reason_text,
     top_reasons,
 )
-from models.scaling import ScalingParams, pd_to_score
+from models.scaling import ScalingParams
 
 SPECS = tuple(
     FeatureSpec(
@@ -80,23 +80,14 @@ def test_dimension_points_share_out_the_whole_contribution(contrib: np.ndarray) 
     np.testing.assert_allclose(total, -57.7 * contrib.sum(axis=1), atol=1e-9)
 
 
-@settings(deadline=None)
-@given(
-    raw=arrays(np.float64, 10, elements=st.floats(-8, 4)),
-    expected=st.floats(-4, 0),
-)
-def test_per_row_scale_makes_sub_scores_add_up_to_the_score(
-    raw: np.ndarray, expected: float
-) -> None:
-    params = ScalingParams()
-    score_of = lambda r: pd_to_score(1 / (1 + np.exp(-np.asarray(r))), params)  # noqa: E731
-    score, baseline = score_of(raw), int(score_of([expected])[0])
-    contrib = np.tile((raw - expected)[:, None] / len(SPECS), (1, len(SPECS)))
-    scale = points_per_log_odds(score, baseline, raw, expected, params.factor)
-    assert (scale >= 0).all()
-    total = sum(dimension_points(contrib, SPECS, scale).values())
-    moved = np.abs(raw - expected) >= 1e-9
-    np.testing.assert_allclose(total[moved], (score - baseline)[moved], atol=1e-6)
+def test_calibrated_factor_is_the_slope_of_the_calibration_curve() -> None:
+    factor = ScalingParams().factor
+    raw = np.linspace(-6, 0, 20)
+    assert calibrated_factor(factor, raw, 1 / (1 + np.exp(-(0.5 * raw - 1)))) == pytest.approx(
+        0.5 * factor
+    )
+    assert calibrated_factor(factor, raw[:1], raw[:1]) == factor  # no curve: the model's scale
+    assert calibrated_factor(factor, raw, np.full(20, 0.02)) == factor  # flat: no usable slope
 
 
 def test_bad_shapes_are_refused() -> None:

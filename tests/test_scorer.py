@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 
 from features.catalog import DIMENSIONS, FeatureSpec
-from models.calibrate import fit_calibrator
+from models.calibrate import Calibrator, fit_calibrator
 from models.limits import CONSTRAINTS, KNOCKOUTS, LimitPolicy
 from models.reasons import reason_text
 from models.scaling import ScalingParams
@@ -116,14 +116,24 @@ def test_reasons_name_adverse_catalog_features(scorer: Scorer, frame) -> None:
     assert out["reason_1"].null_count() < out.height
 
 
-def test_sub_scores_add_up_to_the_score_against_the_average_applicant(
-    scorer: Scorer, frame
-) -> None:
+def test_sub_scores_share_out_the_move_from_the_average_applicant(scorer: Scorer, frame) -> None:
     out = scorer.score(frame)
     total = out.select(pl.sum_horizontal(SUBS)).to_series().to_numpy()
-    gap = total - (out["score"].to_numpy() - scorer.baseline_score)
-    assert np.abs(gap).max() <= 0.05 * len(SUBS) + 1e-9  # the sub-scores are rounded to 0.1
+    raw = scorer.booster.predict(scorer.matrix(frame), raw_score=True)
+    moved = -scorer.points_per_log_odds * (raw - scorer.expected_raw)
+    assert np.abs(total - moved).max() <= 0.05 * len(SUBS) + 1e-9  # each is rounded to 0.1
+    assert np.corrcoef(total, out["score"].to_numpy() - scorer.baseline_score)[0, 1] > 0.8
     assert 350 <= scorer.baseline_score <= 950
+
+
+def test_with_platt_calibration_sub_scores_add_up_to_the_score(scorer: Scorer, frame) -> None:
+    platt = Calibrator("platt", a=0.8, b=-0.3)
+    model = Scorer("consumer", SPECS, scorer.booster, platt, scorer.scaling, POLICY)
+    out = model.score(frame)
+    total = out.select(pl.sum_horizontal(SUBS)).to_series().to_numpy()
+    inside = out["score"].is_between(351, 949).to_numpy()
+    gap = total - (out["score"].to_numpy() - model.baseline_score)
+    assert np.abs(gap[inside]).max() <= 1.0 + 0.05 * len(SUBS)  # two integer roundings
 
 
 def test_fast_and_exact_make_the_same_decision(scorer: Scorer, frame) -> None:
