@@ -124,13 +124,15 @@ class Scorer:
         *,
         reasons: bool = True,
         attribution: Attribution = "fast",
+        apply_cutoff: bool = True,
     ) -> pl.DataFrame:
         """Decisions for every row of ``frame`` (which must hold the features and policy inputs).
 
         Keeps ``entity_id`` and ``as_of`` when present; an optional boolean ``consent`` column
         knocks out rows without consent (missing consent counts as none). With ``reasons=False``
         the reason and sub-score columns are left out (they cost a per-feature attribution);
-        ``attribution`` picks the fast path attribution or exact TreeSHAP.
+        ``attribution`` picks the fast path attribution or exact TreeSHAP. ``apply_cutoff=False``
+        gives the limit each row would get if approved (for a cut-off strategy table).
         """
         if attribution not in ATTRIBUTIONS:
             raise ValueError(f"expected attribution in {ATTRIBUTIONS}; got {attribution!r}")
@@ -154,6 +156,7 @@ class Scorer:
             current_dpd=frame["current_dpd"].cast(pl.Float64).to_numpy(),
             consent=consent,
             policy=self.policy,
+            apply_cutoff=apply_cutoff,
         )
         keys = [c for c in ("entity_id", "as_of") if c in frame.columns]
         out = frame.select(keys).with_columns(

@@ -9,9 +9,13 @@ apply_cutoff=False)``), so a cut-off below the policy's own still shows what it 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
+
+if TYPE_CHECKING:
+    from models.scorer import Scorer
 
 DEFAULT_CUTOFFS: tuple[int, ...] = tuple(range(500, 751, 10))
 
@@ -63,3 +67,18 @@ def cutoff_table(
             "total_limit": cum_limit[approved],
         }
     ).with_columns(pl.col("approval_rate", "bad_rate_approved").fill_nan(None))
+
+
+def scorer_cutoff_table(
+    scorer: Scorer,
+    frame: pl.DataFrame,
+    bad: np.ndarray,
+    cutoffs: Sequence[int] = DEFAULT_CUTOFFS,
+) -> pl.DataFrame:
+    """The cut-off table of a Scorer on labelled rows (e.g. the out-of-time test slice).
+
+    ``frame`` holds the model features and policy inputs; ``bad`` the 0/1 outcome per row.
+    Limits are those each row would get if approved, knock-outs still applied.
+    """
+    decisions = scorer.score(frame, reasons=False, apply_cutoff=False)
+    return cutoff_table(decisions["score"].to_numpy(), bad, decisions["limit"].to_numpy(), cutoffs)

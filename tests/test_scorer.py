@@ -173,3 +173,14 @@ def test_edges_are_refused(scorer: Scorer, frame) -> None:
     with pytest.raises(ValueError, match="expected the booster's features"):
         Scorer("consumer", SPECS[:3], scorer.booster, scorer.calibrator, scorer.scaling, POLICY)
     assert scorer.score(frame.head(0)).height == 0
+
+
+def test_strategy_table_from_the_scorer_uses_limits_if_approved(scorer: Scorer, frame) -> None:
+    from models.strategy import scorer_cutoff_table
+
+    bad = (np.arange(frame.height) % 10 == 0).astype(int)
+    table = scorer_cutoff_table(scorer, frame, bad, cutoffs=[350, 550])
+    out = scorer.score(frame, reasons=False)
+    assert table["approved"].to_list() == [frame.height, int((out["score"] >= 550).sum())]
+    assert table["total_limit"][1] == pytest.approx(out["limit"].sum())
+    assert table["total_limit"][0] >= table["total_limit"][1]
