@@ -133,7 +133,10 @@ def agreement(fast: np.ndarray, exact: np.ndarray, names: list[str]) -> dict[str
     sets_e = [set(r) - {None} for r in re.tolist()]
     same_set = np.mean([a == b for a, b in zip(sets_f, sets_e, strict=True)])
     overlap = np.mean(
-        [len(a & b) / max(len(a), len(b), 1) for a, b in zip(sets_f, sets_e, strict=True)]
+        [
+            len(a & b) / max(len(a), len(b)) if a or b else 1.0
+            for a, b in zip(sets_f, sets_e, strict=True)
+        ]
     )
     pf = dimension_points(fast, specs, scaling.factor)
     pe = dimension_points(exact, specs, scaling.factor)
