@@ -184,3 +184,20 @@ def test_strategy_table_from_the_scorer_uses_limits_if_approved(scorer: Scorer, 
     assert table["approved"].to_list() == [frame.height, int((out["score"] >= 550).sum())]
     assert table["total_limit"][1] == pytest.approx(out["limit"].sum())
     assert table["total_limit"][0] >= table["total_limit"][1]
+
+
+@pytest.mark.slow
+def test_the_scores_contract_carries_sub_scores_and_reasons(trained_world) -> None:
+    from pipeline import steps
+
+    layout = steps.Layout(trained_world.data_dir)
+    for segment in ("merchant", "consumer"):
+        steps.run_score(trained_world, segment)
+        folder = layout.scores(segment, steps.default_as_of(trained_world))
+        scores = pl.read_parquet(folder / "scores.parquet")
+        for column in [*REASONS, *SUBS]:
+            assert column in scores.columns, column
+        assert all(scores.schema[c] == pl.Float64 for c in SUBS)
+        named = scores.select(pl.concat_list(REASONS).list.drop_nulls().explode()).to_series()
+        codes = {reason_text(s) for s in Scorer.load(layout.model(segment)).specs}
+        assert set(named.drop_nulls()) <= codes
