@@ -56,10 +56,41 @@ class ModelParams(_Frozen):
 
 
 class ScoringParams(_Frozen):
-    """Batch scoring: the date (null: the end of the observed log) and segments."""
+    """Batch scoring: the date (null: the end of the observed log), segments, reason codes."""
 
     as_of: dt.date | None = None
     segments: tuple[Segment, ...] = ("merchant", "consumer")
+    reasons: bool = True
+
+
+class RegistryParams(_Frozen):
+    """The promotion gate: what a challenger must pass to become champion.
+
+    ``auc_tolerance``: the challenger's out-of-time AUC may be at most this much below the
+    champion's on the same rows. ``max_score_psi``: the challenger's score PSI between its
+    training rows and the out-of-time test rows must stay under this (a stable model).
+    ``require_monotone``: the challenger must keep every catalog monotone constraint.
+    """
+
+    auc_tolerance: float = Field(default=0.005, ge=0)
+    max_score_psi: float = Field(default=0.25, gt=0)
+    require_monotone: bool = True
+
+
+class DriftParams(_Frozen):
+    """Population drift at scoring time: score PSI and feature CSI against training.
+
+    Above ``warn`` a warning is logged and recorded; above ``alert`` the manifest records an
+    alert and, when ``fail_on_alert``, ``longtail score`` exits non-zero (exit code 3) after
+    writing its output, so the scheduler marks the run failed and someone looks.
+    """
+
+    bins: int = Field(default=10, ge=2)
+    score_psi_warn: float = Field(default=0.10, gt=0)
+    score_psi_alert: float = Field(default=0.25, gt=0)
+    feature_csi_warn: float = Field(default=0.10, gt=0)
+    feature_csi_alert: float = Field(default=0.25, gt=0)
+    fail_on_alert: bool = True
 
 
 class MlflowParams(_Frozen):
@@ -82,6 +113,8 @@ class Settings(_Frozen):
     scaling: ScalingParams = ScalingParams()
     limits: dict[Segment, LimitPolicy]
     scoring: ScoringParams = ScoringParams()
+    registry: RegistryParams = RegistryParams()
+    drift: DriftParams = DriftParams()
     mlflow: MlflowParams = MlflowParams()
 
 
