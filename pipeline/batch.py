@@ -221,6 +221,7 @@ def run_score(
     as_of = as_of or default_as_of(settings)
     target = layout.scores(segment, as_of)
     lock = target.parent.parent / f".longtail-score-{segment}.lock"
+    target.parent.mkdir(parents=True, exist_ok=True)
     with exclusive_lock(lock):
         _sweep_stale(target.parent)
         if (target / MANIFEST_FILE).exists() and not force:
@@ -307,6 +308,11 @@ def _log_drift(segment: str, as_of: dt.date, report: dict) -> None:
     )
 
 
-def drift_failed(manifest: dict, fail_on_alert: bool) -> bool:
-    """Whether a manifest's drift status should fail the run (exit code 3)."""
-    return fail_on_alert and manifest.get("drift", {}).get("status") == "alert"
+def drift_failed(manifest: dict, fail_on: str) -> bool:
+    """Whether a manifest's drift should fail the run (exit code 3) under ``drift.fail_on``."""
+    report = manifest.get("drift", {})
+    if fail_on == "score":
+        return report.get("score_status") == "alert"
+    if fail_on == "any":
+        return report.get("status") == "alert"
+    return False

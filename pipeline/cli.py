@@ -330,7 +330,7 @@ def score(
                 f"[/] {seg}: score PSI {drift['score_psi']:.3f}; features over warning "
                 f"{drift['features_warning']}, over alert {drift['features_alert']}"
             )
-        if batch.drift_failed(manifest, settings.drift.fail_on_alert):
+        if batch.drift_failed(manifest, settings.drift.fail_on):
             alerts.append(seg)
     if alerts:
         console.print(f"[red]drift alert[/] in {', '.join(alerts)}: exit {batch.DRIFT_EXIT_CODE}")

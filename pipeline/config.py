@@ -81,8 +81,10 @@ class DriftParams(_Frozen):
     """Population drift at scoring time: score PSI and feature CSI against training.
 
     Above ``warn`` a warning is logged and recorded; above ``alert`` the manifest records an
-    alert and, when ``fail_on_alert``, ``longtail score`` exits non-zero (exit code 3) after
-    writing its output, so the scheduler marks the run failed and someone looks.
+    alert. ``fail_on`` decides which alerts make ``longtail score`` exit non-zero (exit code 3,
+    after publishing), so the scheduler marks the run failed and someone looks: ``score`` (the
+    score PSI, the default: features such as tenure drift by construction between loan
+    applicants and the whole book), ``any`` (score or any feature) or ``never``.
     """
 
     bins: int = Field(default=10, ge=2)
@@ -90,7 +92,7 @@ class DriftParams(_Frozen):
     score_psi_alert: float = Field(default=0.25, gt=0)
     feature_csi_warn: float = Field(default=0.10, gt=0)
     feature_csi_alert: float = Field(default=0.25, gt=0)
-    fail_on_alert: bool = True
+    fail_on: Literal["score", "any", "never"] = "score"
 
 
 class MlflowParams(_Frozen):

@@ -518,7 +518,7 @@ def run_promote(settings: Settings, segment: str, *, force: bool = False) -> dic
     else:
         decision = "forced" if force else "refused"
         reasons = refusals
-    now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    now = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     summary = {
         "decision": decision,
         "reasons": " | ".join(reasons),
