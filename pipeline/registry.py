@@ -22,6 +22,10 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 
+# The user's override, read once at import: mlflow.set_tracking_uri() itself exports
+# MLFLOW_TRACKING_URI, so reading the variable later would mistake the last URI this process
+# set for a user's choice (and send a run's registrations to another store).
+USER_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI")
 MODEL_FILE = Path(__file__).with_name("mlflow_model.py")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CHAMPION = "champion"
@@ -35,10 +39,16 @@ def model_name(segment: str) -> str:
 
 
 def configure(tracking_uri: str, experiment: str) -> None:
-    """Point MLflow at the tracking store (env var wins) and select the experiment."""
+    """Point MLflow's tracking and registry at the store; select the experiment.
+
+    MLFLOW_TRACKING_URI, as set when the process started, wins over ``tracking_uri``. The
+    registry URI is set to the same store so aliases never land anywhere else.
+    """
     import mlflow
 
-    mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI") or tracking_uri)
+    uri = USER_TRACKING_URI or tracking_uri
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
     mlflow.set_experiment(experiment)
 
 
