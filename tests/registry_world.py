@@ -36,9 +36,11 @@ def private_world(settings: Settings, tmp_path: Path, **overrides: object) -> Se
 def worse_scorer(settings: Settings, segment: str, folder: Path) -> Scorer:
     """A deliberately bad challenger: a booster fitted to the *inverted* out-of-time labels.
 
-    Saved with a training reference into ``folder``; same features, calibrator and policy as
-    the trained model, so only the ranking differs (and it ranks the test rows backwards).
+    Saved with a training reference into ``folder``; same features and policy as the trained
+    model, and a plain logistic calibrator (so the backwards ranking survives calibration).
     """
+    from models.calibrate import Calibrator
+
     trained = Scorer.load(steps.Layout(settings.data_dir).model(segment))
     test = steps._sliced(settings, segment).filter(pl.col("slice") == TEST)
     x = trained.matrix(test)
@@ -60,7 +62,7 @@ def worse_scorer(settings: Settings, segment: str, folder: Path) -> Scorer:
         segment=segment,
         specs=trained.specs,
         booster=booster,
-        calibrator=trained.calibrator,
+        calibrator=Calibrator("platt", a=1.0, b=0.0),
         scaling=trained.scaling,
         policy=trained.policy,
     )

@@ -73,7 +73,9 @@ def test_promotion_refused_when_challenger_is_worse(trained_world, tmp_path: Pat
 
     result = steps.run_promote(settings, SEGMENT)
     assert result["decision"] == "refused"
-    assert any("AUC" in r and "worse than champion" in r for r in result["reasons"]), result
+    assert any("AUC" in r and "worse than champion" in r for r in result["reasons"]), result[
+        "reasons"
+    ]
     assert _aliases(settings)[registry.CHAMPION] == "1"
     tags = _tags(version)
     assert tags["promotion_decision"] == "refused"
