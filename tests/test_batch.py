@@ -149,3 +149,55 @@ def test_mismatched_model_is_refused_before_scoring(world, tmp_path: Path, monke
     assert "Traceback" not in text
     assert version > 1
     assert not _target(world).exists()
+
+
+@pytest.mark.slow
+def test_deploy_files_share_one_flock_and_run_the_batch(world, tmp_path: Path) -> None:
+    import fcntl
+    import os
+    import shutil
+    import subprocess
+
+    deploy = REPO / "deploy"
+    cron = [
+        line
+        for line in (deploy / "crontab").read_text().splitlines()
+        if "flock" in line and not line.startswith("#")
+    ]
+    service = (deploy / "longtail-score.service").read_text()
+    assert len(cron) == 1
+    assert "ExecStart=/usr/bin/flock -n /run/lock/longtail-score.lock" in service
+    assert "/usr/bin/flock -n /run/lock/longtail-score.lock /opt/longtail/deploy/" in cron[0]
+    assert "OnCalendar=*-*-* 02:30:00 UTC" in (deploy / "longtail-score.timer").read_text()
+    if shutil.which("flock") is None:
+        pytest.skip("flock is not installed")
+
+    # The wrapper under flock -n, as cron and systemd run it, against a private world.
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".venv").symlink_to(REPO / ".venv")
+    (home / "params.yaml").write_text(
+        (REPO / "params.yaml")
+        .read_text()
+        .replace("sqlite:///mlflow.db", world.mlflow.tracking_uri)
+        .replace("data_dir: data", f"data_dir: {world.data_dir}")
+    )
+    as_of = steps.default_as_of(world).isoformat()
+    lock = tmp_path / "longtail-score.lock"
+    command = ["flock", "-n", str(lock), str(deploy / "longtail-score.sh"), as_of]
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["LONGTAIL_HOME"] = str(home)
+    with lock.open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        busy = subprocess.run(
+            command, check=False, env=env, capture_output=True, text=True, timeout=120
+        )
+    assert busy.returncode == 1  # another run holds the lock: nothing scored
+    assert not (world.data_dir / "scores").exists()
+    done = subprocess.run(
+        command, check=False, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode in {0, batch.DRIFT_EXIT_CODE}, done.stdout + done.stderr
+    for segment in ("merchant", "consumer"):
+        folder = steps.Layout(world.data_dir).scores(segment, steps.default_as_of(world))
+        assert (folder / "manifest.json").exists()
