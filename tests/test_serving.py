@@ -91,6 +91,15 @@ def test_champion_serves_scores_over_http(trained_world, tmp_path: Path) -> None
         with urllib.request.urlopen(request, timeout=60) as response:
             assert response.status == 200
             answer = json.loads(response.read())
+        lean = json.loads(body)
+        lean["params"] = {"reasons": False}
+        request = urllib.request.Request(
+            f"{base}/invocations",
+            data=json.dumps(lean).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            without_reasons = json.loads(response.read())["predictions"]
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         try:
@@ -108,3 +117,6 @@ def test_champion_serves_scores_over_http(trained_world, tmp_path: Path) -> None
         assert got["pd"] == pytest.approx(want["pd"])
         assert got["limit"] == pytest.approx(want["limit"])
     assert set(POLICY_INPUTS).isdisjoint(rows[0])
+    assert "reason_1" in rows[0]
+    assert "reason_1" not in without_reasons[0]
+    assert [r["score"] for r in without_reasons] == [r["score"] for r in rows]
