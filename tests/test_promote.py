@@ -141,3 +141,10 @@ def test_gate_rules(change: dict, expected: str | None) -> None:
     else:
         assert len(refusals) == 1
         assert expected in refusals[0]
+
+
+def test_promote_command_explains_itself() -> None:
+    result = CliRunner().invoke(app, ["promote", "--help"])
+    assert result.exit_code == 0
+    assert "--force" in result.output
+    assert "challenger" in result.output
