@@ -231,6 +231,11 @@ def run_score(
 
         requested = model_uri or f"models:/{registry.model_name(segment)}@{registry.CHAMPION}"
         registry.configure(settings.mlflow.tracking_uri, settings.mlflow.experiment)
+        if model_uri is None and registry.version_by_alias(segment, registry.CHAMPION) is None:
+            raise ValueError(
+                f"expected a {registry.CHAMPION} of {registry.model_name(segment)}; there is "
+                "none (run `longtail register` and `longtail promote`, or pass --model-uri)"
+            )
         name, version, run_id = registry.resolve(requested)
         pinned = registry.version_uri(name, version)
         with tempfile.TemporaryDirectory(prefix=".download-", dir=target.parent) as download:

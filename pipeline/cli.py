@@ -352,12 +352,19 @@ def demo(
     register(**ctx, segment=SegmentChoice.all, promote_=False)
     # The gate decides; on a refusal the demo goes on scoring with the existing champion.
     _promote_segments(params, data, SegmentChoice.all, force=False)
-    try:
-        score(**ctx, segment=SegmentChoice.all, as_of=None, model_uri=None, force=True)
-    except typer.Exit as exc:
-        if exc.exit_code != 3:  # a drift alert is reported above; the demo still finishes
-            raise
     settings = _settings(params, data)
+    from pipeline import registry
+
+    registry.configure(settings.mlflow.tracking_uri, settings.mlflow.experiment)
+    for seg in _segments(SegmentChoice.all):
+        if registry.version_by_alias(seg, registry.CHAMPION) is None:
+            console.print(f"[yellow]no champion for {seg}[/]: the gate refused; not scored")
+            continue
+        try:
+            score(**ctx, segment=SegmentChoice(seg), as_of=None, model_uri=None, force=True)
+        except typer.Exit as exc:
+            if exc.exit_code != 3:  # a drift alert is reported above; the demo still finishes
+                raise
     root = settings.data_dir
     out.print(
         f"\n[bold]Done.[/]\n  scores:   {root}/scores/<segment>/as_of=<date>/scores.parquet\n"

@@ -241,6 +241,8 @@ def reference_scores(scorer_dir: Path) -> np.ndarray:
 def promotion_gate(checks: dict, params: RegistryParams) -> list[str]:
     """Why a challenger may not become champion (empty: it may), from its measured checks.
 
+    With no champion, AUC is not compared (an undefined AUC from one-class rows is then no
+    reason to refuse); the monotone and stability checks still apply.
     ``checks`` holds ``challenger_auc``, ``champion_auc`` (None when there is no champion),
     ``champion_error`` (why the champion could not be scored on the same rows, if so),
     ``monotone_violations`` and ``challenger_score_psi``; the thresholds come from params.yaml
@@ -248,13 +250,15 @@ def promotion_gate(checks: dict, params: RegistryParams) -> list[str]:
     """
     refusals: list[str] = []
     chall, champ = checks["challenger_auc"], checks.get("champion_auc")
-    if not np.isfinite(chall):
-        refusals.append(
-            "the challenger's out-of-time AUC is undefined (one class in the test rows)"
-        )
     if checks.get("champion_error"):
         refusals.append(checks["champion_error"])
-    elif champ is not None and np.isfinite(champ) and chall < champ - params.auc_tolerance:
+    elif champ is not None and not (np.isfinite(chall) and np.isfinite(champ)):
+        # With a champion to beat, "not worse" must be shown; one class in the rows can't.
+        refusals.append(
+            "the out-of-time AUC is undefined (one class in the test rows), so the challenger "
+            "cannot be shown not to be worse than the champion"
+        )
+    elif champ is not None and chall < champ - params.auc_tolerance:
         refusals.append(
             f"challenger AUC {chall:.4f} is worse than champion AUC {champ:.4f} on the same "
             f"{checks.get('oot_rows', '?')} out-of-time rows by more than the tolerance "

@@ -130,6 +130,7 @@ BASE = {
         ({"monotone_violations": ["tenure_days"]}, "monotone"),
         ({"challenger_score_psi": 0.4}, "stability"),
         ({"challenger_auc": float("nan")}, "undefined"),
+        ({"challenger_auc": float("nan"), "champion_auc": None}, None),
         ({"champion_error": "the champion cannot score"}, "cannot score"),
     ],
 )
