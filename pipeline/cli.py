@@ -301,6 +301,13 @@ def score(
         typer.Option(help="Model to use (default models:/longtail-<segment>@champion)."),
     ] = None,
     force: Annotated[bool, typer.Option(help="Rescore a date that is already done.")] = False,
+    drift_fail_on: Annotated[
+        str | None,
+        typer.Option(
+            "--drift-fail-on",
+            help="Which drift alert exits 3: score, any or never (default: params.yaml drift).",
+        ),
+    ] = None,
 ) -> None:
     """Batch-score every consented entity at a date with the champion model.
 
@@ -312,6 +319,8 @@ def score(
     date = _date(as_of)
     if model_uri is not None and segment is SegmentChoice.all:
         raise typer.BadParameter("--model-uri needs a single --segment")
+    if drift_fail_on not in {None, "score", "any", "never"}:
+        raise typer.BadParameter(f"expected score, any or never; got {drift_fail_on!r}")
     alerts = []
     for seg in _segments(segment):
         with _stage(f"score {seg}"):
@@ -330,7 +339,7 @@ def score(
                 f"[/] {seg}: score PSI {drift['score_psi']:.3f}; features over warning "
                 f"{drift['features_warning']}, over alert {drift['features_alert']}"
             )
-        if batch.drift_failed(manifest, settings.drift.fail_on):
+        if batch.drift_failed(manifest, drift_fail_on or settings.drift.fail_on):
             alerts.append(seg)
     if alerts:
         console.print(f"[red]drift alert[/] in {', '.join(alerts)}: exit {batch.DRIFT_EXIT_CODE}")

@@ -109,3 +109,7 @@ def test_drift_alert_fires_on_a_shifted_population(world, tmp_path: Path) -> Non
     assert "skipped" in again.output
     calm = CliRunner().invoke(app, [*cli, "-p", str(_params(tmp_path, world, "never"))])
     assert calm.exit_code == 0, calm.output
+    flag = CliRunner().invoke(
+        app, [*cli[:-1], "-p", str(_params(tmp_path, world, "any")), "--drift-fail-on", "never"]
+    )
+    assert flag.exit_code == 0, flag.output
