@@ -21,6 +21,7 @@ at a saved Scorer (e.g. data/models/merchant after ``make demo``). Data lives un
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import statistics
@@ -142,10 +143,13 @@ def main() -> None:
 
     sample = frame.head(args.agreement_rows)
     fast = scorer.score(sample, reasons=True)
-    exact = top_reasons(
-        scorer.booster.predict(scorer.matrix(sample), pred_contrib=True), scorer.specs, N_REASONS
-    )
-    agree = float(np.mean(np.asarray(fast["reason_1"].to_list(), dtype=object) == exact[:, 0]))
+    if "attribution" in inspect.signature(scorer.score).parameters:
+        # The Scorer offers exact TreeSHAP itself (same reason rules, exact contributions).
+        exact = scorer.score(sample, reasons=True, attribution="exact")["reason_1"].to_numpy()
+    else:
+        contrib = scorer.booster.predict(scorer.matrix(sample), pred_contrib=True)
+        exact = top_reasons(contrib, scorer.specs, N_REASONS)[:, 0]
+    agree = float(np.mean(np.asarray(fast["reason_1"].to_list(), dtype=object) == exact))
 
     result = {
         "rows": args.rows,
