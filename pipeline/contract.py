@@ -34,6 +34,31 @@ CONSUMER_KIND_DIRECTION: dict[str, str] = {
 DIRECTIONS: tuple[str, ...] = ("in", "out")
 SEGMENTS: tuple[str, ...] = ("merchant", "consumer")
 CHANNELS: tuple[str, ...] = ("app", "web", "pos", "mini_program")
+# Suggested (not enforced) values: the synthetic world uses these; users may bring their own.
+INDUSTRIES: tuple[str, ...] = (
+    "apparel",
+    "beauty",
+    "electronics",
+    "food",
+    "home",
+    "agriculture",
+    "services",
+    "other_retail",
+)
+REGIONS: tuple[str, ...] = (
+    "guangdong",
+    "zhejiang",
+    "jiangsu",
+    "shandong",
+    "henan",
+    "sichuan",
+    "hubei",
+    "fujian",
+    "hebei",
+    "shanghai",
+    "beijing",
+    "other",
+)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 REPO = Path(__file__).resolve().parent.parent
-SMALL_WORLD = {"merchants": 600, "consumers": 2400, "months": 30, "seed": 7}
+SMALL_WORLD = {"merchants": 2000, "consumers": 8000, "months": 30, "seed": 7}
 
 
 def make_settings(data_dir: Path, tracking_uri: str, **overrides: object):
