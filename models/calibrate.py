@@ -31,7 +31,7 @@ class Calibrator:
         """PDs for raw log-odds scores, clipped away from 0 and 1."""
         raw = np.asarray(raw, dtype=float)
         if self.method == "platt":
-            pd_ = 1.0 / (1.0 + np.exp(-(self.a * raw + self.b)))
+            pd_ = 1.0 / (1.0 + np.exp(-np.clip(self.a * raw + self.b, -50.0, 50.0)))
         else:
             pd_ = np.interp(raw, self.x, self.y)
         return np.clip(pd_, PD_FLOOR, PD_CEIL)

@@ -1,90 +1,229 @@
-"""Discrimination, calibration and stability metrics for a PD model."""
+"""Discrimination, calibration and stability metrics for a PD model.
+
+Pure functions over numpy arrays and polars frames; the report and ``metrics.json`` are built
+from them. Conventions: ``y`` is 1 for a bad loan and 0 for a good one, ``pd_`` the predicted
+probability of bad; a higher PD means riskier.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import numpy as np
 import polars as pl
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import roc_auc_score, roc_curve
+
+# Conventional PSI / CSI thresholds: under 0.10 stable, 0.10-0.25 watch, over 0.25 shifted.
+PSI_WATCH = 0.10
+PSI_SHIFT = 0.25
+
+
+def _arrays(y: np.ndarray, pd_: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    y = np.asarray(y, dtype=float)
+    pd_ = np.asarray(pd_, dtype=float)
+    if y.shape != pd_.shape or y.ndim != 1:
+        raise ValueError(
+            f"expected outcomes and PDs as 1-d arrays of one length; got {y.shape} and {pd_.shape}"
+        )
+    return y, pd_
 
 
 def auc(y: np.ndarray, pd_: np.ndarray) -> float:
     """Area under the ROC curve (nan when only one class is present)."""
-    y = np.asarray(y)
-    if y.min() == y.max():
+    y, pd_ = _arrays(y, pd_)
+    if y.size == 0 or y.min() == y.max():
         return float("nan")
     return float(roc_auc_score(y, pd_))
 
 
+def roc(y: np.ndarray, pd_: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """False- and true-positive rates of the ROC curve (bads are the positives)."""
+    y, pd_ = _arrays(y, pd_)
+    fpr, tpr, _ = roc_curve(y, pd_)
+    return fpr, tpr
+
+
+def ks_curve(y: np.ndarray, pd_: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cumulative shares of bads and goods at or below each distinct PD: (grid, bad, good)."""
+    y, pd_ = _arrays(y, pd_)
+    bad = y.astype(bool)
+    grid = np.unique(pd_)
+    bad_cdf = np.searchsorted(np.sort(pd_[bad]), grid, side="right") / max(bad.sum(), 1)
+    good_cdf = np.searchsorted(np.sort(pd_[~bad]), grid, side="right") / max((~bad).sum(), 1)
+    return grid, bad_cdf, good_cdf
+
+
 def ks(y: np.ndarray, pd_: np.ndarray) -> float:
     """Kolmogorov-Smirnov: the largest gap between the bads' and goods' cumulative PD curves."""
-    y = np.asarray(y).astype(bool)
-    pd_ = np.asarray(pd_, dtype=float)
-    if y.all() or not y.any():
+    y, pd_ = _arrays(y, pd_)
+    if y.size == 0 or y.all() or not y.any():
         return float("nan")
-    grid = np.unique(pd_)
-    bad_cdf = np.searchsorted(np.sort(pd_[y]), grid, side="right") / y.sum()
-    good_cdf = np.searchsorted(np.sort(pd_[~y]), grid, side="right") / (~y).sum()
+    _, bad_cdf, good_cdf = ks_curve(y, pd_)
     return float(np.max(np.abs(good_cdf - bad_cdf)))
 
 
 def brier(y: np.ndarray, pd_: np.ndarray) -> float:
     """Mean squared error of the PD against the 0/1 outcome."""
-    return float(np.mean((np.asarray(pd_, dtype=float) - np.asarray(y, dtype=float)) ** 2))
+    y, pd_ = _arrays(y, pd_)
+    return float(np.mean((pd_ - y) ** 2))
+
+
+def _equal_count_bins(pd_: np.ndarray, bins: int) -> list[np.ndarray]:
+    order = np.argsort(pd_, kind="stable")
+    return [chunk for chunk in np.array_split(order, bins) if chunk.size]
 
 
 def expected_calibration_error(y: np.ndarray, pd_: np.ndarray, bins: int = 10) -> float:
-    """Count-weighted mean |predicted - observed| default rate over equal-count PD bins."""
-    pd_ = np.asarray(pd_, dtype=float)
-    y = np.asarray(y, dtype=float)
-    order = np.argsort(pd_, kind="stable")
-    total = 0.0
-    for chunk in np.array_split(order, bins):
-        if chunk.size:
-            total += chunk.size * abs(pd_[chunk].mean() - y[chunk].mean())
-    return float(total / len(pd_))
+    """Count-weighted mean |predicted - observed| default rate over equal-count PD bins.
+
+    Equal-count bins (not equal-width) because PDs crowd near zero: equal-width bins would put
+    nearly every loan into the first bin and hide miscalibration inside it.
+    """
+    y, pd_ = _arrays(y, pd_)
+    if y.size == 0:
+        return float("nan")
+    total = sum(
+        chunk.size * abs(pd_[chunk].mean() - y[chunk].mean())
+        for chunk in _equal_count_bins(pd_, bins)
+    )
+    return float(total / y.size)
+
+
+def calibration_bins(y: np.ndarray, pd_: np.ndarray, bins: int = 10) -> pl.DataFrame:
+    """Equal-count PD bins with predicted and observed default rates and a 95% interval.
+
+    The interval is the Wilson score interval of the observed rate, so a reader can see whether
+    a gap between predicted and observed is larger than chance.
+    """
+    y, pd_ = _arrays(y, pd_)
+    rows = []
+    for i, chunk in enumerate(_equal_count_bins(pd_, bins), start=1):
+        n = chunk.size
+        p = float(y[chunk].mean())
+        z = 1.96
+        centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+        half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+        rows.append(
+            {
+                "bin": i,
+                "count": n,
+                "predicted": float(pd_[chunk].mean()),
+                "observed": p,
+                # Clamped so the interval always contains p despite rounding at p = 0 or 1.
+                "observed_low": float(min(max(centre - half, 0.0), p)),
+                "observed_high": float(max(min(centre + half, 1.0), p)),
+            }
+        )
+    return pl.DataFrame(
+        rows,
+        schema={
+            "bin": pl.Int64,
+            "count": pl.Int64,
+            "predicted": pl.Float64,
+            "observed": pl.Float64,
+            "observed_low": pl.Float64,
+            "observed_high": pl.Float64,
+        },
+    )
 
 
 def gains_table(y: np.ndarray, pd_: np.ndarray, bins: int = 10) -> pl.DataFrame:
-    """Deciles from riskiest to safest: counts, bad rate, cumulative share of bads captured."""
-    frame = pl.DataFrame({"pd": np.asarray(pd_, dtype=float), "bad": np.asarray(y, dtype=float)})
+    """Deciles from riskiest to safest with bad rate, cumulative capture, lift and KS.
+
+    ``cum_bad_share`` is the share of all bads found by declining the riskiest deciles up to
+    this one; ``lift`` is the decile's bad rate over the overall bad rate.
+    """
+    y, pd_ = _arrays(y, pd_)
+    frame = pl.DataFrame({"pd": pd_, "bad": y})
     frame = frame.sort("pd", descending=True, maintain_order=True).with_columns(
         (pl.int_range(pl.len()) * bins // pl.len() + 1).alias("decile")
     )
-    total_bad = max(frame["bad"].sum(), 1.0)
+    total_bad = max(float(y.sum()), 1.0)
+    total_good = max(float(y.size - y.sum()), 1.0)
+    overall = max(float(y.mean()) if y.size else 0.0, 1e-12)
     return (
         frame.group_by("decile")
         .agg(
             pl.len().alias("count"),
-            pl.col("bad").sum().alias("bads"),
+            pl.col("bad").sum().cast(pl.Int64).alias("bads"),
+            pl.col("pd").min().alias("min_pd"),
             pl.col("pd").mean().alias("mean_pd"),
             pl.col("bad").mean().alias("bad_rate"),
         )
         .sort("decile")
-        .with_columns((pl.col("bads").cum_sum() / total_bad).alias("cum_bad_share"))
+        .with_columns(
+            (pl.col("bads").cum_sum() / total_bad).alias("cum_bad_share"),
+            ((pl.col("count") - pl.col("bads")).cum_sum() / total_good).alias("cum_good_share"),
+            (pl.col("bad_rate") / overall).alias("lift"),
+        )
+        .with_columns((pl.col("cum_bad_share") - pl.col("cum_good_share")).alias("ks"))
     )
 
 
 def psi(expected: np.ndarray, actual: np.ndarray, bins: int = 10) -> float:
     """Population stability index of ``actual`` against ``expected`` on expected's quantile bins.
 
-    By convention under 0.10 is stable, 0.10-0.25 a shift worth watching, over 0.25 a shift.
+    Missing values (NaN) form a bin of their own, so a feature that goes missing more often is a
+    shift too. Empty bins are floored at a share of 1e-6 so the log stays finite. By convention
+    under 0.10 is stable, 0.10-0.25 a shift worth watching, over 0.25 a shift.
     """
     expected = np.asarray(expected, dtype=float)
     actual = np.asarray(actual, dtype=float)
-    expected = expected[~np.isnan(expected)]
-    actual = actual[~np.isnan(actual)]
     if expected.size == 0 or actual.size == 0:
         return float("nan")
-    edges = np.unique(np.quantile(expected, np.linspace(0, 1, bins + 1))[1:-1])
-    e = np.bincount(np.searchsorted(edges, expected, side="right"), minlength=edges.size + 1)
-    a = np.bincount(np.searchsorted(edges, actual, side="right"), minlength=edges.size + 1)
-    e_share = np.clip(e / e.sum(), 1e-6, None)
-    a_share = np.clip(a / a.sum(), 1e-6, None)
+    e_nan, a_nan = np.isnan(expected), np.isnan(actual)
+    known = expected[~e_nan]
+    edges = (
+        np.unique(np.quantile(known, np.linspace(0, 1, bins + 1))[1:-1])
+        if known.size
+        else np.array([])
+    )
+
+    def shares(values: np.ndarray, missing: np.ndarray) -> np.ndarray:
+        counts = np.bincount(
+            np.searchsorted(edges, values[~missing], side="right"), minlength=edges.size + 1
+        )
+        return np.append(counts, missing.sum()) / values.size
+
+    e_share = np.clip(shares(expected, e_nan), 1e-6, None)
+    a_share = np.clip(shares(actual, a_nan), 1e-6, None)
     return float(np.sum((a_share - e_share) * np.log(a_share / e_share)))
+
+
+def csi(
+    expected: np.ndarray, actual: np.ndarray, names: Sequence[str], bins: int = 10
+) -> pl.DataFrame:
+    """Characteristic stability index: the PSI of each feature column, largest first."""
+    expected = np.asarray(expected, dtype=float)
+    actual = np.asarray(actual, dtype=float)
+    if expected.ndim != 2 or actual.ndim != 2 or expected.shape[1] != len(names):
+        raise ValueError(
+            f"expected two matrices with {len(names)} columns; got {expected.shape} and "
+            f"{actual.shape}"
+        )
+    values = [psi(expected[:, j], actual[:, j], bins) for j in range(len(names))]
+    return (
+        pl.DataFrame({"feature": list(names), "csi": values})
+        .with_columns(stability_expr("csi").alias("status"))
+        .sort("csi", descending=True, maintain_order=True)
+    )
+
+
+def stability_expr(column: str) -> pl.Expr:
+    """'stable', 'watch' or 'shift' by the PSI conventions."""
+    value = pl.col(column)
+    return (
+        pl.when(value >= PSI_SHIFT)
+        .then(pl.lit("shift"))
+        .when(value >= PSI_WATCH)
+        .then(pl.lit("watch"))
+        .otherwise(pl.lit("stable"))
+    )
 
 
 def summary(y: np.ndarray, pd_: np.ndarray) -> dict[str, float]:
     """The headline metrics of one PD vector against outcomes."""
+    y, pd_ = _arrays(y, pd_)
     a = auc(y, pd_)
     return {
         "auc": a,
@@ -92,7 +231,67 @@ def summary(y: np.ndarray, pd_: np.ndarray) -> dict[str, float]:
         "ks": ks(y, pd_),
         "brier": brier(y, pd_),
         "ece": expected_calibration_error(y, pd_),
-        "mean_pd": float(np.mean(pd_)),
-        "bad_rate": float(np.mean(y)),
-        "count": len(y),
+        "mean_pd": float(np.mean(pd_)) if pd_.size else float("nan"),
+        "bad_rate": float(np.mean(y)) if y.size else float("nan"),
+        "count": int(y.size),
     }
+
+
+def by_group(
+    frame: pl.DataFrame, group: str, pd_columns: Mapping[str, str], *, target: str = "bad"
+) -> pl.DataFrame:
+    """Loans, bads, bad rate and each PD column's mean and AUC per value of ``group``.
+
+    ``group`` is e.g. the issue month; ``pd_columns`` maps a short label (``model``) to a
+    column name.
+    """
+    missing = [c for c in (group, target, *pd_columns.values()) if c not in frame.columns]
+    if missing:
+        raise ValueError(f"expected columns {missing} in the frame; got {frame.columns}")
+    rows = []
+    for key, part in frame.sort(group).group_by(group, maintain_order=True):
+        y = part[target].cast(pl.Float64).to_numpy()
+        row: dict = {
+            group: key[0],
+            "loans": part.height,
+            "bads": int(y.sum()),
+            "bad_rate": float(y.mean()),
+        }
+        for label, column in pd_columns.items():
+            p = part[column].cast(pl.Float64).to_numpy()
+            row[f"{label}_mean_pd"] = float(p.mean())
+            row[f"{label}_auc"] = auc(y, p)
+        rows.append(row)
+    return pl.DataFrame(rows)
+
+
+def by_band(frame: pl.DataFrame, band_order: Sequence[str], *, target: str = "bad") -> pl.DataFrame:
+    """Predicted vs observed default rate per score band, in ``band_order`` (riskiest first).
+
+    ``frame`` holds ``band``, ``pd``, ``score`` and the target. Bands with no loans are kept
+    with zero counts so the table always shows the whole scale.
+    """
+    stats = (
+        frame.with_columns(pl.col(target).cast(pl.Float64))
+        .group_by("band")
+        .agg(
+            pl.len().alias("loans"),
+            pl.col(target).sum().cast(pl.Int64).alias("bads"),
+            pl.col("pd").mean().alias("predicted"),
+            pl.col(target).mean().alias("observed"),
+            pl.col("score").min().alias("min_score"),
+            pl.col("score").max().alias("max_score"),
+        )
+    )
+    order = pl.DataFrame({"band": list(band_order), "_rank": list(range(len(band_order)))})
+    total = max(frame.height, 1)
+    return (
+        order.join(stats, on="band", how="left")
+        .sort("_rank")
+        .drop("_rank")
+        .with_columns(
+            pl.col("loans").fill_null(0),
+            pl.col("bads").fill_null(0),
+        )
+        .with_columns((pl.col("loans") / total).alias("share"))
+    )

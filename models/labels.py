@@ -46,11 +46,12 @@ def label_loans(
     )
     reached_at = pl.col("due_on") + threshold
     # The instalment reached the threshold if it was still unpaid on the day it would reach it
-    # and that day was observed and falls inside the performance window.
+    # (due_on + threshold: paid 89 days late is not 90+ DPD, paid 90 days late is) and that day
+    # was observed and falls inside the half-open performance window [issued_on, window_end).
     reached = (
         (~paid | (pl.col("paid_on") >= reached_at))
         & (reached_at < observed_until)
-        & (reached_at <= window_end)
+        & (reached_at < window_end)
     )
     bad_loans = (
         repayments.join(loans.select("loan_id", "issued_on"), on="loan_id")

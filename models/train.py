@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import lightgbm as lgb
 import numpy as np
@@ -14,14 +15,21 @@ class TrainParams(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     num_leaves: int = Field(15, ge=2)
-    learning_rate: float = Field(0.05, gt=0)
+    learning_rate: float = Field(0.1, gt=0)
     max_rounds: int = Field(600, gt=0)
     early_stopping_rounds: int = Field(50, gt=0)
     min_data_in_leaf: int = Field(100, ge=1)
-    feature_fraction: float = Field(0.9, gt=0, le=1)
-    bagging_fraction: float = Field(0.9, gt=0, le=1)
+    feature_fraction: float = Field(0.7, gt=0, le=1)
+    bagging_fraction: float = Field(0.8, gt=0, le=1)
     bagging_freq: int = Field(1, ge=0)
+    lambda_l1: float = Field(0.0, ge=0)
     lambda_l2: float = Field(1.0, ge=0)
+    min_gain_to_split: float = Field(0.0, ge=0)
+    max_bin: int = Field(255, ge=2)
+    # "basic" is the only method whose constraints held on fitted models here: "intermediate"
+    # and "advanced" produced models that break them (LightGBM issues #5358 and #6155), which
+    # monotonicity_violations catches, so they are allowed but not the default.
+    monotone_method: Literal["basic", "intermediate", "advanced"] = "basic"
     seed: int = 42
     num_threads: int = Field(2, ge=1)
 
@@ -37,9 +45,12 @@ def lgb_params(params: TrainParams, pd_monotone: Sequence[int]) -> dict:
         "feature_fraction": params.feature_fraction,
         "bagging_fraction": params.bagging_fraction,
         "bagging_freq": params.bagging_freq,
+        "lambda_l1": params.lambda_l1,
         "lambda_l2": params.lambda_l2,
+        "min_gain_to_split": params.min_gain_to_split,
+        "max_bin": params.max_bin,
         "monotone_constraints": list(pd_monotone),
-        "monotone_constraints_method": "advanced",
+        "monotone_constraints_method": params.monotone_method,
         "seed": params.seed,
         "deterministic": True,
         "force_row_wise": True,
@@ -70,7 +81,13 @@ def fit_booster(
         )
     if y_train.sum() == 0 or y_valid.sum() == 0:
         raise ValueError("expected at least one bad loan in the train and validation slices; got 0")
-    train = lgb.Dataset(x_train, y_train, feature_name=list(feature_names), free_raw_data=False)
+    train = lgb.Dataset(
+        x_train,
+        y_train,
+        feature_name=list(feature_names),
+        free_raw_data=False,
+        params={"max_bin": params.max_bin, "verbosity": -1},
+    )
     valid = lgb.Dataset(x_valid, y_valid, reference=train)
     booster = lgb.train(
         lgb_params(params, pd_monotone),
@@ -116,3 +133,11 @@ def monotonicity_violations(
         if (steps < -1e-9).any():
             broken.append(names[j])
     return broken
+
+
+def gain_importance(booster: lgb.Booster) -> dict[str, float]:
+    """Each feature's share of the total split gain (sums to 1; all zero for a stump)."""
+    gain = booster.feature_importance(importance_type="gain").astype(float)
+    total = gain.sum()
+    shares = gain / total if total > 0 else gain
+    return {name: float(v) for name, v in zip(booster.feature_name(), shares, strict=True)}

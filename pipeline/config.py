@@ -13,6 +13,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from models.baseline import BaselineParams
 from models.labels import LabelParams
 from models.limits import LimitPolicy
 from models.scaling import ScalingParams
@@ -49,10 +50,31 @@ class FeatureParams(_Frozen):
 
 
 class ModelParams(_Frozen):
-    """Training and calibration."""
+    """Training, calibration and the scorecard baseline."""
 
     calibration: Literal["isotonic", "platt"] = "isotonic"
     train: TrainParams = TrainParams()
+    baseline: BaselineParams = BaselineParams()
+
+
+class MonitoringParams(_Frozen):
+    """Thresholds the evaluation checks and the model card hands to monitoring.
+
+    ``psi_watch``/``psi_shift`` are the PSI and CSI conventions; ``max_ece`` and
+    ``max_score_psi`` are the acceptance limits on the out-of-time test; ``min_auc_lift`` is
+    how far the model must beat the scorecard baseline and ``max_ceiling_gap`` how close it
+    must come to the true-PD ceiling (synthetic data only); ``auc_drop_alert`` is the fall in
+    AUC from the test figure that should trigger a review in production.
+    """
+
+    psi_watch: float = Field(0.10, gt=0)
+    psi_shift: float = Field(0.25, gt=0)
+    max_ece: float = Field(0.01, gt=0)
+    max_score_psi: float = Field(0.10, gt=0)
+    min_auc_lift: float = Field(0.02, ge=0)
+    max_ceiling_gap: float = Field(0.03, ge=0)
+    auc_drop_alert: float = Field(0.03, gt=0)
+    top_features: int = Field(10, gt=0)
 
 
 class ScoringParams(_Frozen):
@@ -112,6 +134,7 @@ class Settings(_Frozen):
     label: LabelParams = LabelParams()
     split: SplitParams = SplitParams()
     model: ModelParams = ModelParams()
+    monitoring: MonitoringParams = MonitoringParams()
     scaling: ScalingParams = ScalingParams()
     limits: dict[Segment, LimitPolicy]
     scoring: ScoringParams = ScoringParams()

@@ -12,7 +12,7 @@ import json
 import logging
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,14 +23,15 @@ from features import catalog
 from features.engine import Inputs
 from features.engine import build as build_features
 from models import evaluate as ev
-from models.calibrate import fit_calibrator
+from models.baseline import BASELINE_FILE, Scorecard, fit_scorecard
+from models.calibrate import Calibrator, fit_calibrator
 from models.labels import label_loans
 from models.scaling import pd_to_score, score_to_band
 from models.scorer import Scorer
 from models.split import TEST, TRAIN, VALID, assign_slices
-from models.train import fit_booster, monotonicity_violations
+from models.train import fit_booster, gain_importance, monotonicity_violations
 from pipeline import drift, registry
-from pipeline.config import Settings
+from pipeline.config import MonitoringParams, Settings
 from pipeline.contract import ENTITY_ID, ENTITY_TABLE, TXN_TABLE
 
 log = logging.getLogger(__name__)
@@ -244,14 +245,40 @@ def run_features(
 
 
 def _sliced(settings: Settings, segment: str) -> pl.DataFrame:
+    """The labelled training spine with features and its out-of-time ``slice``.
+
+    Indeterminate loans (open performance window) are dropped, and so are months outside every
+    slice (older than ``split.train_months`` allows).
+    """
     path = _require(Layout(settings.data_dir).features(segment), "features")
     frame = pl.read_parquet(path).filter(pl.col("bad").is_not_null())
     months = frame["issue_month"].unique().to_list()
-    return frame.with_columns(assign_slices(pl.col("as_of"), months, settings.split).alias("slice"))
+    return frame.with_columns(
+        assign_slices(pl.col("as_of"), months, settings.split).alias("slice")
+    ).filter(pl.col("slice").is_not_null())
+
+
+def _slice_summary(frame: pl.DataFrame) -> dict[str, dict]:
+    """Loans, bads and first/last issue month per slice."""
+    slices = frame.group_by("slice").agg(
+        pl.len().alias("loans"),
+        pl.col("bad").sum().alias("bads"),
+        pl.col("issue_month").min().alias("first_month"),
+        pl.col("issue_month").max().alias("last_month"),
+    )
+    return {r["slice"]: r for r in slices.to_dicts()}
 
 
 def run_train(settings: Settings, segment: str) -> dict:
-    """Train, calibrate and save the segment's Scorer; log the run to MLflow."""
+    """Train, calibrate and save the segment's Scorer and its scorecard baseline; log to MLflow.
+
+    The booster is early-stopped and calibrated on the validation slice; the baseline is fitted
+    on the same training slice and calibrated the same way, so the two are compared fairly.
+    The saved folder holds the Scorer, ``baseline.json``, the training slice's scores (the PSI
+    reference for monitoring) and ``training.json`` with the MLflow run id.
+    """
+    import time
+
     import mlflow
 
     layout = Layout(settings.data_dir)
@@ -267,6 +294,7 @@ def run_train(settings: Settings, segment: str) -> dict:
     x_train, y_train = xy(TRAIN)
     x_valid, y_valid = xy(VALID)
     params = settings.model.train
+    started = time.perf_counter()
     booster = fit_booster(
         x_train,
         y_train,
@@ -276,6 +304,7 @@ def run_train(settings: Settings, segment: str) -> dict:
         pd_monotone=pd_monotone,
         params=params,
     )
+    train_seconds = time.perf_counter() - started
     broken = monotonicity_violations(booster, x_train, pd_monotone)
     if broken:
         raise RuntimeError(
@@ -284,6 +313,8 @@ def run_train(settings: Settings, segment: str) -> dict:
     calibrator = fit_calibrator(
         booster.predict(x_valid, raw_score=True), y_valid, settings.model.calibration
     )
+    card = fit_scorecard(x_train, y_train, names, settings.model.baseline)
+    card_calibrator = fit_calibrator(card.log_odds(x_valid), y_valid, settings.model.calibration)
     scorer = Scorer(
         segment=segment,
         specs=specs,
@@ -295,84 +326,316 @@ def run_train(settings: Settings, segment: str) -> dict:
     train_scores = pd_to_score(
         scorer.calibrator.predict(booster.predict(x_train, raw_score=True)), settings.scaling
     )
+    valid_pd = calibrator.predict(booster.predict(x_valid, raw_score=True))
 
     folder = layout.model(segment)
-    tmp = Path(
-        tempfile.mkdtemp(
-            prefix=f".{segment}-", dir=folder.parent if folder.parent.exists() else None
-        )
-    )
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{segment}-", dir=folder.parent))
     scorer.save(tmp)
     pl.DataFrame({"score": train_scores}).write_parquet(tmp / "reference_scores.parquet")
     drift.write_reference(tmp, x_train, names, train_scores, bins=settings.drift.bins)
-    slices = frame.group_by("slice").agg(
-        pl.len().alias("loans"),
-        pl.col("bad").sum().alias("bads"),
-        pl.col("issue_month").min().alias("first_month"),
-        pl.col("issue_month").max().alias("last_month"),
+    _write_json(
+        {"scorecard": card.to_dict(), "calibrator": card_calibrator.to_dict()},
+        tmp / BASELINE_FILE,
     )
     info = {
         "segment": segment,
         "features": names,
         "catalog_hash": catalog.catalog_hash(segment),
         "best_iteration": booster.current_iteration(),
-        "slices": {r["slice"]: r for r in slices.to_dicts()},
+        "train_seconds": round(train_seconds, 3),
+        "valid_auc": ev.auc(y_valid, valid_pd),
+        "monotone_constrained": sum(1 for d in pd_monotone if d != 0),
+        "importance": gain_importance(booster),
+        "slices": _slice_summary(frame),
     }
     registry.configure(settings.mlflow.tracking_uri, settings.mlflow.experiment)
     with mlflow.start_run(run_name=f"train-{segment}") as run:
         mlflow.set_tags({"segment": segment, "catalog_hash": info["catalog_hash"]})
         mlflow.log_params({f"train.{k}": v for k, v in params.model_dump().items()})
+        mlflow.log_params(
+            {f"baseline.{k}": v for k, v in settings.model.baseline.model_dump().items()}
+        )
+        mlflow.log_params({f"label.{k}": v for k, v in settings.label.model_dump().items()})
+        mlflow.log_params({f"split.{k}": v for k, v in settings.split.model_dump().items()})
         mlflow.log_params({"calibration": settings.model.calibration, "n_features": len(names)})
-        mlflow.log_dict({"features": names}, "features.json")
+        mlflow.log_metrics(
+            {
+                "train_seconds": train_seconds,
+                "best_iteration": float(info["best_iteration"]),
+                **({"valid_auc": info["valid_auc"]} if np.isfinite(info["valid_auc"]) else {}),
+            }
+        )
+        mlflow.log_dict(
+            {
+                "features": names,
+                "pd_monotone": dict(zip(names, pd_monotone, strict=True)),
+                "importance": info["importance"],
+            },
+            "features.json",
+        )
         info["run_id"] = run.info.run_id
     _write_json(info, tmp / "training.json")
-    folder.parent.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
-    log.info("trained %s: %s", segment, info)
+    log.info("trained %s in %.1fs: %d trees", segment, train_seconds, info["best_iteration"])
     return info
 
 
-def run_evaluate(settings: Settings, segment: str) -> dict:
-    """Evaluate the saved Scorer out-of-time; write metrics.json and report.html; log them."""
+def _checks(metrics: dict, monitoring: MonitoringParams) -> dict[str, dict]:
+    """The acceptance limits of ``monitoring`` applied to the test metrics."""
+    checks = {
+        "ece": {"value": metrics["test"]["ece"], "limit": monitoring.max_ece, "rule": "<"},
+        "score_psi_train_test": {
+            "value": metrics["stability"]["score_psi_train_test"],
+            "limit": monitoring.max_score_psi,
+            "rule": "<",
+        },
+        "auc_lift_over_baseline": {
+            "value": metrics["test"]["auc"] - metrics["baseline"]["auc"],
+            "limit": monitoring.min_auc_lift,
+            "rule": ">=",
+        },
+        "monotone_violations": {
+            "value": float(len(metrics["monotone_violations"])),
+            "limit": 0.0,
+            "rule": "<=",
+        },
+    }
+    if "ceiling" in metrics:
+        checks["auc_gap_to_ceiling"] = {
+            "value": metrics["ceiling"]["auc"] - metrics["test"]["auc"],
+            "limit": monitoring.max_ceiling_gap,
+            "rule": "<=",
+        }
+    for check in checks.values():
+        value, limit = check["value"], check["limit"]
+        check["passed"] = bool(
+            np.isfinite(value)
+            and (
+                value < limit
+                if check["rule"] == "<"
+                else value >= limit
+                if check["rule"] == ">="
+                else value <= limit
+            )
+        )
+    return checks
+
+
+def run_evaluate(
+    settings: Settings,
+    segment: str,
+    extra_sections: Sequence[tuple[str, str]] = (),
+) -> dict:
+    """Evaluate the saved Scorer and the baseline out-of-time; write the report; log them.
+
+    Writes into data/reports/<segment>/: ``metrics.json`` (headline figures and checks, for
+    DVC), ``model_card.json``, CSV tables (gains, by month, by band, calibration, CSI,
+    importance), ``plots/*.png`` and the self-contained ``report.html``; all of it is logged to
+    the training run in MLflow. ``extra_sections`` are (title, HTML) pairs appended to the
+    report, e.g. a cut-off strategy table.
+    """
     import mlflow
 
-    from pipeline.report import write_report
+    from pipeline.report import ReportInputs, write_report
 
     layout = Layout(settings.data_dir)
-    scorer = Scorer.load(_require(layout.model(segment), "train"))
-    info = json.loads((layout.model(segment) / "training.json").read_text())
+    folder = _require(layout.model(segment), "train")
+    scorer = Scorer.load(folder)
+    info = json.loads((folder / "training.json").read_text())
+    baseline = json.loads((folder / BASELINE_FILE).read_text())
+    card = Scorecard.from_dict(baseline["scorecard"])
+    card_calibrator = Calibrator.from_dict(baseline["calibrator"])
+    monitoring = settings.monitoring
+
     frame = _sliced(settings, segment)
-    pd_all = scorer.predict_pd(frame)
+    x = scorer.matrix(frame)
+    pd_all = scorer.calibrator.predict(scorer.booster.predict(x, raw_score=True))
     scores = pd_to_score(pd_all, scorer.scaling)
     frame = frame.with_columns(
         pl.Series("pd", pd_all),
+        pl.Series("baseline_pd", card_calibrator.predict(card.log_odds(x))),
         pl.Series("score", scores),
         pl.Series("band", score_to_band(scores, scorer.scaling)),
     )
+    has_truth = "true_pd" in frame.columns and frame["true_pd"].null_count() == 0
+    is_test = (frame["slice"] == TEST).to_numpy()
+    is_train = (frame["slice"] == TRAIN).to_numpy()
     test = frame.filter(pl.col("slice") == TEST)
     y = test["bad"].to_numpy()
-    metrics: dict = {"segment": segment, "test": ev.summary(y, test["pd"].to_numpy())}
-    if "true_pd" in test.columns and test["true_pd"].null_count() == 0:
-        metrics["ceiling"] = ev.summary(y, test["true_pd"].to_numpy())
-    train_scores = frame.filter(pl.col("slice") == TRAIN)["score"].to_numpy()
-    metrics["score_psi_train_test"] = ev.psi(train_scores, test["score"].to_numpy())
-    metrics["slices"] = info["slices"]
-    gains = ev.gains_table(y, test["pd"].to_numpy())
+    pd_columns = {"model": "pd", "baseline": "baseline_pd"}
+    if has_truth:
+        pd_columns["true_pd"] = "true_pd"
+    # "test" is the model on the test slice; "baseline" and "ceiling" (the true PD, synthetic
+    # worlds only) are measured on the same loans.
+    test_metrics = {
+        {"model": "test", "true_pd": "ceiling"}.get(label, label): ev.summary(
+            y, test[col].to_numpy()
+        )
+        for label, col in pd_columns.items()
+    }
+    valid = frame.filter(pl.col("slice") == VALID)
+    names = scorer.feature_names
+    importance = pl.DataFrame(
+        {
+            "feature": names,
+            "dimension": [s.dimension for s in scorer.specs],
+            "gain_share": [info["importance"].get(n, 0.0) for n in names],
+        }
+    ).sort("gain_share", descending=True, maintain_order=True)
+    top = importance.head(monitoring.top_features)["feature"].to_list()
+    top_idx = [names.index(f) for f in top]
+    csi = ev.csi(x[is_train][:, top_idx], x[is_test][:, top_idx], top)
+    violations = monotonicity_violations(
+        scorer.booster, x[is_test], [s.pd_monotone for s in scorer.specs]
+    )
+    metrics: dict = {
+        "segment": segment,
+        **test_metrics,
+        "valid": ev.summary(valid["bad"].to_numpy(), valid["pd"].to_numpy()),
+        "stability": {
+            "score_psi_train_test": ev.psi(
+                frame.filter(pl.col("slice") == TRAIN)["score"].to_numpy(),
+                test["score"].to_numpy(),
+            ),
+            "score_psi_train_valid": ev.psi(
+                frame.filter(pl.col("slice") == TRAIN)["score"].to_numpy(),
+                valid["score"].to_numpy(),
+            ),
+            "max_csi_top_features": float(csi["csi"].max()) if csi.height else 0.0,
+        },
+        "monotone_violations": violations,
+        "training": {
+            "seconds": info.get("train_seconds"),
+            "trees": info["best_iteration"],
+            "features": len(names),
+        },
+        "slices": info["slices"],
+    }
+    metrics["checks"] = _checks(metrics, monitoring)
+    # Kept for readers of the spine's metrics.json layout.
+    metrics["score_psi_train_test"] = metrics["stability"]["score_psi_train_test"]
+
+    band_order = [b.name for b in sorted(scorer.scaling.bands, key=lambda b: b.min)]
+    tables = {
+        "gains": ev.gains_table(y, test["pd"].to_numpy()),
+        "by_band": ev.by_band(test, band_order),
+        "by_month": ev.by_group(frame, "issue_month", pd_columns)
+        .join(frame.group_by("issue_month").agg(pl.col("slice").first()), on="issue_month")
+        .sort("issue_month"),
+        "calibration": ev.calibration_bins(y, test["pd"].to_numpy()),
+        "csi": csi,
+        "importance": importance,
+    }
+    model_card = _model_card(settings, segment, scorer, info, metrics)
     out = layout.report(segment)
     out.mkdir(parents=True, exist_ok=True)
     _write_json(metrics, out / "metrics.json")
-    write_report(out / "report.html", segment=segment, metrics=metrics, gains=gains, test=test)
+    _write_json(model_card, out / "model_card.json")
+    for name, table in tables.items():
+        table.write_csv(out / f"{name}.csv")
+    write_report(
+        out,
+        ReportInputs(
+            segment=segment,
+            metrics=metrics,
+            card=model_card,
+            test=test.select(
+                "bad", "pd", "baseline_pd", "score", "band", *(["true_pd"] if has_truth else [])
+            ),
+            tables=tables,
+            bands=[(b.name, b.label, b.min, b.max) for b in scorer.scaling.bands],
+        ),
+        extra_sections=extra_sections,
+    )
     registry.configure(settings.mlflow.tracking_uri, settings.mlflow.experiment)
     with mlflow.start_run(run_id=info["run_id"]):
-        flat = {f"test_{k}": v for k, v in metrics["test"].items() if isinstance(v, float)}
-        flat["score_psi_train_test"] = metrics["score_psi_train_test"]
-        if "ceiling" in metrics:
-            flat["ceiling_auc"] = metrics["ceiling"]["auc"]
-        mlflow.log_metrics({k: v for k, v in flat.items() if np.isfinite(v)})
+        flat = {
+            f"{who}_{k}": v
+            for who, values in test_metrics.items()
+            for k, v in values.items()
+            if isinstance(v, float)
+        }
+        flat |= metrics["stability"]
+        mlflow.log_metrics({k: float(v) for k, v in flat.items() if np.isfinite(v)})
+        mlflow.set_tags(
+            {f"check.{k}": "pass" if c["passed"] else "fail" for k, c in metrics["checks"].items()}
+        )
         mlflow.log_artifacts(str(out), artifact_path="report")
     log.info("evaluated %s: %s", segment, metrics["test"])
     return metrics
+
+
+def _model_card(
+    settings: Settings, segment: str, scorer: Scorer, info: dict, metrics: dict
+) -> dict:
+    """The model card: purpose, data, label, features, performance, limits, monitoring."""
+    label = settings.label
+    dims: dict[str, int] = {}
+    for spec in scorer.specs:
+        dims[spec.dimension] = dims.get(spec.dimension, 0) + 1
+    failed = [k for k, c in metrics["checks"].items() if not c["passed"]]
+    limitations = [
+        "Validated out-of-time on the latest labelled issue months only; loans issued in the "
+        f"last {label.performance_months} months have no label yet, so the test slice is at "
+        f"least {label.performance_months} months old when the model is trained.",
+        "Trained only on loans that were granted (no reject inference): applicants unlike past "
+        "borrowers are scored by extrapolation.",
+        "The PD is a 12-month probability of 90+ days past due under the lending conditions "
+        "of the training months; a change of product, price or macro conditions breaks it.",
+        "Calibration is fitted on the validation slice; the test ECE shows how well it held.",
+    ]
+    if failed:
+        limitations.append(f"Acceptance checks not met on this data: {', '.join(failed)}.")
+    if "ceiling" not in metrics:
+        limitations.append("No true PD available: the gap to the best possible model is unknown.")
+    m = settings.monitoring
+    return {
+        "segment": segment,
+        "purpose": (
+            f"Probability that a {segment} loan reaches {label.dpd_threshold}+ days past due "
+            f"within {label.performance_months} months of issue, turned into a 350-950 score, "
+            "a band and a loan limit for long-tail lending decisions."
+        ),
+        "data": {"slices": info["slices"], "catalog_hash": info["catalog_hash"]},
+        "label": {
+            "definition": (
+                f"bad when any instalment is {label.dpd_threshold}+ days past due within "
+                f"{label.performance_months} months of issue; loans whose window has not closed "
+                "are indeterminate and excluded; an instalment paid short by more than "
+                f"{label.partial_payment_tolerance} yuan counts as unpaid; a lender's outcomes "
+                "table overrides the repayment log for the loans it names"
+            ),
+            **label.model_dump(),
+        },
+        "features": {
+            "count": len(scorer.specs),
+            "monotone_constrained": info.get("monotone_constrained"),
+            "by_dimension": dims,
+        },
+        "model": {
+            "algorithm": "LightGBM binary, monotone-constrained, early-stopped on validation",
+            "calibration": settings.model.calibration,
+            "trees": info["best_iteration"],
+            "baseline": "WoE logistic scorecard on the same features and slices",
+        },
+        "performance": {
+            who: {k: metrics[key][k] for k in ("auc", "gini", "ks", "brier", "ece")}
+            for who, key in (("model", "test"), ("baseline", "baseline"), ("ceiling", "ceiling"))
+            if key in metrics
+        },
+        "limitations": limitations,
+        "monitoring": {
+            "score_psi": f"watch at {m.psi_watch}, act at {m.psi_shift} (monthly, vs training)",
+            "feature_csi": f"watch at {m.psi_watch}, act at {m.psi_shift} (top features)",
+            "auc": (
+                f"review when a matured month's AUC is more than {m.auc_drop_alert} below "
+                f"{metrics['test']['auc']:.3f}"
+            ),
+            "calibration": f"review when a matured month's ECE exceeds {2 * m.max_ece}",
+        },
+    }
 
 
 # --- register / score ----------------------------------------------------------------------
@@ -403,8 +666,11 @@ def _registration_tags(settings: Settings, segment: str, info: dict) -> dict[str
             value = metrics.get("test", {}).get(key)
             if isinstance(value, float) and np.isfinite(value):
                 tags[f"test_{key}"] = round(value, 6)
-        if "score_psi_train_test" in metrics:
-            tags["score_psi_train_test"] = round(metrics["score_psi_train_test"], 6)
+        psi = metrics.get("stability", {}).get(
+            "score_psi_train_test", metrics.get("score_psi_train_test")
+        )
+        if isinstance(psi, float) and np.isfinite(psi):
+            tags["score_psi_train_test"] = round(psi, 6)
     return tags
 
 

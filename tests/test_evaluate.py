@@ -1,0 +1,133 @@
+"""Metrics against values computed by hand on tiny examples."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from models import evaluate as ev
+
+Y = np.array([0.0, 0.0, 1.0, 1.0])
+PD = np.array([0.1, 0.4, 0.35, 0.8])
+
+
+def test_headline_metrics_by_hand() -> None:
+    # Bad/good pairs ranked right: (0.35>0.1), (0.8>0.1), (0.8>0.4); wrong: (0.35<0.4) -> 3/4.
+    s = ev.summary(Y, PD)
+    assert s["auc"] == pytest.approx(0.75)
+    assert s["gini"] == pytest.approx(0.5)
+    # CDFs at 0.1, 0.35, 0.4, 0.8: bads 0, .5, .5, 1; goods .5, .5, 1, 1 -> KS 0.5.
+    assert s["ks"] == pytest.approx(0.5)
+    assert s["brier"] == pytest.approx((0.01 + 0.16 + 0.4225 + 0.04) / 4)
+    assert s["mean_pd"] == pytest.approx(0.4125)
+    assert s["bad_rate"] == 0.5
+    assert s["count"] == 4
+
+
+def test_ece_by_hand() -> None:
+    # Two equal-count bins: {0.1, 0.35} mean .225 vs observed .5; {0.4, 0.8} mean .6 vs .5.
+    assert ev.expected_calibration_error(Y, PD, bins=2) == pytest.approx((2 * 0.275 + 2 * 0.1) / 4)
+
+
+def test_ece_is_zero_when_every_bin_matches() -> None:
+    # Bins of 4: PDs 0.25 with 1 bad in 4, then 0.75 with 3 bads in 4.
+    y = np.array([0, 0, 0, 1, 0, 1, 1, 1], dtype=float)
+    pd_ = np.array([0.25] * 4 + [0.75] * 4)
+    assert ev.expected_calibration_error(y, pd_, bins=2) == pytest.approx(0.0)
+
+
+def test_degenerate_outcomes_give_nan_not_errors() -> None:
+    assert math.isnan(ev.auc(np.zeros(3), np.array([0.1, 0.2, 0.3])))
+    assert math.isnan(ev.ks(np.ones(3), np.array([0.1, 0.2, 0.3])))
+    with pytest.raises(ValueError, match="expected outcomes and PDs as 1-d arrays"):
+        ev.auc(np.zeros(3), np.zeros(4))
+
+
+def test_gains_table_by_hand() -> None:
+    gains = ev.gains_table(Y, PD, bins=2)
+    expected = pl.DataFrame(
+        {
+            "decile": [1, 2],
+            "count": [2, 2],
+            "bads": [1, 1],
+            "min_pd": [0.4, 0.1],
+            "mean_pd": [0.6, 0.225],
+            "bad_rate": [0.5, 0.5],
+            "cum_bad_share": [0.5, 1.0],
+            "cum_good_share": [0.5, 1.0],
+            "lift": [1.0, 1.0],
+            "ks": [0.0, 0.0],
+        }
+    )
+    assert_frame_equal(gains, expected, check_dtypes=False)
+
+
+def test_psi_by_hand() -> None:
+    expected = np.arange(100, dtype=float)  # median edge at 49.5: two bins of 50%
+    actual = np.concatenate([np.zeros(75), np.full(25, 99.0)])
+    by_hand = 0.25 * math.log(0.75 / 0.5) + (-0.25) * math.log(0.25 / 0.5)
+    assert ev.psi(expected, actual, bins=2) == pytest.approx(by_hand)
+    assert ev.psi(expected, expected, bins=10) == pytest.approx(0.0)
+
+
+def test_psi_counts_missing_values_as_a_bin() -> None:
+    expected = np.arange(100, dtype=float)
+    actual = np.concatenate([np.zeros(45), np.full(45, 99.0), np.full(10, np.nan)])
+    by_hand = 2 * (0.45 - 0.5) * math.log(0.45 / 0.5) + (0.1 - 1e-6) * math.log(0.1 / 1e-6)
+    assert ev.psi(expected, actual, bins=2) == pytest.approx(by_hand)
+
+
+def test_csi_per_feature_largest_first() -> None:
+    rng = np.random.default_rng(0)
+    train = rng.normal(size=(5000, 2))
+    test = train.copy()
+    test[:, 1] += 1.0
+    table = ev.csi(train, test, ["same", "shifted"])
+    assert table["feature"].to_list() == ["shifted", "same"]
+    assert table["csi"][1] == pytest.approx(0.0)
+    assert table["status"].to_list() == ["shift", "stable"]
+
+
+def test_calibration_bins_wilson_interval() -> None:
+    y = np.repeat([1.0, 0.0], [10, 90])
+    table = ev.calibration_bins(y, np.full(100, 0.1), bins=1)
+    row = table.row(0, named=True)
+    assert row["observed"] == pytest.approx(0.1)
+    # Wilson 95% interval for 10/100: 0.0552 to 0.1744.
+    assert row["observed_low"] == pytest.approx(0.0552, abs=1e-4)
+    assert row["observed_high"] == pytest.approx(0.1744, abs=1e-4)
+
+
+def test_by_band_keeps_every_band_in_order() -> None:
+    frame = pl.DataFrame(
+        {
+            "band": ["good", "poor", "good"],
+            "pd": [0.02, 0.2, 0.04],
+            "score": [620, 500, 610],
+            "bad": [0, 1, 1],
+        }
+    )
+    table = ev.by_band(frame, ["poor", "fair", "good"])
+    assert table["band"].to_list() == ["poor", "fair", "good"]
+    assert table["loans"].to_list() == [1, 0, 2]
+    assert table["observed"].to_list() == [1.0, None, 0.5]
+    assert table["predicted"][2] == pytest.approx(0.03)
+
+
+def test_by_group_auc_per_month() -> None:
+    frame = pl.DataFrame(
+        {
+            "issue_month": ["2024-02", "2024-01", "2024-01", "2024-02", "2024-01", "2024-02"],
+            "bad": [1, 0, 1, 0, 0, 1],
+            "pd": [0.9, 0.1, 0.8, 0.2, 0.9, 0.1],
+        }
+    )
+    table = ev.by_group(frame, "issue_month", {"model": "pd"})
+    assert table["issue_month"].to_list() == ["2024-01", "2024-02"]
+    assert table["loans"].to_list() == [3, 3]
+    assert table["model_auc"].to_list() == pytest.approx([0.5, 0.5])
+    assert table["model_mean_pd"].to_list() == pytest.approx([0.6, 0.4])
