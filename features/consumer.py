@@ -1,4 +1,4 @@
-"""Consumer features: one decorated function per output column."""
+"""Consumer features: measures aggregated once, families declared over windows and blocks."""
 
 from __future__ import annotations
 
@@ -6,63 +6,156 @@ from collections.abc import Sequence
 
 import polars as pl
 
-from features.catalog import feature
+from features.catalog import declare
 from features.common import (
-    MONTH_BLOCK_DAYS,
-    MONTH_BLOCKS,
+    WINDOWS,
     active_blocks,
+    block_cv,
+    block_min,
     credit_history,
+    days_since,
+    declare_credit_history,
+    declare_identity,
+    first_days,
+    hhi,
     identity,
+    last_minus_mean,
+    per_window,
     safe_ratio,
 )
-from features.engine import AS_OF, DAY, ENTITY, Inputs, block_sums, daily_buckets, window_sums
-from features.engine import read_at_boundaries as read_at
+from features.engine import (
+    AS_OF,
+    DAY,
+    ENTITY,
+    FEN,
+    Inputs,
+    block_offsets,
+    block_sums,
+    delinquency_onset,
+    fen,
+    fixed,
+    merge_daily,
+    partner_measures,
+    read_at_boundaries,
+    window_sums,
+    with_day,
+)
+from features.merchant import CHANNELS, join_reads
+
+SEGMENT = "consumer"
+PARTNER_WINDOWS: tuple[int, ...] = (30, 90, 365)
+LOW_BALANCE = 100.0  # yuan: a day closing below this is a low-balance day
 
 _kind = pl.col("kind")
-_amount = pl.col("amount")
+_amount = fen(pl.col("amount"))
+_in = pl.col("direction") == "in"
+_log = fixed(pl.col("amount").clip(lower_bound=0).log1p())
 
-DAILY_SUMS: dict[str, pl.Expr] = {
-    "txn_cnt": pl.len(),
-    "income_amt": _amount.filter(_kind == "income").sum(),
-    "in_amt": _amount.filter(pl.col("direction") == "in").sum(),
-    "out_amt": _amount.filter(pl.col("direction") == "out").sum(),
-    "purchase_amt": _amount.filter(_kind == "purchase").sum(),
-    "bill_cnt": (_kind == "bill_payment").sum(),
+
+def _when(condition: pl.Expr, value: pl.Expr | int = 1) -> pl.Expr:
+    return pl.when(condition).then(value).otherwise(0)
+
+
+MEASURES: dict[str, pl.Expr] = {
+    "txn_cnt": pl.lit(1),
+    "in_amt": _when(_in, _amount),
+    "out_amt": _when(~_in, _amount),
+    "income_amt": _when(_kind == "income", _amount),
+    "income_cnt": _when(_kind == "income"),
+    "purchase_amt": _when(_kind == "purchase", _amount),
+    "purchase_cnt": _when(_kind == "purchase"),
+    "purchase_log_fx": _when(_kind == "purchase", _log),
+    "purchase_logsq_fx": _when(_kind == "purchase", (_log * _log) // 10_000),
+    "bill_amt": _when(_kind == "bill_payment", _amount),
+    "bill_cnt": _when(_kind == "bill_payment"),
+    "transfer_out_amt": _when(_kind == "transfer_out", _amount),
+    "repay_amt": _when(_kind == "repayment", _amount),
+    "repay_cnt": _when(_kind == "repayment"),
+    "night_cnt": _when(pl.col("ts").dt.hour() < 6),
+    **{f"ch_{c}_cnt": _when(pl.col("channel") == c) for c in CHANNELS},
 }
+BLOCK_MEASURES = ("income_amt", "purchase_amt", "bill_cnt", "out_amt")
+
+
+def _income_gaps(events: pl.LazyFrame) -> pl.LazyFrame:
+    """Days since the previous income day, on each income day (known on that day)."""
+    days = (
+        with_day(events.filter(_kind == "income"))
+        .select(ENTITY, DAY)
+        .unique()
+        .sort(pl.col(ENTITY).hash(), DAY)
+    )
+    gap = (pl.col(DAY) - pl.col(DAY).shift(1)).dt.total_days()
+    same = pl.col(ENTITY) == pl.col(ENTITY).shift(1)
+    return (
+        days.with_columns(pl.when(same).then(gap).alias("__gap"))
+        .filter(pl.col("__gap").is_not_null())
+        .select(
+            ENTITY,
+            DAY,
+            pl.lit(1, pl.Int64).alias("income_gap_cnt"),
+            pl.col("__gap").cast(pl.Int64).alias("income_gap_sum"),
+            (pl.col("__gap") * pl.col("__gap")).cast(pl.Int64).alias("income_gap_sq"),
+        )
+    )
 
 
 def aggregates(keys: pl.LazyFrame, inputs: Inputs, *, windows: Sequence[int]) -> pl.LazyFrame:
     """The per-snapshot aggregate frame the consumer features are expressions over."""
-    daily = daily_buckets(
-        inputs.events,
-        {
-            **DAILY_SUMS,
-            "balance": pl.col("balance_after").sort_by("ts").drop_nulls().last(),
-        },
-    ).with_columns(pl.col(DAY).alias("last_txn_day"))
-    first_counterparties = (
-        inputs.events.filter(pl.col("counterparty_id").is_not_null())
-        .group_by(ENTITY, "counterparty_id")
-        .agg(pl.col("ts").min().dt.date().alias(DAY))
-        .group_by(ENTITY, DAY)
-        .agg(pl.len().alias("new_counterparties"))
+    windows = sorted({*windows, *WINDOWS})
+    events = inputs.events
+    onset = delinquency_onset(inputs.loans, inputs.repayments)
+    frames = partner_measures(
+        events, "counterparty_id", windows=PARTNER_WINDOWS, onset=onset, prefix="cp"
     )
-    daily = daily.join(
-        first_counterparties, on=[ENTITY, DAY], how="full", coalesce=True
-    ).with_columns(pl.col(c).fill_null(0) for c in [*DAILY_SUMS, "new_counterparties"])
-    sums = [*DAILY_SUMS, "new_counterparties"]
-    offsets = {*windows, *(k * MONTH_BLOCK_DAYS for k in range(MONTH_BLOCKS + 1))}
-    read = read_at(
-        daily, keys, sums=sums, offsets=sorted(offsets), levels=["balance", "last_txn_day"]
+    if inputs.partners is not None:
+        purchases = events.filter(_kind == "purchase").join(
+            inputs.partners.rename({"partner_id": "counterparty_id"}),
+            on="counterparty_id",
+            how="inner",
+        )
+        frames += partner_measures(purchases, "category", windows=(), prefix="cat")
+    balance = fen(pl.col("balance_after"))
+    rows = with_day(events).select(
+        ENTITY,
+        DAY,
+        *[expr.cast(pl.Int64).alias(n) for n, expr in MEASURES.items()],
+        balance.alias("__bal"),
+        pl.when(pl.col("balance_after").is_not_null()).then(pl.col("ts")).alias("__bal_ts"),
     )
-    read = read.with_columns(
-        *window_sums(sums, windows),
-        *block_sums(["income_amt"], MONTH_BLOCK_DAYS, MONTH_BLOCKS),
-        pl.col("new_counterparties__c0").alias("counterparties_ever"),
+    daily = merge_daily(
+        [rows],
+        extra={"closing_fen": pl.col("__bal").get(pl.col("__bal_ts").arg_max())},
+    ).with_columns(
+        (pl.col("txn_cnt") > 0).cast(pl.Int64).alias("active_day"),
+        pl.col("closing_fen").is_not_null().cast(pl.Int64).alias("bal_days"),
+        pl.col("closing_fen").fill_null(0).alias("bal_sum_amt"),
+        (pl.col("closing_fen") < LOW_BALANCE * FEN)
+        .fill_null(False)
+        .cast(pl.Int64)
+        .alias("low_bal_days"),
     )
-    return read.join(
-        credit_history(keys, inputs.loans, inputs.repayments, "consumer"), on=[ENTITY, AS_OF]
-    ).join(identity(keys, inputs.entities, "registered_on"), on=[ENTITY, AS_OF])
+    sums = [*MEASURES, "active_day", "bal_days", "bal_sum_amt", "low_bal_days"]
+    read = read_at_boundaries(
+        daily,
+        keys,
+        sums=sums,
+        offsets=[*windows, *block_offsets()],
+        last_days=["txn_cnt", "income_cnt"],
+        levels=["closing_fen"],
+    ).with_columns(*window_sums(sums, windows), *block_sums(BLOCK_MEASURES))
+    read = join_reads(read, [*frames, merge_daily([_income_gaps(events)])], keys, windows)
+    if inputs.partners is None:
+        read = read.with_columns(
+            pl.lit(None, pl.Float64).alias(f"cat_{m}_ever") for m in ("new", "sq", "n")
+        )
+    return (
+        read.join(
+            credit_history(keys, inputs.loans, inputs.repayments, SEGMENT), on=[ENTITY, AS_OF]
+        )
+        .join(identity(keys, inputs.entities, "registered_on"), on=[ENTITY, AS_OF])
+        .join(first_days(daily, keys), on=[ENTITY, AS_OF])
+    )
 
 
 def policy_inputs() -> list[pl.Expr]:
@@ -76,138 +169,432 @@ def policy_inputs() -> list[pl.Expr]:
     ]
 
 
-@feature(
-    segment="consumer",
-    dimension="ability_to_pay",
-    window_days=90,
-    monotone=1,
-    reason="low income over the last 90 days",
-)
-def income_90d() -> pl.Expr:
-    """Income received (yuan) in the 90 days before as_of."""
-    return pl.col("income_amt_90d")
+# --- the catalog ---------------------------------------------------------------------------
+
+S = SEGMENT
+ATP, BEH, CON = "ability_to_pay", "behaviour", "connections"
 
 
-@feature(
-    segment="consumer",
-    dimension="ability_to_pay",
-    window_days=180,
-    monotone=1,
-    reason="income did not arrive regularly",
-)
-def income_months_6m() -> pl.Expr:
-    """Number of the last six 30-day blocks in which any income arrived."""
-    return active_blocks("income_amt")
+def _col(name: str) -> pl.Expr:
+    return pl.col(name)
 
 
-@feature(
-    segment="consumer",
-    dimension="ability_to_pay",
-    window_days=90,
-    monotone=-1,
-    reason="spending is high relative to money coming in",
-)
-def outflow_to_inflow_90d() -> pl.Expr:
-    """Money out over money in during the last 90 days."""
-    return safe_ratio(pl.col("out_amt_90d"), pl.col("in_amt_90d"))
+def _gap_std(w: int) -> pl.Expr:
+    n = _col(f"income_gap_cnt_{w}d")
+    mean = _col(f"income_gap_sum_{w}d") / n
+    var = (_col(f"income_gap_sq_{w}d") / n - mean * mean) * n / (n - 1)
+    return pl.when(n > 1).then(var.clip(lower_bound=0).sqrt())
 
 
-@feature(
-    segment="consumer",
-    dimension="ability_to_pay",
-    monotone=1,
-    reason="low account balance",
-)
-def last_balance() -> pl.Expr:
-    """Account balance after the last transaction before as_of (null if never reported)."""
-    return pl.col("balance")
+def _log_std(w: int) -> pl.Expr:
+    n = _col(f"purchase_cnt_{w}d")
+    mean = _col(f"purchase_log_fx_{w}d") / n
+    var = (_col(f"purchase_logsq_fx_{w}d") / n - mean * mean) * n / (n - 1)
+    return pl.when(n > 1).then(var.clip(lower_bound=0).sqrt())
 
 
-@feature(
-    segment="consumer",
-    dimension="behaviour",
-    window_days=30,
-    monotone=0,
-    reason="purchase activity in the last 30 days",
-)
-def purchase_amount_30d() -> pl.Expr:
-    """Purchases (yuan) in the 30 days before as_of."""
-    return pl.col("purchase_amt_30d")
+def _declare() -> None:
+    """Declare the consumer catalog (runs once, at import)."""
+    per_window(
+        S, (30, 90, 180, 365), "income_{w}d", lambda w: _col(f"income_amt_{w}d"),
+        dimension=ATP, monotone=1, family="windowed sum",
+        description="Income received (yuan) in the {w} days before as_of.",
+        reason="low income over the last {w} days",
+    )  # fmt: skip
+    per_window(
+        S, (30, 90, 365), "inflow_{w}d", lambda w: _col(f"in_amt_{w}d"),
+        dimension=ATP, monotone=1, family="windowed sum",
+        description="Money in (yuan, income and transfers) in the {w} days before as_of.",
+        reason="little money coming in over the last {w} days",
+    )  # fmt: skip
+    per_window(
+        S, (30, 90, 365), "net_flow_{w}d", lambda w: _col(f"in_amt_{w}d") - _col(f"out_amt_{w}d"),
+        dimension=ATP, monotone=1, family="windowed sum",
+        description="Money in minus money out (yuan) in the {w} days before as_of.",
+        reason="spending more than coming in over the last {w} days",
+    )  # fmt: skip
+    per_window(
+        S, (30, 90, 365), "outflow_to_inflow_{w}d",
+        lambda w: safe_ratio(_col(f"out_amt_{w}d"), _col(f"in_amt_{w}d")),
+        dimension=ATP, monotone=-1, family="ratio",
+        description="Money out over money in during the {w} days before as_of.",
+        reason="spending is high relative to money coming in",
+    )  # fmt: skip
+    per_window(
+        S, (90, 365), "repayment_to_income_{w}d",
+        lambda w: safe_ratio(_col(f"repay_amt_{w}d"), _col(f"income_amt_{w}d")),
+        dimension=ATP, monotone=-1, family="ratio",
+        description="Loan repayments over income in the {w} days before as_of (debt service).",
+        reason="a large share of income goes to repaying debt",
+    )  # fmt: skip
+    per_window(
+        S, (30, 90), "mean_balance_{w}d",
+        lambda w: safe_ratio(_col(f"bal_sum_amt_{w}d"), _col(f"bal_days_{w}d")),
+        dimension=ATP, monotone=1, family="windowed mean",
+        description="Mean closing balance (yuan) over days with a reported balance in the {w} "
+        "days before as_of.",
+        reason="low account balance over the last {w} days",
+    )  # fmt: skip
+    per_window(
+        S, (30, 90), "low_balance_days_{w}d", lambda w: _col(f"low_bal_days_{w}d"),
+        dimension=ATP, monotone=-1, family="windowed count",
+        description=f"Days closing with a balance below {LOW_BALANCE:.0f} yuan in the {{w}} "
+        "days before as_of.",
+        reason="often nearly out of money",
+    )  # fmt: skip
+    per_window(
+        S, WINDOWS, "txn_count_{w}d", lambda w: _col(f"txn_cnt_{w}d"),
+        dimension=BEH, monotone=0, family="windowed count",
+        description="Transactions of any kind in the {w} days before as_of.",
+        reason="account activity in the last {w} days",
+    )  # fmt: skip
+    per_window(
+        S, (30, 90, 365), "purchase_amount_{w}d", lambda w: _col(f"purchase_amt_{w}d"),
+        dimension=BEH, monotone=0, family="windowed sum",
+        description="Purchases (yuan) in the {w} days before as_of.",
+        reason="purchase activity in the last {w} days",
+    )  # fmt: skip
+    per_window(
+        S, (30, 90), "purchase_count_{w}d", lambda w: _col(f"purchase_cnt_{w}d"),
+        dimension=BEH, monotone=0, family="windowed count",
+        description="Purchases in the {w} days before as_of.",
+        reason="number of purchases in the last {w} days",
+    )  # fmt: skip
+    per_window(
+        S, (90, 365), "avg_purchase_{w}d",
+        lambda w: safe_ratio(_col(f"purchase_amt_{w}d"), _col(f"purchase_cnt_{w}d")),
+        dimension=BEH, monotone=0, family="windowed mean",
+        description="Mean purchase amount (yuan) in the {w} days before as_of.",
+        reason="typical purchase size",
+    )  # fmt: skip
+    per_window(
+        S, (90, 365), "bill_payments_{w}d", lambda w: _col(f"bill_cnt_{w}d"),
+        dimension=BEH, monotone=1, family="windowed count",
+        description="Bill payments made in the {w} days before as_of.",
+        reason="few bills paid in the last {w} days",
+    )  # fmt: skip
+    per_window(
+        S, (7, 30, 90, 365), "active_days_{w}d", lambda w: _col(f"active_day_{w}d"),
+        dimension=BEH, monotone=1, family="active days",
+        description="Days with any transaction in the {w} days before as_of.",
+        reason="few active days in the last {w} days",
+    )  # fmt: skip
+    per_window(
+        S, PARTNER_WINDOWS, "distinct_counterparties_{w}d", lambda w: _col(f"cp_d{w}_ever"),
+        dimension=CON, monotone=0, family="network size",
+        description="Distinct counterparties (merchants and people) in the {w} days before as_of.",
+        reason="size of the recent payment network",
+    )  # fmt: skip
+    per_window(
+        S, (90, 365), "repeat_counterparty_share_{w}d",
+        lambda w: safe_ratio(_col(f"cp_repeat_{w}d"), _col(f"cp_n_{w}d")),
+        dimension=CON, monotone=1, family="repeat rate",
+        description="Share of transactions with a counterparty in the {w} days before as_of "
+        "where the counterparty was seen on an earlier day.",
+        reason="few stable counterparties",
+    )  # fmt: skip
+    per_window(
+        S, (90, 365), "risky_counterparty_share_{w}d",
+        lambda w: safe_ratio(_col(f"cp_risky_{w}d"), _col(f"cp_n_{w}d")),
+        dimension=CON, monotone=-1, family="counterparty quality",
+        description="Share of transactions with a counterparty in the {w} days before as_of "
+        "whose counterparty was already 30+ days past due on a loan.",
+        reason="transacts with delinquent borrowers",
+    )  # fmt: skip
+    single = [
+        (
+            "income_months_6m",
+            active_blocks("income_amt", 6),
+            ATP,
+            1,
+            180,
+            "Number of the last six 30-day blocks in which any income arrived.",
+            "income did not arrive regularly",
+            "active months",
+        ),
+        (
+            "income_months_12m",
+            active_blocks("income_amt"),
+            ATP,
+            1,
+            360,
+            "Number of the last twelve 30-day blocks in which any income arrived.",
+            "income missing in several months of the last year",
+            "active months",
+        ),
+        (
+            "income_cv_12m",
+            block_cv("income_amt"),
+            ATP,
+            -1,
+            360,
+            "Coefficient of variation of income over the last twelve 30-day blocks.",
+            "income varies a lot from month to month",
+            "volatility",
+        ),
+        (
+            "min_month_income_12m",
+            block_min("income_amt"),
+            ATP,
+            1,
+            360,
+            "Smallest 30-day block of income (yuan) among the last twelve.",
+            "a month with little or no income",
+            "dispersion",
+        ),
+        (
+            "income_last_minus_mean_12m",
+            last_minus_mean("income_amt"),
+            ATP,
+            1,
+            360,
+            "Last 30 days of income minus the 12-block mean, over that mean.",
+            "income fell in the last month",
+            "last minus mean",
+        ),
+        (
+            "income_trend_90d_365d",
+            safe_ratio(_col("income_amt_90d"), _col("income_amt_365d") * 90 / 365),
+            ATP,
+            1,
+            365,
+            "Income of the last 90 days over the 90-day average of the last 365 (1 = flat).",
+            "income is falling",
+            "trend",
+        ),
+        (
+            "income_gap_mean_365d",
+            safe_ratio(_col("income_gap_sum_365d"), _col("income_gap_cnt_365d")),
+            ATP,
+            0,
+            365,
+            "Mean days between income days in the 365 days before as_of.",
+            "income arrives rarely",
+            "regularity",
+        ),
+        (
+            "income_gap_std_365d",
+            _gap_std(365),
+            ATP,
+            -1,
+            365,
+            "Standard deviation of the days between income days in the 365 days before as_of.",
+            "income arrives at irregular intervals",
+            "regularity",
+        ),
+        (
+            "days_since_last_income",
+            days_since("last_income_cnt_day"),
+            ATP,
+            -1,
+            None,
+            "Days since the last income before as_of (null if never).",
+            "no income for a long time",
+            "recency",
+        ),
+        (
+            "last_balance",
+            _col("closing_fen") / FEN,
+            ATP,
+            1,
+            None,
+            "Closing balance (yuan) on the last day with a reported balance before as_of.",
+            "low account balance",
+            "recency",
+        ),
+        (
+            "bill_to_income_90d",
+            safe_ratio(_col("bill_amt_90d"), _col("income_amt_90d")),
+            ATP,
+            0,
+            90,
+            "Bill payments over income in the 90 days before as_of.",
+            "bills take much of income",
+            "ratio",
+        ),
+        (
+            "bill_months_12m",
+            active_blocks("bill_cnt"),
+            BEH,
+            1,
+            360,
+            "Number of the last twelve 30-day blocks with a bill payment.",
+            "bills not paid regularly",
+            "active months",
+        ),
+        (
+            "active_months_12m",
+            active_blocks("out_amt"),
+            BEH,
+            1,
+            360,
+            "Number of the last twelve 30-day blocks with any spending.",
+            "inactive in several months of the last year",
+            "active months",
+        ),
+        (
+            "spending_cv_12m",
+            block_cv("purchase_amt"),
+            BEH,
+            -1,
+            360,
+            "Coefficient of variation of purchases over the last twelve 30-day blocks.",
+            "erratic spending",
+            "volatility",
+        ),
+        (
+            "spending_last_minus_mean_12m",
+            last_minus_mean("purchase_amt"),
+            BEH,
+            0,
+            360,
+            "Last 30 days of purchases minus the 12-block mean, over that mean.",
+            "unusual spending in the last month",
+            "last minus mean",
+        ),
+        (
+            "spending_trend_30d_180d",
+            safe_ratio(_col("purchase_amt_30d"), _col("purchase_amt_180d") / 6),
+            BEH,
+            0,
+            180,
+            "Purchases of the last 30 days over the 30-day average of the last 180 (1 = flat).",
+            "change in spending",
+            "trend",
+        ),
+        (
+            "purchase_log_std_365d",
+            _log_std(365),
+            BEH,
+            0,
+            365,
+            "Standard deviation of ln(1 + purchase amount) in the 365 days before as_of.",
+            "purchase sizes vary widely",
+            "dispersion",
+        ),
+        (
+            "days_since_last_txn",
+            days_since("last_txn_cnt_day"),
+            BEH,
+            -1,
+            None,
+            "Days since the last transaction before as_of (null if never).",
+            "no account activity for a long time",
+            "recency",
+        ),
+        (
+            "transfer_out_share_90d",
+            safe_ratio(_col("transfer_out_amt_90d"), _col("out_amt_90d")),
+            BEH,
+            0,
+            90,
+            "Transfers out over all money out in the 90 days before as_of.",
+            "much money sent to other people",
+            "ratio",
+        ),
+        (
+            "night_txn_share_90d",
+            safe_ratio(_col("night_cnt_90d"), _col("txn_cnt_90d")),
+            BEH,
+            0,
+            90,
+            "Share of transactions between 00:00 and 06:00 UTC in the 90 days before as_of.",
+            "unusual hours",
+            "habit",
+        ),
+        (
+            "channel_hhi_365d",
+            hhi([_col(f"ch_{c}_cnt_365d") for c in CHANNELS]),
+            BEH,
+            0,
+            365,
+            "Herfindahl index of transactions across channels in the 365 days before as_of.",
+            "reliance on one channel",
+            "concentration",
+        ),
+        (
+            "repayment_count_365d",
+            _col("repay_cnt_365d"),
+            BEH,
+            0,
+            365,
+            "Loan repayments made in the 365 days before as_of.",
+            "repayment activity",
+            "windowed count",
+        ),
+        (
+            "counterparties_ever",
+            _col("cp_new_ever"),
+            CON,
+            0,
+            None,
+            "Distinct counterparties the consumer transacted with before as_of.",
+            "size of the payment network",
+            "network size",
+        ),
+        (
+            "new_counterparties_30d",
+            _col("cp_new_30d"),
+            CON,
+            0,
+            30,
+            "Counterparties seen for the first time in the 30 days before as_of.",
+            "many new counterparties",
+            "network size",
+        ),
+        (
+            "counterparty_hhi_ever",
+            safe_ratio(_col("cp_sq_ever"), _col("cp_n_ever") ** 2),
+            CON,
+            0,
+            None,
+            "Herfindahl index of transactions across counterparties before as_of.",
+            "transactions concentrated on few counterparties",
+            "concentration",
+        ),
+        (
+            "delinquent_counterparty_share_ever",
+            safe_ratio(_col("cp_bad_new_ever"), _col("cp_new_ever")),
+            CON,
+            -1,
+            None,
+            "Share of the consumer's counterparties 30+ days past due on a loan before as_of.",
+            "many counterparties are delinquent borrowers",
+            "counterparty quality",
+        ),
+    ]
+    for name, expr, dim, monotone, window, description, reason, family in single:
+        declare(
+            name,
+            expr,
+            segment=S,
+            dimension=dim,
+            monotone=monotone,
+            description=description,
+            reason=reason,
+            window_days=window,
+            family=family,
+        )
+    declare(
+        "spending_categories_ever", _col("cat_new_ever"),
+        segment=S, dimension=BEH, monotone=0, family="concentration",
+        description="Distinct merchant industries the consumer bought from before as_of.",
+        reason="narrow spending pattern",
+    )  # fmt: skip
+    declare(
+        "category_hhi_ever", safe_ratio(_col("cat_sq_ever"), _col("cat_n_ever") ** 2),
+        segment=S, dimension=BEH, monotone=0, family="concentration",
+        description="Herfindahl index of purchases across merchant industries before as_of.",
+        reason="spending concentrated in one kind of merchant",
+    )  # fmt: skip
+    declare_credit_history(S)
+    declare_identity(S, "consumer")
+    declare(
+        "age_years",
+        pl.col(AS_OF).dt.year() - pl.col("birth_year"),
+        segment=S, dimension="identity", monotone=0, family="demographic",
+        description="Age in whole years at as_of, from the birth year.", reason="age",
+    )  # fmt: skip
 
 
-@feature(
-    segment="consumer",
-    dimension="behaviour",
-    window_days=90,
-    monotone=1,
-    reason="few bills paid recently",
-)
-def bill_payments_90d() -> pl.Expr:
-    """Bill payments made in the 90 days before as_of."""
-    return pl.col("bill_cnt_90d")
-
-
-@feature(
-    segment="consumer",
-    dimension="behaviour",
-    monotone=-1,
-    reason="no account activity for a long time",
-)
-def days_since_last_txn() -> pl.Expr:
-    """Days between the last transaction before as_of and as_of (null if never)."""
-    return (pl.col(AS_OF) - pl.col("last_txn_day")).dt.total_days()
-
-
-@feature(
-    segment="consumer",
-    dimension="identity",
-    monotone=1,
-    reason="recently registered",
-)
-def tenure_days() -> pl.Expr:
-    """Days since the consumer registered."""
-    return pl.col("tenure_days")
-
-
-@feature(
-    segment="consumer",
-    dimension="identity",
-    monotone=0,
-    reason="age",
-)
-def age_years() -> pl.Expr:
-    """Age in whole years at as_of, from the birth year."""
-    return pl.col(AS_OF).dt.year() - pl.col("birth_year")
-
-
-@feature(
-    segment="consumer",
-    dimension="credit_history",
-    monotone=0,
-    reason="number of earlier loans",
-)
-def prior_loans() -> pl.Expr:
-    """Loans issued to the consumer before as_of."""
-    return pl.col("prior_loans")
-
-
-@feature(
-    segment="consumer",
-    dimension="credit_history",
-    monotone=-1,
-    reason="late repayments on earlier loans",
-)
-def prior_max_dpd() -> pl.Expr:
-    """Worst days past due on earlier instalments, as observed before as_of."""
-    return pl.col("prior_max_dpd")
-
-
-@feature(
-    segment="consumer",
-    dimension="connections",
-    monotone=0,
-    reason="size of the payment network",
-)
-def counterparties_ever() -> pl.Expr:
-    """Distinct counterparties the consumer transacted with before as_of."""
-    return pl.col("counterparties_ever")
+_declare()

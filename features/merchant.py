@@ -1,4 +1,9 @@
-"""Merchant features: one decorated function per output column."""
+"""Merchant features: measures aggregated once, families declared over windows and blocks.
+
+Every feature is registered in the catalog with its dimension, window, monotone direction,
+description and reason text; the expressions read the per-snapshot aggregate frame built by
+:func:`aggregates`.
+"""
 
 from __future__ import annotations
 
@@ -6,58 +11,116 @@ from collections.abc import Sequence
 
 import polars as pl
 
-from features.catalog import feature
+from features.catalog import declare
 from features.common import (
-    MONTH_BLOCK_DAYS,
-    MONTH_BLOCKS,
+    WINDOWS,
     active_blocks,
     block_cv,
+    block_max,
+    block_min,
+    block_slope,
     credit_history,
+    days_since,
+    declare_credit_history,
+    declare_identity,
+    first_days,
+    hhi,
     identity,
+    last_minus_mean,
+    per_window,
     safe_ratio,
 )
-from features.engine import AS_OF, DAY, ENTITY, Inputs, block_sums, daily_buckets, window_sums
-from features.engine import read_at_boundaries as read_at
+from features.engine import (
+    AS_OF,
+    DAY,
+    ENTITY,
+    Inputs,
+    block_offsets,
+    block_sums,
+    delinquency_onset,
+    event_measures,
+    fen,
+    fixed,
+    merge_daily,
+    partner_measures,
+    read_at_boundaries,
+    window_sums,
+)
+
+SEGMENT = "merchant"
+CHANNELS: tuple[str, ...] = ("app", "web", "pos", "mini_program")
+PARTNER_WINDOWS: tuple[int, ...] = (30, 90, 365)
 
 _kind = pl.col("kind")
-_amount = pl.col("amount")
+_sale = _kind == "sale"
+_amount = fen(pl.col("amount"))
+_log = fixed(pl.col("amount").clip(lower_bound=0).log1p())
 
-DAILY_SUMS: dict[str, pl.Expr] = {
-    "sale_cnt": (_kind == "sale").sum(),
-    "sale_amt": _amount.filter(_kind == "sale").sum(),
-    "refund_amt": _amount.filter(_kind == "refund").sum(),
-    "chargeback_cnt": (_kind == "chargeback").sum(),
-    "sale_day": (_kind == "sale").any().cast(pl.Int32),
+
+def _when(condition: pl.Expr, value: pl.Expr | int = 1) -> pl.Expr:
+    return pl.when(condition).then(value).otherwise(0)
+
+
+MEASURES: dict[str, pl.Expr] = {
+    "txn_cnt": pl.lit(1),
+    "sale_cnt": _when(_sale),
+    "sale_amt": _when(_sale, _amount),
+    "refund_cnt": _when(_kind == "refund"),
+    "refund_amt": _when(_kind == "refund", _amount),
+    "chargeback_cnt": _when(_kind == "chargeback"),
+    "chargeback_amt": _when(_kind == "chargeback", _amount),
+    "payout_amt": _when(_kind == "payout", _amount),
+    "fee_amt": _when(_kind == "fee", _amount),
+    "sale_log_fx": _when(_sale, _log),
+    "sale_logsq_fx": _when(_sale, (_log * _log) // 10_000),
+    "anon_sale_cnt": _when(_sale & pl.col("buyer_id").is_null()),
+    "weekend_sale_cnt": _when(_sale & (pl.col("ts").dt.weekday() >= 6)),
+    "night_sale_cnt": _when(_sale & (pl.col("ts").dt.hour() < 6)),
+    **{f"ch_{c}_cnt": _when(pl.col("channel") == c) for c in CHANNELS},
 }
+BLOCK_MEASURES = ("sale_amt", "sale_cnt", "refund_amt")
 
 
 def aggregates(keys: pl.LazyFrame, inputs: Inputs, *, windows: Sequence[int]) -> pl.LazyFrame:
     """The per-snapshot aggregate frame the merchant features are expressions over."""
-    daily = daily_buckets(inputs.events, DAILY_SUMS).with_columns(
-        pl.when(pl.col("sale_cnt") > 0).then(pl.col(DAY)).alias("last_sale_day")
+    windows = sorted({*windows, *WINDOWS})
+    events = inputs.events
+    onset = delinquency_onset(inputs.loans, inputs.repayments)
+    buyers = partner_measures(
+        events.filter(_sale), "buyer_id", windows=PARTNER_WINDOWS, onset=onset, prefix="buyer"
     )
-    # Distinct buyers: each (merchant, buyer) pair counts once, on the day it was first seen.
-    first_buyers = (
-        inputs.events.filter(pl.col("buyer_id").is_not_null() & (_kind == "sale"))
-        .group_by(ENTITY, "buyer_id")
-        .agg(pl.col("ts").min().dt.date().alias(DAY))
-        .group_by(ENTITY, DAY)
-        .agg(pl.len().alias("new_buyers"))
+    daily = merge_daily([event_measures(events, MEASURES)]).with_columns(
+        (pl.col("sale_cnt") > 0).cast(pl.Int64).alias("sale_day"),
     )
-    daily = daily.join(first_buyers, on=[ENTITY, DAY], how="full", coalesce=True).with_columns(
-        pl.col(c).fill_null(0) for c in [*DAILY_SUMS, "new_buyers"]
+    sums = [*MEASURES, "sale_day"]
+    read = read_at_boundaries(
+        daily,
+        keys,
+        sums=sums,
+        offsets=[*windows, *block_offsets()],
+        last_days=["sale_cnt", "refund_cnt", "chargeback_cnt"],
+    ).with_columns(*window_sums(sums, windows), *block_sums(BLOCK_MEASURES))
+    read = join_reads(read, buyers, keys, windows)
+    return (
+        read.join(
+            credit_history(keys, inputs.loans, inputs.repayments, SEGMENT), on=[ENTITY, AS_OF]
+        )
+        .join(identity(keys, inputs.entities, "onboarded_on"), on=[ENTITY, AS_OF])
+        .join(first_days(daily, keys), on=[ENTITY, AS_OF])
     )
-    sums = [*DAILY_SUMS, "new_buyers"]
-    offsets = {*windows, *(k * MONTH_BLOCK_DAYS for k in range(MONTH_BLOCKS + 1))}
-    read = read_at(daily, keys, sums=sums, offsets=sorted(offsets), levels=["last_sale_day"])
-    read = read.with_columns(
-        *window_sums(sums, windows),
-        *block_sums(["sale_amt"], MONTH_BLOCK_DAYS, MONTH_BLOCKS),
-        pl.col("new_buyers__c0").alias("buyers_ever"),
-    )
-    return read.join(
-        credit_history(keys, inputs.loans, inputs.repayments, "merchant"), on=[ENTITY, AS_OF]
-    ).join(identity(keys, inputs.entities, "onboarded_on"), on=[ENTITY, AS_OF])
+
+
+def join_reads(
+    read: pl.LazyFrame, frames: Sequence[pl.LazyFrame], keys: pl.LazyFrame, windows: Sequence[int]
+) -> pl.LazyFrame:
+    """Read further entity-day frames at the window boundaries and join them to ``read``."""
+    for frame in frames:
+        columns = [c for c in frame.collect_schema().names() if c not in (ENTITY, DAY)]
+        more = read_at_boundaries(frame, keys, sums=columns, offsets=windows).with_columns(
+            *window_sums(columns, windows)
+        )
+        read = read.join(more, on=[ENTITY, AS_OF], how="left")
+    return read
 
 
 NET_MARGIN = 0.2  # share of net sales assumed free to service debt (no cost data in the log)
@@ -73,152 +136,505 @@ def policy_inputs() -> list[pl.Expr]:
     ]
 
 
-@feature(
-    segment="merchant",
-    dimension="ability_to_pay",
-    window_days=90,
-    monotone=1,
-    reason="low sales over the last 90 days",
-)
-def sales_amount_90d() -> pl.Expr:
-    """Total sales (yuan) in the 90 days before as_of."""
-    return pl.col("sale_amt_90d")
+# --- the catalog ---------------------------------------------------------------------------
+
+S = SEGMENT
+ATP, BEH, CON = "ability_to_pay", "behaviour", "connections"
 
 
-@feature(
-    segment="merchant",
-    dimension="ability_to_pay",
-    window_days=30,
-    monotone=1,
-    reason="low sales over the last 30 days",
-)
-def sales_amount_30d() -> pl.Expr:
-    """Total sales (yuan) in the 30 days before as_of."""
-    return pl.col("sale_amt_30d")
+def _col(name: str) -> pl.Expr:
+    return pl.col(name)
 
 
-@feature(
-    segment="merchant",
-    dimension="behaviour",
-    window_days=180,
-    monotone=1,
-    reason="sales have fallen recently",
-)
-def sales_trend_30d_180d() -> pl.Expr:
-    """Sales of the last 30 days over the average 30 days of the last 180 (1 = flat)."""
-    return safe_ratio(pl.col("sale_amt_30d"), pl.col("sale_amt_180d") / 6)
+def _net(w: int) -> pl.Expr:
+    return _col(f"sale_amt_{w}d") - _col(f"refund_amt_{w}d") - _col(f"chargeback_amt_{w}d")
 
 
-@feature(
-    segment="merchant",
-    dimension="behaviour",
-    window_days=180,
-    monotone=-1,
-    reason="sales are volatile from month to month",
-)
-def sales_cv_6m() -> pl.Expr:
-    """Coefficient of variation of sales over the last six 30-day blocks."""
-    return block_cv("sale_amt")
+def _buyer_sales(w: int | str) -> pl.Expr:
+    suffix = f"{w}d" if isinstance(w, int) else w
+    return _col(f"sale_cnt_{suffix}") - _col(f"anon_sale_cnt_{suffix}")
 
 
-@feature(
-    segment="merchant",
-    dimension="ability_to_pay",
-    window_days=90,
-    monotone=-1,
-    reason="a high share of recent sales were refunded",
-)
-def refund_rate_90d() -> pl.Expr:
-    """Refunded amount over sales amount in the last 90 days."""
-    return safe_ratio(pl.col("refund_amt_90d"), pl.col("sale_amt_90d"))
+def _declare() -> None:
+    """Declare the merchant catalog (runs once, at import)."""
+    # ability to pay: volume, net volume, losses to refunds and chargebacks
+    per_window(
+        S, WINDOWS, "sales_amount_{w}d", lambda w: _col(f"sale_amt_{w}d"),
+        dimension=ATP, monotone=1, family="windowed sum",
+        description="Sales (yuan) in the {w} days before as_of.",
+        reason="low sales over the last {w} days",
+    )  # fmt: skip
+    per_window(
+        S, (30, 90, 365), "net_sales_{w}d", _net,
+        dimension=ATP, monotone=1, family="windowed sum",
+        description="Sales minus refunds and chargebacks (yuan) in the {w} days before as_of.",
+        reason="low net sales over the last {w} days",
+    )  # fmt: skip
+    per_window(
+        S, (30, 90, 365), "refund_rate_{w}d",
+        lambda w: safe_ratio(_col(f"refund_amt_{w}d"), _col(f"sale_amt_{w}d")),
+        dimension=ATP, monotone=-1, family="refund and chargeback ratio",
+        description="Refunded amount over sales amount in the {w} days before as_of.",
+        reason="a high share of sales refunded in the last {w} days",
+    )  # fmt: skip
+    per_window(
+        S, (30, 90, 365), "chargeback_rate_{w}d",
+        lambda w: safe_ratio(_col(f"chargeback_cnt_{w}d"), _col(f"sale_cnt_{w}d")),
+        dimension=ATP, monotone=-1, family="refund and chargeback ratio",
+        description="Chargebacks per sale in the {w} days before as_of.",
+        reason="many chargebacks in the last {w} days",
+    )  # fmt: skip
+    per_window(
+        S, (30, 90), "sales_per_active_day_{w}d",
+        lambda w: safe_ratio(_col(f"sale_amt_{w}d"), _col(f"sale_day_{w}d")),
+        dimension=ATP, monotone=1, family="windowed mean",
+        description="Mean sales (yuan) per trading day in the {w} days before as_of.",
+        reason="low sales on a typical trading day",
+    )  # fmt: skip
+    single = [
+        (
+            "chargeback_amount_rate_365d",
+            safe_ratio(_col("chargeback_amt_365d"), _col("sale_amt_365d")),
+            ATP,
+            -1,
+            365,
+            "Chargeback amount over sales amount in the 365 days before as_of.",
+            "a high chargeback amount in the last year",
+            "refund and chargeback ratio",
+        ),
+        (
+            "payout_ratio_90d",
+            safe_ratio(_col("payout_amt_90d"), _net(90)),
+            ATP,
+            0,
+            90,
+            "Payouts over net sales in the 90 days before as_of.",
+            "payouts relative to net sales",
+            "ratio",
+        ),
+        (
+            "fee_ratio_90d",
+            safe_ratio(_col("fee_amt_90d"), _col("sale_amt_90d")),
+            ATP,
+            0,
+            90,
+            "Platform fees over sales in the 90 days before as_of.",
+            "fees relative to sales",
+            "ratio",
+        ),
+        (
+            "max_month_sales_12m",
+            block_max("sale_amt"),
+            ATP,
+            1,
+            360,
+            "Best 30-day block of sales (yuan) among the last twelve.",
+            "no strong month of sales in the last year",
+            "dispersion",
+        ),
+        (
+            "min_month_sales_12m",
+            block_min("sale_amt"),
+            ATP,
+            1,
+            360,
+            "Weakest 30-day block of sales (yuan) among the last twelve.",
+            "a very weak month of sales in the last year",
+            "dispersion",
+        ),
+        (
+            "min_month_sales_6m",
+            block_min("sale_amt", 6),
+            ATP,
+            1,
+            180,
+            "Weakest 30-day block of sales (yuan) among the last six.",
+            "a very weak month of sales recently",
+            "dispersion",
+        ),
+        # behaviour: activity, regularity, trend, volatility, recency, habits
+        (
+            "avg_ticket_30d",
+            safe_ratio(_col("sale_amt_30d"), _col("sale_cnt_30d")),
+            BEH,
+            0,
+            30,
+            "Mean sale amount (yuan) in the 30 days before as_of.",
+            "typical sale size",
+            "windowed mean",
+        ),
+        (
+            "avg_ticket_90d",
+            safe_ratio(_col("sale_amt_90d"), _col("sale_cnt_90d")),
+            BEH,
+            0,
+            90,
+            "Mean sale amount (yuan) in the 90 days before as_of.",
+            "typical sale size",
+            "windowed mean",
+        ),
+        (
+            "avg_ticket_365d",
+            safe_ratio(_col("sale_amt_365d"), _col("sale_cnt_365d")),
+            BEH,
+            0,
+            365,
+            "Mean sale amount (yuan) in the 365 days before as_of.",
+            "typical sale size",
+            "windowed mean",
+        ),
+        (
+            "active_months_6m",
+            active_blocks("sale_amt", 6),
+            BEH,
+            1,
+            180,
+            "Number of the last six 30-day blocks with any sales.",
+            "trading in few of the last six months",
+            "active months",
+        ),
+        (
+            "active_months_12m",
+            active_blocks("sale_amt"),
+            BEH,
+            1,
+            360,
+            "Number of the last twelve 30-day blocks with any sales.",
+            "trading in few of the last twelve months",
+            "active months",
+        ),
+        (
+            "days_since_last_sale",
+            days_since("last_sale_cnt_day"),
+            BEH,
+            -1,
+            None,
+            "Days since the last sale before as_of (null if never).",
+            "no sales for a long time",
+            "recency",
+        ),
+        (
+            "days_since_last_refund",
+            days_since("last_refund_cnt_day"),
+            BEH,
+            0,
+            None,
+            "Days since the last refund before as_of (null if never).",
+            "a recent refund",
+            "recency",
+        ),
+        (
+            "days_since_last_chargeback",
+            days_since("last_chargeback_cnt_day"),
+            BEH,
+            1,
+            None,
+            "Days since the last chargeback before as_of (null if never).",
+            "a recent chargeback",
+            "recency",
+        ),
+        (
+            "sales_trend_7d_30d",
+            safe_ratio(_col("sale_amt_7d"), _col("sale_amt_30d") * 7 / 30),
+            BEH,
+            1,
+            30,
+            "Sales of the last 7 days over the 7-day average of the last 30 (1 = flat).",
+            "sales dropped in the last week",
+            "trend",
+        ),
+        (
+            "sales_trend_30d_180d",
+            safe_ratio(_col("sale_amt_30d"), _col("sale_amt_180d") / 6),
+            BEH,
+            1,
+            180,
+            "Sales of the last 30 days over the 30-day average of the last 180 (1 = flat).",
+            "sales have fallen recently",
+            "trend",
+        ),
+        (
+            "sales_trend_90d_365d",
+            safe_ratio(_col("sale_amt_90d"), _col("sale_amt_365d") * 90 / 365),
+            BEH,
+            1,
+            365,
+            "Sales of the last 90 days over the 90-day average of the last 365 (1 = flat).",
+            "sales have fallen over the last quarter",
+            "trend",
+        ),
+        (
+            "sales_slope_6m",
+            block_slope("sale_amt", 6),
+            BEH,
+            1,
+            180,
+            "Least-squares slope of the last six 30-day sales blocks, over their mean.",
+            "sales are shrinking month by month",
+            "trend",
+        ),
+        (
+            "sales_slope_12m",
+            block_slope("sale_amt"),
+            BEH,
+            1,
+            360,
+            "Least-squares slope of the last twelve 30-day sales blocks, over their mean.",
+            "sales shrank over the last year",
+            "trend",
+        ),
+        (
+            "sales_cv_6m",
+            block_cv("sale_amt", 6),
+            BEH,
+            -1,
+            180,
+            "Coefficient of variation of sales over the last six 30-day blocks.",
+            "sales are volatile from month to month",
+            "volatility",
+        ),
+        (
+            "sales_cv_12m",
+            block_cv("sale_amt"),
+            BEH,
+            -1,
+            360,
+            "Coefficient of variation of sales over the last twelve 30-day blocks.",
+            "sales were volatile over the last year",
+            "volatility",
+        ),
+        (
+            "sales_count_cv_12m",
+            block_cv("sale_cnt"),
+            BEH,
+            -1,
+            360,
+            "Coefficient of variation of the number of sales over the last twelve 30-day blocks.",
+            "irregular order flow",
+            "volatility",
+        ),
+        (
+            "sales_last_minus_mean_12m",
+            last_minus_mean("sale_amt"),
+            BEH,
+            1,
+            360,
+            "Last 30 days of sales minus the 12-block mean, over that mean.",
+            "the last month was weaker than usual",
+            "last minus mean",
+        ),
+        (
+            "refund_last_minus_mean_12m",
+            last_minus_mean("refund_amt"),
+            BEH,
+            -1,
+            360,
+            "Last 30 days of refunds minus the 12-block mean, over that mean.",
+            "refunds rose in the last month",
+            "last minus mean",
+        ),
+        (
+            "refund_rate_change_90d_365d",
+            safe_ratio(_col("refund_amt_90d"), _col("sale_amt_90d"))
+            - safe_ratio(_col("refund_amt_365d"), _col("sale_amt_365d")),
+            BEH,
+            -1,
+            365,
+            "Refund rate of the last 90 days minus that of the last 365.",
+            "the refund rate is rising",
+            "trend",
+        ),
+        (
+            "ticket_log_mean_365d",
+            safe_ratio(_col("sale_log_fx_365d"), _col("sale_cnt_365d")),
+            BEH,
+            0,
+            365,
+            "Mean of ln(1 + sale amount) over sales in the 365 days before as_of.",
+            "typical sale size",
+            "windowed mean",
+        ),
+        (
+            "weekend_sale_share_90d",
+            safe_ratio(_col("weekend_sale_cnt_90d"), _col("sale_cnt_90d")),
+            BEH,
+            0,
+            90,
+            "Share of sales on Saturdays and Sundays in the 90 days before as_of.",
+            "weekend-heavy trading",
+            "habit",
+        ),
+        (
+            "night_sale_share_90d",
+            safe_ratio(_col("night_sale_cnt_90d"), _col("sale_cnt_90d")),
+            BEH,
+            0,
+            90,
+            "Share of sales between 00:00 and 06:00 UTC in the 90 days before as_of.",
+            "unusual trading hours",
+            "habit",
+        ),
+        (
+            "channel_hhi_365d",
+            hhi([_col(f"ch_{c}_cnt_365d") for c in CHANNELS]),
+            BEH,
+            0,
+            365,
+            "Herfindahl index of transactions across channels in the 365 days before as_of.",
+            "reliance on one sales channel",
+            "concentration",
+        ),
+        (
+            "txn_count_365d",
+            _col("txn_cnt_365d"),
+            BEH,
+            0,
+            365,
+            "Transactions of any kind in the 365 days before as_of.",
+            "overall activity",
+            "windowed count",
+        ),
+        # connections: the buyer network
+        (
+            "buyers_ever",
+            _col("buyer_new_ever"),
+            CON,
+            1,
+            None,
+            "Distinct buyers the merchant sold to before as_of.",
+            "a small customer base",
+            "network size",
+        ),
+        (
+            "buyer_hhi_ever",
+            safe_ratio(_col("buyer_sq_ever"), _col("buyer_n_ever") ** 2),
+            CON,
+            -1,
+            None,
+            "Herfindahl index of sales across buyers before as_of (1 = a single buyer).",
+            "sales depend on few buyers",
+            "concentration",
+        ),
+        (
+            "sales_per_buyer_365d",
+            safe_ratio(_buyer_sales(365), _col("buyer_d365_ever")),
+            CON,
+            0,
+            365,
+            "Sales per distinct buyer in the 365 days before as_of.",
+            "buyers rarely come back",
+            "network size",
+        ),
+        (
+            "delinquent_buyer_share_ever",
+            safe_ratio(_col("buyer_bad_new_ever"), _col("buyer_new_ever")),
+            CON,
+            -1,
+            None,
+            "Share of the merchant's buyers who were 30+ days past due on a loan before as_of.",
+            "many buyers are themselves delinquent borrowers",
+            "counterparty quality",
+        ),
+        (
+            "delinquent_buyers_ever",
+            _col("buyer_bad_new_ever"),
+            CON,
+            0,
+            None,
+            "Buyers who were 30+ days past due on a loan before as_of.",
+            "delinquent buyers",
+            "counterparty quality",
+        ),
+        (
+            "anonymous_sale_share_90d",
+            safe_ratio(_col("anon_sale_cnt_90d"), _col("sale_cnt_90d")),
+            CON,
+            0,
+            90,
+            "Share of sales without an identified buyer in the 90 days before as_of.",
+            "many sales without a known buyer",
+            "network size",
+        ),
+        (
+            "buyer_retention_30d_365d",
+            safe_ratio(_col("buyer_d30_ever"), _col("buyer_d365_ever")),
+            CON,
+            1,
+            365,
+            "Distinct buyers of the last 30 days over those of the last 365.",
+            "few of last year's buyers are still active",
+            "trend",
+        ),
+    ]
+    for name, expr, dim, monotone, window, description, reason, family in single:
+        declare(
+            name,
+            expr,
+            segment=S,
+            dimension=dim,
+            monotone=monotone,
+            description=description,
+            reason=reason,
+            window_days=window,
+            family=family,
+        )
+    per_window(
+        S, WINDOWS, "sales_count_{w}d", lambda w: _col(f"sale_cnt_{w}d"),
+        dimension=BEH, monotone=1, family="windowed count",
+        description="Number of sales in the {w} days before as_of.",
+        reason="few sales in the last {w} days",
+    )  # fmt: skip
+    per_window(
+        S, WINDOWS, "active_days_{w}d", lambda w: _col(f"sale_day_{w}d"),
+        dimension=BEH, monotone=1, family="active days",
+        description="Days with at least one sale in the {w} days before as_of.",
+        reason="few trading days in the last {w} days",
+    )  # fmt: skip
+    per_window(
+        S, (90, 365), "ticket_log_std_{w}d",
+        lambda w: _log_std(f"sale_log_fx_{w}d", f"sale_logsq_fx_{w}d", f"sale_cnt_{w}d"),
+        dimension=BEH, monotone=0, family="dispersion",
+        description="Standard deviation of ln(1 + sale amount) over sales in the {w} days "
+        "before as_of.",
+        reason="sale sizes vary widely",
+    )  # fmt: skip
+    per_window(
+        S, PARTNER_WINDOWS, "distinct_buyers_{w}d", lambda w: _col(f"buyer_d{w}_ever"),
+        dimension=CON, monotone=1, family="network size",
+        description="Distinct buyers in the {w} days before as_of.",
+        reason="few distinct buyers in the last {w} days",
+    )  # fmt: skip
+    per_window(
+        S, (30, 90), "new_buyers_{w}d", lambda w: _col(f"buyer_new_{w}d"),
+        dimension=CON, monotone=1, family="network size",
+        description="Buyers seen for the first time in the {w} days before as_of.",
+        reason="few new buyers in the last {w} days",
+    )  # fmt: skip
+    per_window(
+        S, (90, 365), "repeat_sale_share_{w}d",
+        lambda w: safe_ratio(_col(f"buyer_repeat_{w}d"), _buyer_sales(w)),
+        dimension=CON, monotone=1, family="repeat rate",
+        description="Share of identified sales in the {w} days before as_of made to buyers "
+        "seen on an earlier day.",
+        reason="few returning buyers",
+    )  # fmt: skip
+    per_window(
+        S, (90, 365), "risky_sale_share_{w}d",
+        lambda w: safe_ratio(_col(f"buyer_risky_{w}d"), _buyer_sales(w)),
+        dimension=CON, monotone=-1, family="counterparty quality",
+        description="Share of identified sales in the {w} days before as_of made to buyers "
+        "already 30+ days past due on a loan at the time of sale.",
+        reason="sells to delinquent borrowers",
+    )  # fmt: skip
+    declare_credit_history(S)
+    declare_identity(S, "merchant")
 
 
-@feature(
-    segment="merchant",
-    dimension="behaviour",
-    window_days=90,
-    monotone=-1,
-    reason="many recent chargebacks",
-)
-def chargeback_rate_90d() -> pl.Expr:
-    """Chargebacks per sale in the last 90 days."""
-    return safe_ratio(pl.col("chargeback_cnt_90d"), pl.col("sale_cnt_90d"))
+def _log_std(log_sum: str, log_sq_sum: str, count: str) -> pl.Expr:
+    n = _col(count)
+    mean = _col(log_sum) / n
+    var = (_col(log_sq_sum) / n - mean * mean) * n / (n - 1)
+    return pl.when(n > 1).then(var.clip(lower_bound=0).sqrt())
 
 
-@feature(
-    segment="merchant",
-    dimension="behaviour",
-    window_days=90,
-    monotone=1,
-    reason="few trading days recently",
-)
-def active_days_90d() -> pl.Expr:
-    """Days with at least one sale in the last 90 days."""
-    return pl.col("sale_day_90d")
-
-
-@feature(
-    segment="merchant",
-    dimension="behaviour",
-    window_days=180,
-    monotone=1,
-    reason="trading in few of the last six months",
-)
-def active_months_6m() -> pl.Expr:
-    """Number of the last six 30-day blocks with any sales."""
-    return active_blocks("sale_amt")
-
-
-@feature(
-    segment="merchant",
-    dimension="behaviour",
-    monotone=-1,
-    reason="no sales for a long time",
-)
-def days_since_last_sale() -> pl.Expr:
-    """Days between the last sale before as_of and as_of (null if never)."""
-    return (pl.col(AS_OF) - pl.col("last_sale_day")).dt.total_days()
-
-
-@feature(
-    segment="merchant",
-    dimension="identity",
-    monotone=1,
-    reason="short time on the platform",
-)
-def tenure_days() -> pl.Expr:
-    """Days since the merchant was onboarded."""
-    return pl.col("tenure_days")
-
-
-@feature(
-    segment="merchant",
-    dimension="credit_history",
-    monotone=0,
-    reason="number of earlier loans",
-)
-def prior_loans() -> pl.Expr:
-    """Loans issued to the merchant before as_of."""
-    return pl.col("prior_loans")
-
-
-@feature(
-    segment="merchant",
-    dimension="credit_history",
-    monotone=-1,
-    reason="late repayments on earlier loans",
-)
-def prior_max_dpd() -> pl.Expr:
-    """Worst days past due on earlier instalments, as observed before as_of."""
-    return pl.col("prior_max_dpd")
-
-
-@feature(
-    segment="merchant",
-    dimension="connections",
-    monotone=1,
-    reason="a small customer base",
-)
-def buyers_ever() -> pl.Expr:
-    """Distinct buyers the merchant sold to before as_of."""
-    return pl.col("buyers_ever")
+_declare()

@@ -1,8 +1,10 @@
 """Reason codes and per-dimension sub-scores from per-feature contributions.
 
-Contributions are in the model's raw log-odds of default: a positive contribution pushed the PD
-up (adverse). The reasons are the most adverse features, named by their catalog code and text;
-a dimension's sub-score is the points its features added to or took from the score.
+Contributions are in the model's raw log-odds of default, one column per catalog feature (a
+trailing bias column, as ``pred_contrib`` gives it, is ignored): a positive contribution pushed
+the PD up and the score down (adverse). The reasons are the most adverse features, named by
+their catalog code and text; a dimension's sub-score is the points its features added to or
+took from the score, against the average applicant.
 """
 
 from __future__ import annotations
@@ -16,21 +18,76 @@ from features.catalog import DIMENSIONS, FeatureSpec
 N_REASONS = 4
 
 
+def _feature_columns(contributions: np.ndarray, specs: Sequence[FeatureSpec]) -> np.ndarray:
+    contrib = np.asarray(contributions, dtype=float)
+    if contrib.ndim != 2 or contrib.shape[1] not in (len(specs), len(specs) + 1):
+        raise ValueError(
+            f"expected contributions of shape (rows, {len(specs)}) or (rows, {len(specs) + 1}); "
+            f"got {contrib.shape}"
+        )
+    return contrib[:, : len(specs)]
+
+
+def reason_text(spec: FeatureSpec) -> str:
+    """The stable, printed form of a reason: ``CODE: plain text``."""
+    return f"{spec.code}: {spec.reason}"
+
+
 def top_reasons(
-    contributions: np.ndarray, specs: Sequence[FeatureSpec], n: int = N_REASONS
+    contributions: np.ndarray,
+    specs: Sequence[FeatureSpec],
+    n: int = N_REASONS,
+    *,
+    min_contribution: float = 0.0,
 ) -> np.ndarray:
-    """``(rows, n)`` array of "CODE: text" for the n most adverse features (None if fewer)."""
-    labels = np.array([f"{s.code}: {s.reason}" for s in specs] + [None], dtype=object)
-    contrib = np.asarray(contributions, dtype=float)[:, : len(specs)]
+    """``(rows, n)`` array of "CODE: text" for the n most adverse features (None if fewer).
+
+    A feature is a reason only when its contribution exceeds ``min_contribution`` (log-odds,
+    >= 0), so a favourable or negligible feature is never named. Ties keep catalog order.
+    """
+    if n < 1:
+        raise ValueError(f"expected at least one reason; got n={n}")
+    if min_contribution < 0:
+        raise ValueError(f"expected min_contribution >= 0; got {min_contribution}")
+    contrib = _feature_columns(contributions, specs)
+    labels = np.array([reason_text(s) for s in specs] + [None], dtype=object)
     order = np.argsort(-contrib, axis=1, kind="stable")[:, :n]
-    adverse = np.take_along_axis(contrib, order, axis=1) > 0
-    return labels[np.where(adverse, order, len(specs))]
+    adverse = np.take_along_axis(contrib, order, axis=1) > min_contribution
+    codes = labels[np.where(adverse, order, len(specs))]
+    if codes.shape[1] < n:  # fewer features than reasons
+        codes = np.hstack([codes, np.full((codes.shape[0], n - codes.shape[1]), None)])
+    return codes
 
 
 def dimension_points(
-    contributions: np.ndarray, specs: Sequence[FeatureSpec], factor: float
+    contributions: np.ndarray, specs: Sequence[FeatureSpec], factor: float | np.ndarray
 ) -> dict[str, np.ndarray]:
-    """Score points each dimension contributed, relative to the average applicant."""
-    contrib = np.asarray(contributions, dtype=float)[:, : len(specs)]
+    """Score points each dimension contributed, against the average applicant.
+
+    ``factor`` is points per unit of raw log-odds: the scaling's ``factor`` for the model's
+    own scale, or :func:`calibrated_factor` so that the sub-scores add up to about the reported
+    score minus the average applicant's. A dimension without features gets 0.
+    """
+    contrib = _feature_columns(contributions, specs)
+    scale = np.broadcast_to(np.asarray(factor, dtype=float), (contrib.shape[0],))
     dims = np.array([s.dimension for s in specs])
-    return {d: -factor * contrib[:, dims == d].sum(axis=1) for d in DIMENSIONS}
+    return {d: -scale * contrib[:, dims == d].sum(axis=1) for d in DIMENSIONS}
+
+
+def calibrated_factor(factor: float, raw_knots: np.ndarray, pd_knots: np.ndarray) -> float:
+    """Points per unit of raw log-odds once calibration is applied: one number per model.
+
+    The score is ``offset + factor x calibrated log-odds``; calibration maps the model's raw
+    log-odds through a monotone curve (Platt: a line; isotonic: steps). The least-squares slope
+    of calibrated on raw log-odds over the curve's knots turns a raw contribution into points
+    of the reported score, so the sub-scores add up to about the score's distance from the
+    average applicant. One slope per model (not per row) keeps a sub-score stable and bounded:
+    a per-row ratio would blow up a small raw move across a calibration step into hundreds of
+    points. Falls back to ``factor`` when the curve gives no usable slope.
+    """
+    x = np.asarray(raw_knots, dtype=float)
+    p = np.clip(np.asarray(pd_knots, dtype=float), 1e-6, 1 - 1e-6)
+    if x.size < 2 or x.shape != p.shape or np.ptp(x) == 0:
+        return factor
+    slope = np.polyfit(x, np.log(p / (1 - p)), 1)[0]
+    return factor * float(slope) if np.isfinite(slope) and slope > 1e-6 else factor

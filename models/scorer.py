@@ -4,12 +4,17 @@ pd, score, band, limit, binding constraint, four reason codes and a sub-score pe
 Batch scoring and the registered MLflow model both use this one class. It is saved as the
 booster's own text file plus a JSON of plain data (features, catalog metadata, calibrator,
 scaling, limit policy) so every score can be reproduced without unpickling anything.
+
+Reasons and sub-scores come from per-feature attributions: ``fast`` (path attributions gathered
+through ``pred_leaf``, the default, as fast as ``predict``) or ``exact`` (LightGBM's TreeSHAP,
+the reference, hundreds of times slower); see :mod:`models.attribution`.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 
 import lightgbm as lgb
@@ -18,9 +23,10 @@ import polars as pl
 
 from features.catalog import DIMENSIONS, FeatureSpec
 from features.engine import POLICY_INPUTS
+from models.attribution import ATTRIBUTIONS, Attribution, PathAttribution, exact_contributions
 from models.calibrate import Calibrator
 from models.limits import LimitPolicy, loan_limits
-from models.reasons import N_REASONS, dimension_points, top_reasons
+from models.reasons import N_REASONS, calibrated_factor, dimension_points, top_reasons
 from models.scaling import ScalingParams, pd_to_score, score_to_band
 
 BOOSTER_FILE = "booster.txt"
@@ -37,6 +43,43 @@ class Scorer:
     calibrator: Calibrator
     scaling: ScalingParams
     policy: LimitPolicy
+
+    def __post_init__(self) -> None:
+        """Refuse a scorer whose parts disagree (booster vs catalog, policy vs band table)."""
+        booster_names = self.booster.feature_name()
+        if booster_names != self.feature_names:
+            raise ValueError(
+                f"expected the booster's features to be the catalog's {len(self.specs)} "
+                f"features in order; got {len(booster_names)} ({booster_names[:5]}...)"
+            )
+        self.policy.check_bands(
+            self.scaling.band_order, self.scaling.min_score, self.scaling.max_score
+        )
+
+    @cached_property
+    def paths(self) -> PathAttribution:
+        """The fast attribution's per-leaf table, built once per loaded model."""
+        return PathAttribution.from_booster(self.booster)
+
+    @cached_property
+    def expected_raw(self) -> float:
+        """The model's expected raw log-odds over its training data (the attribution bias)."""
+        return self.paths.expected_value
+
+    @cached_property
+    def baseline_score(self) -> int:
+        """The score of the average applicant; the sub-scores are points against it."""
+        pd_ = self.calibrator.predict(np.array([self.expected_raw]))
+        return int(pd_to_score(pd_, self.scaling)[0])
+
+    @cached_property
+    def points_per_log_odds(self) -> float:
+        """Score points per unit of raw log-odds, calibration included (see calibrated_factor)."""
+        if self.calibrator.method == "platt":
+            return self.scaling.factor * self.calibrator.a if self.calibrator.a > 0 else 0.0
+        return calibrated_factor(
+            self.scaling.factor, np.asarray(self.calibrator.x), np.asarray(self.calibrator.y)
+        )
 
     @property
     def feature_names(self) -> list[str]:
@@ -56,17 +99,43 @@ class Scorer:
         """The feature matrix in model order (nulls as NaN)."""
         return frame.select(pl.col(self.feature_names).cast(pl.Float64)).to_numpy()
 
+    def contributions(
+        self, frame: pl.DataFrame, *, attribution: Attribution = "fast"
+    ) -> np.ndarray:
+        """Per-feature contributions (log-odds of default), ``(rows, features + 1)``, bias last."""
+        self.check_columns(frame)
+        return self._contributions(self.matrix(frame), attribution)
+
+    def _contributions(self, x: np.ndarray, attribution: Attribution) -> np.ndarray:
+        if attribution == "fast":
+            return self.paths.contributions(self.booster, x)
+        if attribution == "exact":
+            return exact_contributions(self.booster, x)
+        raise ValueError(f"expected attribution in {ATTRIBUTIONS}; got {attribution!r}")
+
     def predict_pd(self, frame: pl.DataFrame) -> np.ndarray:
         """Calibrated PDs."""
         self.check_columns(frame)
         return self.calibrator.predict(self.booster.predict(self.matrix(frame), raw_score=True))
 
-    def score(self, frame: pl.DataFrame, *, reasons: bool = True) -> pl.DataFrame:
+    def score(
+        self,
+        frame: pl.DataFrame,
+        *,
+        reasons: bool = True,
+        attribution: Attribution = "fast",
+        apply_cutoff: bool = True,
+    ) -> pl.DataFrame:
         """Decisions for every row of ``frame`` (which must hold the features and policy inputs).
 
-        Keeps ``entity_id`` and ``as_of`` when present. With ``reasons=False`` the reason and
-        sub-score columns are left out (they cost a per-feature attribution).
+        Keeps ``entity_id`` and ``as_of`` when present; an optional boolean ``consent`` column
+        knocks out rows without consent (missing consent counts as none). With ``reasons=False``
+        the reason and sub-score columns are left out (they cost a per-feature attribution);
+        ``attribution`` picks the fast path attribution or exact TreeSHAP. ``apply_cutoff=False``
+        gives the limit each row would get if approved (for a cut-off strategy table).
         """
+        if attribution not in ATTRIBUTIONS:
+            raise ValueError(f"expected attribution in {ATTRIBUTIONS}; got {attribution!r}")
         self.check_columns(frame)
         x = self.matrix(frame)
         raw = self.booster.predict(x, raw_score=True)
@@ -87,6 +156,7 @@ class Scorer:
             current_dpd=frame["current_dpd"].cast(pl.Float64).to_numpy(),
             consent=consent,
             policy=self.policy,
+            apply_cutoff=apply_cutoff,
         )
         keys = [c for c in ("entity_id", "as_of") if c in frame.columns]
         out = frame.select(keys).with_columns(
@@ -99,15 +169,20 @@ class Scorer:
         )
         if not reasons:
             return out
-        contrib = self.booster.predict(x, pred_contrib=True)
-        codes = top_reasons(contrib, self.specs, N_REASONS)
-        points = dimension_points(contrib, self.specs, self.scaling.factor)
+        contrib = self._contributions(x, attribution)
+        codes = top_reasons(
+            contrib,
+            self.specs,
+            N_REASONS,
+            min_contribution=self.scaling.reason_min_points / self.scaling.factor,
+        )
+        points = dimension_points(contrib, self.specs, self.points_per_log_odds)
         return out.with_columns(
             *[
                 pl.Series(f"reason_{i + 1}", codes[:, i].tolist(), dtype=pl.String)
                 for i in range(N_REASONS)
             ],
-            *[pl.Series(f"sub_{d}", np.round(points[d], 1)) for d in DIMENSIONS],
+            *[pl.Series(f"sub_{d}", np.round(points[d], 1) + 0.0) for d in DIMENSIONS],
         )
 
     def save(self, folder: Path) -> None:

@@ -175,8 +175,22 @@ def features(
     data: DataOption = None,
     segment: SegmentOption = SegmentChoice.all,
     as_of: AsOfOption = None,
+    catalog: Annotated[
+        bool,
+        typer.Option(
+            "--catalog", help="Write the feature catalog page (docs/features.md) and stop."
+        ),
+    ] = False,
 ) -> None:
     """Build point-in-time features: the training spine, or every consented entity at --as-of."""
+    if catalog:
+        from features.catalog import markdown
+
+        page = Path("docs") / "features.md"
+        page.parent.mkdir(parents=True, exist_ok=True)
+        page.write_text(markdown() + "\n")
+        out.print(f"  catalog -> {page}")
+        return
     from pipeline import steps
 
     date = _date(as_of)

@@ -51,7 +51,7 @@ def _fmt(value: object) -> str:
     return html.escape(str(value))
 
 
-def _table(frame: pl.DataFrame) -> str:
+def table_html(frame: pl.DataFrame) -> str:
     """An HTML table of the frame, numbers formatted and text escaped."""
     head = "".join(f"<th>{html.escape(c)}</th>" for c in frame.columns)
     rows = "".join(
@@ -219,21 +219,21 @@ def render_html(
 {html.escape(str(m["slices"].get("test", {}).get("last_month", "")))};
 {m["training"]["features"]} features, {m["training"]["trees"]} trees. {verdict}</p>
 {tiles}
-<h2>Headline metrics (test slice)</h2>{_table(_headline(m))}
+<h2>Headline metrics (test slice)</h2>{table_html(_headline(m))}
 <h2>Acceptance checks</h2>{_checks(m)}
 <h2>Discrimination and calibration</h2>
 <div class="grid">{img["roc"]}{img["ks"]}</div>
 <div class="grid">{img["calibration"]}<div><h3>Predicted vs observed by score band</h3>
-{_table(t["by_band"])}</div></div>
+{table_html(t["by_band"])}</div></div>
 <h2>Score distribution</h2><div class="wide">{img["score_distribution"]}</div>
 <h2>Stability over time</h2><div class="wide">{img["by_month"]}</div>
 <p>Score PSI train→valid {m["stability"]["score_psi_train_valid"]:.3f}, train→test
 {m["stability"]["score_psi_train_test"]:.3f}. CSI of the top features (train → test):</p>
-{_table(t["csi"])}
+{table_html(t["csi"])}
 <h2>What drives the score</h2><div class="wide">{img["importance"]}</div>
 <h2>Model card</h2>{_card(inputs.card, m)}
-<h2>Gains by decile (riskiest first)</h2>{_table(t["gains"])}
-<h2>Metrics by issue month</h2>{_table(t["by_month"])}
+<h2>Gains by decile (riskiest first)</h2>{table_html(t["gains"])}
+<h2>Metrics by issue month</h2>{table_html(t["by_month"])}
 {extra}
 </body></html>"""
 

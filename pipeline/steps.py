@@ -167,6 +167,15 @@ def _inputs(validated: Path, segment: str) -> Inputs:
         ),
         loans=pl.scan_parquet(validated / "loans.parquet"),
         repayments=pl.scan_parquet(validated / "repayments.parquet"),
+        # A consumer's purchases are categorised by the merchant's industry.
+        partners=(
+            pl.scan_parquet(validated / f"{ENTITY_TABLE['merchant']}.parquet").select(
+                pl.col(ENTITY_ID["merchant"]).alias("partner_id"),
+                pl.col("industry").alias("category"),
+            )
+            if segment == "consumer"
+            else None
+        ),
     )
 
 
@@ -438,7 +447,9 @@ def run_evaluate(
     """
     import mlflow
 
+    from models.strategy import scorer_cutoff_table
     from pipeline.report import ReportInputs, write_report
+    from pipeline.report import table_html as report_table
 
     layout = Layout(settings.data_dir)
     folder = _require(layout.model(segment), "train")
@@ -527,6 +538,8 @@ def run_evaluate(
         "calibration": ev.calibration_bins(y, test["pd"].to_numpy()),
         "csi": csi,
         "importance": importance,
+        # What each approval cut-off would mean on the test slice: approvals, bad rate, limits.
+        "cutoffs": scorer_cutoff_table(scorer, test, y),
     }
     model_card = _model_card(settings, segment, scorer, info, metrics)
     out = layout.report(segment)
@@ -547,7 +560,15 @@ def run_evaluate(
             tables=tables,
             bands=[(b.name, b.label, b.min, b.max) for b in scorer.scaling.bands],
         ),
-        extra_sections=extra_sections,
+        extra_sections=[
+            (
+                "Cut-off strategy (out-of-time test slice)",
+                "<p>For each score cut-off: the share approved, the bad rate among the approved "
+                "and the total limit granted (limits as if approved, knock-outs applied).</p>"
+                + report_table(tables["cutoffs"]),
+            ),
+            *extra_sections,
+        ],
     )
     registry.configure(settings.mlflow.tracking_uri, settings.mlflow.experiment)
     with mlflow.start_run(run_id=info["run_id"]):

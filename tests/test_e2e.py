@@ -24,6 +24,10 @@ SCORE_COLUMNS = {
     "reason_3": pl.String,
     "reason_4": pl.String,
     "model_version": pl.Int32,
+    **{
+        f"sub_{d}": pl.Float64
+        for d in ("credit_history", "behaviour", "ability_to_pay", "identity", "connections")
+    },
 }
 CAPS = {"merchant": 5_000_000, "consumer": 200_000}
 

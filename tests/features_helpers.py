@@ -1,0 +1,116 @@
+"""Tiny hand-made logs for the feature tests (in memory, contract columns only)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+
+from features.engine import Inputs
+
+UTC = pl.Datetime("us", "UTC")
+AS_OF = dt.date(2024, 7, 1)
+
+
+def merchant_events(rows: list[tuple]) -> pl.DataFrame:
+    """Rows of (merchant, ts, kind, amount, buyer)."""
+    return pl.DataFrame(
+        rows,
+        schema={
+            "entity_id": pl.String,
+            "ts": pl.Datetime("us"),
+            "kind": pl.String,
+            "amount": pl.Float64,
+            "buyer_id": pl.String,
+        },
+        orient="row",
+    ).with_columns(
+        pl.col("ts").dt.replace_time_zone("UTC"),
+        pl.lit("app").alias("channel"),
+        pl.format("T{}", pl.int_range(pl.len())).alias("txn_id"),
+    )
+
+
+def consumer_events(rows: list[tuple]) -> pl.DataFrame:
+    """Rows of (consumer, ts, kind, amount, counterparty, balance_after)."""
+    direction = {"income": "in", "transfer_in": "in"}
+    return pl.DataFrame(
+        rows,
+        schema={
+            "entity_id": pl.String,
+            "ts": pl.Datetime("us"),
+            "kind": pl.String,
+            "amount": pl.Float64,
+            "counterparty_id": pl.String,
+            "balance_after": pl.Float64,
+        },
+        orient="row",
+    ).with_columns(
+        pl.col("ts").dt.replace_time_zone("UTC"),
+        pl.col("kind").replace_strict(direction, default="out").alias("direction"),
+        pl.lit("app").alias("channel"),
+        pl.format("T{}", pl.int_range(pl.len())).alias("txn_id"),
+    )
+
+
+def loans(rows: list[tuple]) -> pl.DataFrame:
+    """Rows of (loan_id, segment, entity_id, issued_on, principal, term_months)."""
+    return pl.DataFrame(
+        rows,
+        schema={
+            "loan_id": pl.String,
+            "segment": pl.String,
+            "entity_id": pl.String,
+            "issued_on": pl.Date,
+            "principal": pl.Float64,
+            "term_months": pl.Int32,
+        },
+        orient="row",
+    )
+
+
+def repayments(rows: list[tuple]) -> pl.DataFrame:
+    """Rows of (loan_id, installment, due_on, amount_due, paid_on, amount_paid)."""
+    return pl.DataFrame(
+        rows,
+        schema={
+            "loan_id": pl.String,
+            "installment": pl.Int32,
+            "due_on": pl.Date,
+            "amount_due": pl.Float64,
+            "paid_on": pl.Date,
+            "amount_paid": pl.Float64,
+        },
+        orient="row",
+    )
+
+
+def entities(ids: list[str], since: dt.date = dt.date(2022, 1, 1)) -> pl.DataFrame:
+    """An entity table with both segments' attribute columns."""
+    return pl.DataFrame(
+        {
+            "entity_id": pl.Series(ids, dtype=pl.String),
+            "onboarded_on": pl.Series([since] * len(ids), dtype=pl.Date),
+            "registered_on": pl.Series([since] * len(ids), dtype=pl.Date),
+            "birth_year": pl.Series([1990] * len(ids), dtype=pl.Int32),
+            "consent": pl.Series([True] * len(ids), dtype=pl.Boolean),
+        }
+    )
+
+
+def inputs(
+    segment: str,
+    events: pl.DataFrame,
+    ids: list[str],
+    loan_rows: pl.DataFrame | None = None,
+    repayment_rows: pl.DataFrame | None = None,
+) -> Inputs:
+    """Inputs for one segment from in-memory frames."""
+    ents = entities(ids)
+    ents = ents.drop("registered_on" if segment == "merchant" else "onboarded_on")
+    return Inputs(
+        events=events.lazy(),
+        entities=ents.lazy(),
+        loans=(loan_rows if loan_rows is not None else loans([])).lazy(),
+        repayments=(repayment_rows if repayment_rows is not None else repayments([])).lazy(),
+    )

@@ -1,0 +1,226 @@
+"""Hand-computed feature values on a tiny log, a brute-force reference, snapshots, determinism."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from features.engine import build
+from tests.features_helpers import (
+    AS_OF,
+    consumer_events,
+    inputs,
+    loans,
+    merchant_events,
+    repayments,
+)
+
+WINDOWS = (7, 30, 90, 180, 365)
+D = dt.datetime
+
+
+@pytest.fixture(scope="module")
+def merchant_case() -> pl.DataFrame:
+    events = merchant_events(
+        [
+            ("M1", D(2024, 6, 25, 10), "sale", 100.0, "C1"),
+            ("M1", D(2024, 6, 1, 9), "sale", 50.0, "C2"),
+            ("M1", D(2024, 5, 20, 12), "refund", 20.0, None),
+            ("M1", D(2024, 4, 10, 8), "sale", 30.0, "C1"),
+            ("M1", D(2023, 12, 1, 8), "chargeback", 5.0, None),
+            ("M1", D(2024, 7, 1, 0), "sale", 1000.0, "C3"),  # at as_of: never counted
+        ]
+    )
+    loan_rows = loans(
+        [
+            ("L1", "merchant", "M1", dt.date(2024, 1, 1), 300.0, 3),
+            ("L2", "consumer", "C2", dt.date(2024, 1, 15), 100.0, 1),
+        ]
+    )
+    repayment_rows = repayments(
+        [
+            ("L1", 1, dt.date(2024, 2, 1), 100.0, dt.date(2024, 2, 11), 100.0),
+            ("L1", 2, dt.date(2024, 3, 1), 100.0, None, 0.0),
+            ("L1", 3, dt.date(2024, 8, 1), 100.0, None, 0.0),
+            ("L2", 1, dt.date(2024, 3, 1), 100.0, None, 0.0),  # C2 30+ DPD from 2024-03-31
+        ]
+    )
+    spine = pl.DataFrame({"entity_id": ["M1", "M2"], "as_of": [AS_OF, AS_OF]})
+    data = inputs("merchant", events, ["M1", "M2"], loan_rows, repayment_rows)
+    return build("merchant", spine, data, windows=WINDOWS)
+
+
+def test_hand_computed_merchant_values(merchant_case: pl.DataFrame) -> None:
+    m1 = merchant_case.row(0, named=True)
+    expected = {
+        "sales_amount_7d": 100.0,
+        "sales_amount_30d": 150.0,
+        "sales_amount_90d": 180.0,
+        "sales_count_90d": 3,
+        "net_sales_90d": 160.0,
+        "refund_rate_90d": 20 / 180,
+        "chargeback_rate_365d": 1 / 3,
+        "active_days_30d": 2,
+        "days_since_last_sale": 6,
+        "days_since_last_refund": 42,
+        "buyers_ever": 2,
+        "distinct_buyers_30d": 2,
+        "distinct_buyers_90d": 2,
+        "new_buyers_30d": 1,
+        "repeat_sale_share_90d": 1 / 3,
+        "buyer_hhi_ever": 5 / 9,
+        "delinquent_buyer_share_ever": 1 / 2,
+        "risky_sale_share_90d": 1 / 3,
+        "prior_loans": 1,
+        "prior_installments_due": 2,
+        "prior_max_dpd": 122,
+        "days_past_due_now": 122,
+        "prior_late_share": 1.0,
+        "repaid_share": 0.5,
+        "open_loans": 1,
+        "outstanding_due": 200.0,
+        "tenure_days": (AS_OF - dt.date(2022, 1, 1)).days,
+        "current_dpd": 122,
+        "monthly_inflow": (180 - 20) / 3,
+    }
+    for name, value in expected.items():
+        assert m1[name] == pytest.approx(value), name
+
+
+def test_entity_without_events_reads_zero_or_null(merchant_case: pl.DataFrame) -> None:
+    m2 = merchant_case.row(1, named=True)
+    assert m2["sales_amount_365d"] == 0
+    assert m2["buyers_ever"] == 0
+    assert m2["days_since_last_sale"] is None
+    assert m2["refund_rate_90d"] is None
+    assert m2["prior_loans"] == 0
+
+
+def test_hand_computed_consumer_values() -> None:
+    events = consumer_events(
+        [
+            ("C1", D(2024, 6, 28, 9), "income", 5000.0, None, 6000.0),
+            ("C1", D(2024, 5, 28, 9), "income", 5000.0, None, None),
+            ("C1", D(2024, 4, 28, 9), "income", 4000.0, None, 3000.0),
+            ("C1", D(2024, 6, 29, 9), "purchase", 200.0, "M1", 5800.0),
+            ("C1", D(2024, 6, 20, 9), "transfer_out", 50.0, "C9", 80.0),
+            ("C1", D(2024, 6, 30, 23), "repayment", 1000.0, "M1", 4800.0),
+        ]
+    )
+    spine = pl.DataFrame({"entity_id": ["C1"], "as_of": [AS_OF]})
+    row = build("consumer", spine, inputs("consumer", events, ["C1"]), windows=WINDOWS).row(
+        0, named=True
+    )
+    expected = {
+        "income_30d": 5000.0,
+        "income_90d": 14000.0,
+        "inflow_30d": 5000.0,
+        "net_flow_30d": 5000.0 - 1250.0,
+        "outflow_to_inflow_30d": 1250 / 5000,
+        "repayment_to_income_90d": 1000 / 14000,
+        "income_gap_mean_365d": (30 + 31) / 2,
+        "days_since_last_income": 3,
+        "last_balance": 4800.0,
+        "low_balance_days_30d": 1,
+        "counterparties_ever": 2,
+        "distinct_counterparties_30d": 2,
+        "repeat_counterparty_share_90d": 1 / 3,
+        "days_since_last_txn": 1,
+        "income_months_12m": 3,
+        "age_years": 34,
+    }
+    for name, value in expected.items():
+        assert row[name] == pytest.approx(value), name
+
+
+def _random_log(seed: int, n: int = 400) -> pl.DataFrame:
+    rng = np.random.default_rng(seed)
+    start = np.datetime64("2023-01-01T00:00:00", "us")
+    seconds = rng.integers(0, 600 * 86_400, n).astype("timedelta64[s]")
+    return merchant_events(
+        list(
+            zip(
+                [f"M{i}" for i in rng.integers(0, 4, n)],
+                (start + seconds).tolist(),
+                rng.choice(["sale", "sale", "sale", "refund", "fee"], n).tolist(),
+                np.round(rng.uniform(1, 500, n), 2).tolist(),
+                [None if b < 0 else f"C{b}" for b in rng.integers(-2, 15, n)],
+                strict=True,
+            )
+        )
+    )
+
+
+def _spine() -> pl.DataFrame:
+    dates = [dt.date(2023, 3, 5), dt.date(2023, 11, 20), dt.date(2024, 6, 1), dt.date(2025, 1, 1)]
+    return pl.DataFrame(
+        {"entity_id": [f"M{i}" for i in range(5) for _ in dates], "as_of": dates * 5}
+    )
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_window_sums_and_distinct_counts_match_brute_force(seed: int) -> None:
+    events = _random_log(seed)
+    spine = _spine()
+    got = build("merchant", spine, inputs("merchant", events, []), windows=WINDOWS)
+    day = pl.col("ts").dt.date()
+    pairs = spine.join(events, on="entity_id", how="left").filter(day < pl.col("as_of"))
+    aggs = []
+    for w in (30, 90, 365):
+        inside = day >= pl.col("as_of") - pl.duration(days=w)
+        sale = (pl.col("kind") == "sale") & inside
+        aggs += [
+            pl.col("amount").filter(sale).sum().alias(f"sales_amount_{w}d"),
+            sale.sum().alias(f"sales_count_{w}d"),
+            pl.col("buyer_id").filter(sale).drop_nulls().n_unique().alias(f"distinct_buyers_{w}d"),
+            day.filter(sale).n_unique().alias(f"active_days_{w}d"),
+        ]
+    sale = pl.col("kind") == "sale"
+    aggs += [
+        pl.col("buyer_id").filter(sale).drop_nulls().n_unique().alias("buyers_ever"),
+        (pl.col("as_of").first() - day.filter(sale).max())
+        .dt.total_days()
+        .alias("days_since_last_sale"),
+    ]
+    want = pairs.group_by("entity_id", "as_of").agg(aggs)
+    columns = [c for c in want.columns if c not in ("entity_id", "as_of")]
+    joined = spine.join(want, on=["entity_id", "as_of"], how="left").with_columns(
+        pl.col(c).fill_null(0) for c in columns if c != "days_since_last_sale"
+    )
+    compare = got.select("entity_id", "as_of", *columns).sort("entity_id", "as_of")
+    expected = joined.select(compare.columns).sort("entity_id", "as_of")
+    assert_frame_equal(compare, expected, check_dtypes=False, abs_tol=1e-6)
+
+
+def test_many_snapshots_equal_one_at_a_time() -> None:
+    events = _random_log(3)
+    data = inputs("merchant", events, [])
+    spine = _spine()
+    together = build("merchant", spine, data, windows=WINDOWS)
+    apart = pl.concat(
+        [build("merchant", spine.slice(i, 1), data, windows=WINDOWS) for i in range(spine.height)]
+    )
+    assert_frame_equal(together, apart)
+
+
+def test_same_data_gives_identical_features() -> None:
+    events = _random_log(4)
+    spine = _spine()
+    first = build("merchant", spine, inputs("merchant", events, []), windows=WINDOWS)
+    shuffled = events.sample(fraction=1.0, shuffle=True, seed=1)
+    again = build("merchant", spine, inputs("merchant", shuffled, []), windows=WINDOWS)
+    assert_frame_equal(first, again)
+    assert first.select("entity_id", "as_of").equals(spine)
+
+
+def test_chunked_by_entity_equals_one_pass() -> None:
+    events = _random_log(5)
+    data = inputs("merchant", events, [])
+    spine = _spine()
+    one = build("merchant", spine, data, windows=WINDOWS)
+    assert_frame_equal(one, build("merchant", spine, data, windows=WINDOWS, chunks=3))
+    assert_frame_equal(one, build("merchant", spine, data, windows=WINDOWS, streaming=True))
