@@ -247,14 +247,61 @@ def register(
     params: ParamsOption = Path("params.yaml"),
     data: DataOption = None,
     segment: SegmentOption = SegmentChoice.all,
+    promote_: Annotated[
+        bool,
+        typer.Option("--promote", help="Then run the promotion gate (as `longtail promote`)."),
+    ] = False,
 ) -> None:
-    """Register the trained model in MLflow as a new version with the alias champion."""
+    """Register the trained model in MLflow as a new version with the alias challenger."""
     from pipeline import steps
 
     for seg in _segments(segment):
         with _stage(f"register {seg}"):
             record = steps.run_register(_settings(params, data), seg)
         out.print(f"  {record['model_name']} v{record['version']} @{record['alias']}")
+    if promote_:
+        promote(params=params, data=data, segment=segment, force=False)
+
+
+def _promote_segments(params: Path, data: Path | None, segment: SegmentChoice, force: bool) -> bool:
+    """Run the gate per segment and print each decision; True when none was refused."""
+    from pipeline import steps
+
+    ok = True
+    for seg in _segments(segment):
+        with _stage(f"promote {seg}"):
+            result = steps.run_promote(_settings(params, data), seg, force=force)
+        decision = result["decision"]
+        colour = {"refused": "red", "forced": "yellow"}.get(decision, "green")
+        was = result["champion_version"]
+        out.print(
+            f"  {result['model_name']} v{result['challenger_version']}: [{colour}]{decision}[/] "
+            f"(champion was {'none' if was is None else f'v{was}'})"
+        )
+        for reason in result["reasons"]:
+            out.print(f"    - {reason}")
+        ok = ok and decision != "refused"
+    return ok
+
+
+@app.command()
+def promote(
+    params: ParamsOption = Path("params.yaml"),
+    data: DataOption = None,
+    segment: SegmentOption = SegmentChoice.all,
+    force: Annotated[
+        bool,
+        typer.Option(help="Promote even if the gate refuses (recorded as 'forced' with reasons)."),
+    ] = False,
+) -> None:
+    """Make the challenger champion only if it passes the gate; say why when it refuses.
+
+    The challenger must match the champion's AUC (within params.yaml registry.auc_tolerance) on
+    the same out-of-time rows, keep its monotone constraints and stay stable (score PSI). A
+    refusal exits 1; every decision is recorded as tags in the registry.
+    """
+    if not _promote_segments(params, data, segment, force):
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -268,21 +315,49 @@ def score(
         typer.Option(help="Model to use (default models:/longtail-<segment>@champion)."),
     ] = None,
     force: Annotated[bool, typer.Option(help="Rescore a date that is already done.")] = False,
+    drift_fail_on: Annotated[
+        str | None,
+        typer.Option(
+            "--drift-fail-on",
+            help="Which drift alert exits 3: score, any or never (default: params.yaml drift).",
+        ),
+    ] = None,
 ) -> None:
-    """Batch-score every consented entity at a date with the champion model."""
-    from pipeline import steps
+    """Batch-score every consented entity at a date with the champion model.
+
+    Exit codes: 0 done (or already done), 1 error (nothing published), 3 drift alert (scores
+    published, manifest says alert; see params.yaml drift).
+    """
+    from pipeline import batch, steps
 
     date = _date(as_of)
     if model_uri is not None and segment is SegmentChoice.all:
         raise typer.BadParameter("--model-uri needs a single --segment")
+    if drift_fail_on not in {None, "score", "any", "never"}:
+        raise typer.BadParameter(f"expected score, any or never; got {drift_fail_on!r}")
+    alerts = []
     for seg in _segments(segment):
         with _stage(f"score {seg}"):
-            manifest = steps.run_score(_settings(params, data), seg, date, model_uri, force=force)
+            settings = _settings(params, data)
+            manifest = steps.run_score(settings, seg, date, model_uri, force=force)
         state = "already done, skipped" if manifest.get("skipped") else "written"
+        drift = manifest.get("drift", {})
         out.print(
             f"  {seg} as of {manifest['as_of']}: {manifest['rows_out']:,} scores with "
-            f"{manifest['model_name']} v{manifest['model_version']} ({state})"
+            f"{manifest['model_name']} v{manifest['model_version']} ({state}); drift "
+            f"{drift.get('status', 'n/a')} (score PSI {manifest['score_psi_vs_training']:.3f})"
         )
+        if drift.get("status") in {"warning", "alert"}:
+            console.print(
+                f"[{'red' if drift['status'] == 'alert' else 'yellow'}]drift {drift['status']}"
+                f"[/] {seg}: score PSI {drift['score_psi']:.3f}; features over warning "
+                f"{drift['features_warning']}, over alert {drift['features_alert']}"
+            )
+        if batch.drift_failed(manifest, drift_fail_on or settings.drift.fail_on):
+            alerts.append(seg)
+    if alerts:
+        console.print(f"[red]drift alert[/] in {', '.join(alerts)}: exit {batch.DRIFT_EXIT_CODE}")
+        raise typer.Exit(batch.DRIFT_EXIT_CODE)
 
 
 @app.command()
@@ -297,9 +372,22 @@ def demo(
     features(**ctx, segment=SegmentChoice.all, as_of=None)
     train(**ctx, segment=SegmentChoice.all)
     evaluate(**ctx, segment=SegmentChoice.all)
-    register(**ctx, segment=SegmentChoice.all)
-    score(**ctx, segment=SegmentChoice.all, as_of=None, model_uri=None, force=True)
+    register(**ctx, segment=SegmentChoice.all, promote_=False)
+    # The gate decides; on a refusal the demo goes on scoring with the existing champion.
+    _promote_segments(params, data, SegmentChoice.all, force=False)
     settings = _settings(params, data)
+    from pipeline import registry
+
+    registry.configure(settings.mlflow.tracking_uri, settings.mlflow.experiment)
+    for seg in _segments(SegmentChoice.all):
+        if registry.version_by_alias(seg, registry.CHAMPION) is None:
+            console.print(f"[yellow]no champion for {seg}[/]: the gate refused; not scored")
+            continue
+        try:
+            score(**ctx, segment=SegmentChoice(seg), as_of=None, model_uri=None, force=True)
+        except typer.Exit as exc:
+            if exc.exit_code != 3:  # a drift alert is reported above; the demo still finishes
+                raise
     root = settings.data_dir
     out.print(
         f"\n[bold]Done.[/]\n  scores:   {root}/scores/<segment>/as_of=<date>/scores.parquet\n"

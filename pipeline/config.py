@@ -78,10 +78,43 @@ class MonitoringParams(_Frozen):
 
 
 class ScoringParams(_Frozen):
-    """Batch scoring: the date (null: the end of the observed log) and segments."""
+    """Batch scoring: the date (null: the end of the observed log), segments, reason codes."""
 
     as_of: dt.date | None = None
     segments: tuple[Segment, ...] = ("merchant", "consumer")
+    reasons: bool = True
+
+
+class RegistryParams(_Frozen):
+    """The promotion gate: what a challenger must pass to become champion.
+
+    ``auc_tolerance``: the challenger's out-of-time AUC may be at most this much below the
+    champion's on the same rows. ``max_score_psi``: the challenger's score PSI between its
+    training rows and the out-of-time test rows must stay under this (a stable model).
+    ``require_monotone``: the challenger must keep every catalog monotone constraint.
+    """
+
+    auc_tolerance: float = Field(default=0.005, ge=0)
+    max_score_psi: float = Field(default=0.25, gt=0)
+    require_monotone: bool = True
+
+
+class DriftParams(_Frozen):
+    """Population drift at scoring time: score PSI and feature CSI against training.
+
+    Above ``warn`` a warning is logged and recorded; above ``alert`` the manifest records an
+    alert. ``fail_on`` decides which alerts make ``longtail score`` exit non-zero (exit code 3,
+    after publishing), so the scheduler marks the run failed and someone looks: ``score`` (the
+    score PSI, the default: features such as tenure drift by construction between loan
+    applicants and the whole book), ``any`` (score or any feature) or ``never``.
+    """
+
+    bins: int = Field(default=10, ge=2)
+    score_psi_warn: float = Field(default=0.10, gt=0)
+    score_psi_alert: float = Field(default=0.25, gt=0)
+    feature_csi_warn: float = Field(default=0.10, gt=0)
+    feature_csi_alert: float = Field(default=0.25, gt=0)
+    fail_on: Literal["score", "any", "never"] = "score"
 
 
 class MlflowParams(_Frozen):
@@ -105,6 +138,8 @@ class Settings(_Frozen):
     scaling: ScalingParams = ScalingParams()
     limits: dict[Segment, LimitPolicy]
     scoring: ScoringParams = ScoringParams()
+    registry: RegistryParams = RegistryParams()
+    drift: DriftParams = DriftParams()
     mlflow: MlflowParams = MlflowParams()
 
 

@@ -25,9 +25,12 @@ class LongtailModel(PythonModel):
         self.scorer = Scorer.load(Path(context.artifacts["scorer"]))
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        """Score a pandas frame of features and policy inputs."""
-        frame = pl.from_pandas(model_input)
-        return self.scorer.score(frame).to_pandas()
+        """Score a pandas frame of features and policy inputs.
+
+        ``params={"reasons": False}`` leaves out reason codes and sub-scores (faster).
+        """
+        reasons = bool((params or {}).get("reasons", True))
+        return self.scorer.score(pl.from_pandas(model_input), reasons=reasons).to_pandas()
 
 
 mlflow.models.set_model(LongtailModel())

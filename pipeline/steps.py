@@ -30,7 +30,7 @@ from models.scaling import pd_to_score, score_to_band
 from models.scorer import Scorer
 from models.split import TEST, TRAIN, VALID, assign_slices
 from models.train import fit_booster, gain_importance, monotonicity_violations
-from pipeline import registry
+from pipeline import drift, registry
 from pipeline.config import MonitoringParams, Settings
 from pipeline.contract import ENTITY_ID, ENTITY_TABLE, TXN_TABLE
 
@@ -342,6 +342,7 @@ def run_train(settings: Settings, segment: str) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix=f".{segment}-", dir=folder.parent))
     scorer.save(tmp)
     pl.DataFrame({"score": train_scores}).write_parquet(tmp / "reference_scores.parquet")
+    drift.write_reference(tmp, x_train, names, train_scores, bins=settings.drift.bins)
     _write_json(
         {"scorecard": card.to_dict(), "calibrator": card_calibrator.to_dict()},
         tmp / BASELINE_FILE,
@@ -661,15 +662,53 @@ def _model_card(
 # --- register / score ----------------------------------------------------------------------
 
 
-def run_register(settings: Settings, segment: str, alias: str = registry.CHAMPION) -> dict:
-    """Log the saved Scorer as a pyfunc to its training run, register it, set the alias."""
+def _registration_tags(settings: Settings, segment: str, info: dict) -> dict[str, object]:
+    """Model-version tags: data windows, catalog hash, git commit, feature count, metrics."""
+    slices = info.get("slices", {})
+
+    def window(name: str) -> str:
+        part = slices.get(name)
+        return f"{part['first_month']}..{part['last_month']}" if part else "unknown"
+
+    tags: dict[str, object] = {
+        "segment": segment,
+        "data_window_train": window(TRAIN),
+        "data_window_valid": window(VALID),
+        "data_window_test": window(TEST),
+        "catalog_hash": info.get("catalog_hash", "unknown"),
+        "git_commit": registry.git_commit(),
+        "n_features": len(info.get("features", [])),
+        "train_run_id": info["run_id"],
+    }
+    metrics_path = Layout(settings.data_dir).report(segment) / "metrics.json"
+    if metrics_path.exists():
+        metrics = json.loads(metrics_path.read_text())
+        for key in ("auc", "gini", "ks", "brier", "ece"):
+            value = metrics.get("test", {}).get(key)
+            if isinstance(value, float) and np.isfinite(value):
+                tags[f"test_{key}"] = round(value, 6)
+        psi = metrics.get("stability", {}).get(
+            "score_psi_train_test", metrics.get("score_psi_train_test")
+        )
+        if isinstance(psi, float) and np.isfinite(psi):
+            tags["score_psi_train_test"] = round(psi, 6)
+    return tags
+
+
+def run_register(settings: Settings, segment: str, alias: str = registry.CHALLENGER) -> dict:
+    """Log the saved Scorer as a pyfunc to its training run, register a version, set the alias.
+
+    A new version is only ever a ``challenger``: it becomes ``champion`` through
+    :func:`run_promote`, the gate. Tags record the data windows, catalog hash, git commit and
+    the evaluation metrics.
+    """
     layout = Layout(settings.data_dir)
     folder = _require(layout.model(segment), "train")
     scorer = Scorer.load(folder)
     info = json.loads((folder / "training.json").read_text())
-    example = pl.read_parquet(_require(layout.features(segment), "features")).head(5)
     registry.configure(settings.mlflow.tracking_uri, settings.mlflow.experiment)
-    uri, version = registry.log_scorer(scorer, folder, example, info["run_id"])
+    tags = _registration_tags(settings, segment, info)
+    uri, version = registry.log_scorer(scorer, folder, info["run_id"], tags)
     registry.set_alias(segment, alias, version)
     record = {
         "model_name": registry.model_name(segment),
@@ -677,10 +716,130 @@ def run_register(settings: Settings, segment: str, alias: str = registry.CHAMPIO
         "alias": alias,
         "run_id": info["run_id"],
         "model_uri": uri,
+        "tags": {k: str(v) for k, v in tags.items()},
     }
     _write_json(record, layout.registered(segment))
     log.info("registered %s", record)
     return record
+
+
+def run_promote(settings: Settings, segment: str, *, force: bool = False) -> dict:
+    """The promotion gate: move ``champion`` to the challenger only if it earns it.
+
+    Both models rescore the same out-of-time test rows (the test slice of the current training
+    features). The challenger must not lose more than ``registry.auc_tolerance`` of AUC to the
+    champion, must keep its monotone constraints on those rows, and its score PSI between its
+    training rows and those rows must stay under ``registry.max_score_psi``. With no champion
+    yet, the challenger's own checks decide. Every decision (promoted, refused, forced) is
+    recorded as tags on the challenger version and on the registered model; a replaced
+    champion keeps the alias ``previous-champion`` for a one-command rollback.
+    """
+    from pipeline import drift as drift_
+
+    registry.configure(settings.mlflow.tracking_uri, settings.mlflow.experiment)
+    name = registry.model_name(segment)
+    challenger = registry.version_by_alias(segment, registry.CHALLENGER)
+    if challenger is None:
+        raise ValueError(
+            f"expected a {registry.CHALLENGER} version of {name} (run `longtail register` "
+            "first); found none"
+        )
+    champion = registry.version_by_alias(segment, registry.CHAMPION)
+    base = {
+        "model_name": name,
+        "challenger_version": int(challenger.version),
+        "champion_version": int(champion.version) if champion else None,
+    }
+    if champion is not None and champion.version == challenger.version:
+        return {
+            **base,
+            "decision": "unchanged",
+            "reasons": [f"version {challenger.version} is already {registry.CHAMPION}"],
+        }
+    test = _sliced(settings, segment).filter(pl.col("slice") == TEST)
+    y = test["bad"].to_numpy()
+    checks: dict = {"oot_rows": test.height, "champion_auc": None, "champion_error": None}
+    with tempfile.TemporaryDirectory(prefix="longtail-promote-") as tmp:
+        chall_dir = registry.download_scorer(
+            registry.version_uri(name, challenger.version), Path(tmp) / "challenger"
+        )
+        chall = Scorer.load(chall_dir)
+        reference = drift_.read_reference(chall_dir) or drift_.reference_from_scores(
+            registry.reference_scores(chall_dir), settings.drift.bins
+        )
+        chall.check_columns(test)
+        chall_pd = chall.predict_pd(test)
+        checks["challenger_auc"] = ev.auc(y, chall_pd)
+        checks["monotone_violations"] = monotonicity_violations(
+            chall.booster, chall.matrix(test), [s.pd_monotone for s in chall.specs]
+        )
+        test_scores = pd_to_score(chall_pd, chall.scaling)
+        checks["challenger_score_psi"] = drift_.stability_index(
+            reference["score"]["shares"],
+            drift_.bin_shares(test_scores, reference["score"]["edges"]),
+        )
+        if champion is not None:
+            champ = registry.load_scorer(
+                registry.version_uri(name, champion.version), Path(tmp) / "champion"
+            )
+            try:
+                checks["champion_auc"] = ev.auc(y, champ.predict_pd(test))
+            except ValueError as exc:
+                checks["champion_error"] = (
+                    f"the champion v{champion.version} cannot score the same out-of-time rows "
+                    f"({exc}), so the two cannot be compared like for like"
+                )
+    refusals = registry.promotion_gate(checks, settings.registry)
+    promote = force or not refusals
+    if not refusals:
+        decision = "promoted"
+        reasons = (
+            [f"no {registry.CHAMPION} yet: first promotion, on the challenger's own checks"]
+            if champion is None
+            else [
+                f"challenger AUC {checks['challenger_auc']:.4f} vs champion "
+                f"{checks['champion_auc']:.4f} on {test.height} out-of-time rows; monotone; "
+                f"score PSI {checks['challenger_score_psi']:.3f}"
+            ]
+        )
+    else:
+        decision = "forced" if force else "refused"
+        reasons = refusals
+    now = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    summary = {
+        "decision": decision,
+        "reasons": " | ".join(reasons),
+        "at": now,
+        "challenger_version": challenger.version,
+        "champion_version": champion.version if champion else "none",
+        "challenger_oot_auc": round(checks["challenger_auc"], 6),
+        "champion_oot_auc": (
+            "n/a" if checks["champion_auc"] is None else round(checks["champion_auc"], 6)
+        ),
+        "oot_rows": test.height,
+        "monotone_violations": ",".join(checks["monotone_violations"]) or "none",
+        "challenger_score_psi": round(checks["challenger_score_psi"], 6),
+    }
+    registry.tag_version(
+        segment, challenger.version, {f"promotion_{k}": v for k, v in summary.items()}
+    )
+    registry.tag_model(
+        segment,
+        {
+            "last_promotion": json.dumps(summary, default=str),
+            f"promotion_{now}_v{challenger.version}": decision,
+        },
+    )
+    if promote:
+        if champion is not None:
+            registry.set_alias(segment, registry.PREVIOUS, int(champion.version))
+            registry.tag_version(
+                segment, champion.version, {"replaced_by": challenger.version, "replaced_at": now}
+            )
+        registry.set_alias(segment, registry.CHAMPION, int(challenger.version))
+    result = {**base, "decision": decision, "reasons": reasons, "checks": checks}
+    log.info("promotion %s: %s", segment, result)
+    return result
 
 
 def default_as_of(settings: Settings) -> dt.date:
@@ -698,54 +857,7 @@ def run_score(
     *,
     force: bool = False,
 ) -> dict:
-    """Batch-score every consented entity of a segment at as_of with the registered model.
+    """Batch-score every consented entity of a segment at as_of (see :mod:`pipeline.batch`)."""
+    from pipeline import batch
 
-    Idempotent per (segment, as_of): a finished folder is left alone unless ``force``. Output
-    is written to a temporary folder and renamed into place with its manifest, so a crash
-    leaves nothing partial.
-    """
-    layout = Layout(settings.data_dir)
-    as_of = as_of or default_as_of(settings)
-    target = layout.scores(segment, as_of)
-    if (target / "manifest.json").exists() and not force:
-        manifest = json.loads((target / "manifest.json").read_text())
-        log.info("scores for %s at %s already exist; nothing to do", segment, as_of)
-        return {**manifest, "skipped": True}
-    model_uri = model_uri or f"models:/{registry.model_name(segment)}@{registry.CHAMPION}"
-    registry.configure(settings.mlflow.tracking_uri, settings.mlflow.experiment)
-    name, version, run_id = registry.resolve(model_uri)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".download-", dir=target.parent) as download:
-        scorer = registry.load_scorer(model_uri, Path(download))
-        reference = registry.reference_scores(registry.scorer_folder(Path(download)))
-    validated = _require(layout.validated, "validate")
-    spine = scoring_spine(settings, segment, as_of)
-    features = build_features(
-        segment, spine, _inputs(validated, segment), windows=settings.features.windows
-    )
-    scores = scorer.score(features).with_columns(pl.lit(int(version)).alias("model_version"))
-    manifest = {
-        "segment": segment,
-        "as_of": as_of.isoformat(),
-        "model_name": name,
-        "model_version": int(version),
-        "model_uri": model_uri,
-        "run_id": run_id,
-        "rows_in": spine.height,
-        "rows_out": scores.height,
-        "score_distribution": scores["band"].value_counts().sort("band").to_dicts(),
-        "score_mean": float(scores["score"].mean()) if scores.height else None,
-        "score_psi_vs_training": ev.psi(reference, scores["score"].to_numpy()),
-        "written_at": dt.datetime.now(dt.UTC).isoformat(),
-    }
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        scores.write_parquet(tmp / "scores.parquet")
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
-        if target.exists():
-            shutil.rmtree(target)
-        tmp.rename(target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    log.info("scored %s at %s: %s", segment, as_of, manifest)
-    return manifest
+    return batch.run_score(settings, segment, as_of, model_uri, force=force)

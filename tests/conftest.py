@@ -66,7 +66,7 @@ def validated_world(tmp_path_factory: pytest.TempPathFactory, mlflow_template: P
 
 @pytest.fixture(scope="session")
 def trained_world(validated_world):
-    """The small world carried through features, train, evaluate and register (once)."""
+    """The small world carried through features, train, evaluate, register, promote (once)."""
     from pipeline import steps
 
     for segment in ("merchant", "consumer"):
@@ -74,4 +74,5 @@ def trained_world(validated_world):
         steps.run_train(validated_world, segment)
         steps.run_evaluate(validated_world, segment)
         steps.run_register(validated_world, segment)
+        steps.run_promote(validated_world, segment)
     return validated_world

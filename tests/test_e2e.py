@@ -40,7 +40,7 @@ def test_pipeline_end_to_end(trained_world, segment: str) -> None:
     assert 0.5 <= metrics["test"]["auc"] < 0.99, metrics["test"]  # below 0.99: no leak
     assert (layout.report(segment) / "report.html").stat().st_size > 1000
     registered = json.loads(layout.registered(segment).read_text())
-    assert registered["alias"] == "champion"
+    assert registered["alias"] == "challenger"  # the gate (run_promote) made it champion
 
     manifest = steps.run_score(settings, segment)
     as_of = steps.default_as_of(settings)

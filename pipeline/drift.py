@@ -1,0 +1,165 @@
+"""Population drift: the training distribution saved beside a model, and PSI/CSI against it.
+
+At train time :func:`write_reference` saves, beside the Scorer, each feature's quantile bin
+edges and the share of training rows in each bin (plus a bin for missing values), and the same
+for the score. At scoring time :func:`assess` bins the scored population on those same edges
+and reports the score PSI and each feature's CSI (the same formula applied to one feature), with
+a status: ``ok``, ``warning`` (above the warning threshold) or ``alert``.
+
+Missing values get their own bin: a feature that suddenly goes missing is drift too.
+The reference is plain JSON (no pickles) and travels with the registered model.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from pipeline.config import DriftParams
+
+REFERENCE_FILE = "reference.json"
+FLOOR = 1e-6
+Status = Literal["ok", "warning", "alert"]
+
+
+def bin_edges(values: np.ndarray, bins: int) -> list[float]:
+    """Interior quantile edges of the non-missing values (fewer when values repeat)."""
+    values = np.asarray(values, dtype=float)
+    values = values[~np.isnan(values)]
+    if values.size == 0:
+        return []
+    quantiles = np.quantile(values, np.linspace(0, 1, bins + 1))[1:-1]
+    return [float(e) for e in np.unique(quantiles)]
+
+
+def bin_shares(values: np.ndarray, edges: Sequence[float]) -> np.ndarray:
+    """Share of values in each bin ``(-inf, e0], (e0, e1], ... (e_last, inf)`` plus missing.
+
+    The last entry is the share of missing (NaN) values.
+    """
+    values = np.asarray(values, dtype=float)
+    missing = np.isnan(values)
+    index = np.searchsorted(np.asarray(edges, dtype=float), values[~missing], side="left")
+    counts = np.bincount(index, minlength=len(edges) + 1).astype(float)
+    counts = np.append(counts, float(missing.sum()))
+    total = counts.sum()
+    return counts / total if total else counts
+
+
+def stability_index(expected: Sequence[float], actual: Sequence[float]) -> float:
+    """PSI (for a score) or CSI (for a feature): sum of (a - e) * ln(a / e) over bins.
+
+    Shares are floored at 1e-6 so an empty bin gives a large, finite index. By convention
+    under 0.10 is stable, 0.10-0.25 worth watching, over 0.25 a shift.
+    """
+    e = np.clip(np.asarray(expected, dtype=float), FLOOR, None)
+    a = np.clip(np.asarray(actual, dtype=float), FLOOR, None)
+    return float(np.sum((a - e) * np.log(a / e)))
+
+
+def _profile(values: np.ndarray, bins: int) -> dict:
+    edges = bin_edges(values, bins)
+    return {"edges": edges, "shares": [float(s) for s in bin_shares(values, edges)]}
+
+
+def reference_profile(
+    x: np.ndarray, feature_names: Sequence[str], scores: np.ndarray, *, bins: int
+) -> dict:
+    """The training distribution: per-feature and score bin edges and shares, plus row count."""
+    x = np.asarray(x, dtype=float)
+    if x.ndim != 2 or x.shape[1] != len(feature_names):
+        raise ValueError(
+            f"expected a matrix with {len(feature_names)} feature columns; got shape {x.shape}"
+        )
+    return {
+        "bins": bins,
+        "rows": int(x.shape[0]),
+        "features": list(feature_names),
+        "score": _profile(np.asarray(scores, dtype=float), bins),
+        "feature_bins": {name: _profile(x[:, j], bins) for j, name in enumerate(feature_names)},
+    }
+
+
+def write_reference(
+    folder: Path,
+    x_train: np.ndarray,
+    feature_names: Sequence[str],
+    train_scores: np.ndarray,
+    *,
+    bins: int = 10,
+) -> Path:
+    """Save the training distribution as ``reference.json`` in a model folder (run_train hook)."""
+    path = folder / REFERENCE_FILE
+    payload = reference_profile(x_train, feature_names, train_scores, bins=bins)
+    path.write_text(json.dumps(payload, indent=1))
+    return path
+
+
+def read_reference(folder: Path) -> dict | None:
+    """The reference saved beside a Scorer, or None for a model saved before references."""
+    path = folder / REFERENCE_FILE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _status(value: float, warn: float, alert: float) -> Status:
+    if np.isfinite(value) and value > alert:
+        return "alert"
+    if np.isfinite(value) and value > warn:
+        return "warning"
+    return "ok"
+
+
+_RANK: dict[str, int] = {"ok": 0, "warning": 1, "alert": 2}
+
+
+def assess(
+    reference: dict,
+    scores: np.ndarray,
+    x: np.ndarray | None,
+    feature_names: Sequence[str],
+    params: DriftParams,
+) -> dict:
+    """Score PSI and feature CSI of a scored population against the training reference.
+
+    ``x`` is the scored feature matrix in ``feature_names`` order (None: score PSI only).
+    Returns the indices, the thresholds, the features above each threshold and the overall
+    status (the worst of the score's and the features').
+    """
+    score_ref = reference["score"]
+    score_psi = stability_index(score_ref["shares"], bin_shares(scores, score_ref["edges"]))
+    csi: dict[str, float] = {}
+    if x is not None:
+        for j, name in enumerate(feature_names):
+            ref = reference.get("feature_bins", {}).get(name)
+            if ref is not None:
+                csi[name] = round(
+                    stability_index(ref["shares"], bin_shares(x[:, j], ref["edges"])), 6
+                )
+    score_status = _status(score_psi, params.score_psi_warn, params.score_psi_alert)
+    feature_status = {
+        n: _status(v, params.feature_csi_warn, params.feature_csi_alert) for n, v in csi.items()
+    }
+    worst = max([score_status, *feature_status.values()], key=_RANK.__getitem__)
+    return {
+        "status": worst,
+        "score_psi": round(score_psi, 6),
+        "score_status": score_status,
+        "feature_csi": csi,
+        "features_warning": sorted(n for n, s in feature_status.items() if s == "warning"),
+        "features_alert": sorted(n for n, s in feature_status.items() if s == "alert"),
+        "thresholds": {
+            "score_psi_warn": params.score_psi_warn,
+            "score_psi_alert": params.score_psi_alert,
+            "feature_csi_warn": params.feature_csi_warn,
+            "feature_csi_alert": params.feature_csi_alert,
+        },
+    }
+
+
+def reference_from_scores(scores: np.ndarray, bins: int) -> dict:
+    """A score-only reference, for models saved before ``reference.json`` existed."""
+    return {"bins": bins, "rows": len(scores), "score": _profile(scores, bins)}

@@ -1,0 +1,203 @@
+"""Batch scoring an operator can trust: no-op reruns, no partial output, the right model only."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+from registry_world import private_world, register_folder, renamed_scorer
+from typer.testing import CliRunner
+
+from pipeline import batch, registry, steps
+from pipeline.cli import app
+
+REPO = Path(__file__).resolve().parent.parent
+SEGMENT = "merchant"
+
+
+@pytest.fixture
+def world(trained_world, tmp_path: Path):
+    return private_world(trained_world, tmp_path)
+
+
+def _target(settings) -> Path:
+    return steps.Layout(settings.data_dir).scores(SEGMENT, steps.default_as_of(settings))
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return [p.name for p in folder.iterdir() if p.name.startswith(".")] if folder.exists() else []
+
+
+def test_manifest_and_rerun_noop(world) -> None:
+    manifest = steps.run_score(world, SEGMENT)
+    target = _target(world)
+    on_disk = json.loads((target / "manifest.json").read_text())
+    assert on_disk == manifest
+    assert manifest["model_name"] == registry.model_name(SEGMENT)
+    assert manifest["model_version"] == 1
+    assert manifest["model_uri"] == f"models:/{registry.model_name(SEGMENT)}/1"  # pinned
+    assert manifest["run_id"]
+    assert manifest["rows_in"] == manifest["rows_out"] > 0
+    assert manifest["excluded"]["no_consent"] > 0
+    assert sum(manifest["score_distribution"]["bands"].values()) == manifest["rows_out"]
+    assert manifest["drift"]["status"] in {"ok", "warning", "alert"}
+    assert (
+        set(manifest["drift"]["feature_csi"])
+        == set(pl.read_parquet(target / "scores.parquet").columns) - set()
+        or manifest["drift"]["feature_csi"]
+    )
+
+    before = (target / "scores.parquet").stat().st_mtime_ns
+    again = steps.run_score(world, SEGMENT)
+    assert again["skipped"] is True
+    assert (target / "scores.parquet").stat().st_mtime_ns == before
+    forced = steps.run_score(world, SEGMENT, force=True)
+    assert "skipped" not in forced
+    assert (target / "scores.parquet").stat().st_mtime_ns != before
+    assert _leftovers(target.parent) == []
+
+
+def test_crash_mid_write_leaves_no_partial_folder(world, monkeypatch) -> None:
+    target = _target(world)
+
+    def crash(manifest: dict, folder: Path) -> None:
+        (folder / "manifest.json").write_text('{"half": ')  # a torn write, then the crash
+        raise OSError("disk full")
+
+    monkeypatch.setattr(batch, "write_manifest", crash)
+    with pytest.raises(OSError, match="disk full"):
+        steps.run_score(world, SEGMENT)
+    assert not target.exists()
+    assert _leftovers(target.parent) == []
+
+    monkeypatch.undo()
+    manifest = steps.run_score(world, SEGMENT)
+    assert "skipped" not in manifest
+    assert pl.read_parquet(target / "scores.parquet").height == manifest["rows_out"]
+
+
+def test_crash_in_forced_rerun_keeps_the_previous_output(world, monkeypatch) -> None:
+    first = steps.run_score(world, SEGMENT)
+    target = _target(world)
+    scores = pl.read_parquet(target / "scores.parquet")
+
+    def crash(frame: pl.DataFrame, folder: Path) -> None:
+        frame.head(3).write_parquet(folder / "scores.parquet")
+        raise KeyboardInterrupt  # even an interrupt, not only an exception
+
+    monkeypatch.setattr(batch, "write_scores", crash)
+    with pytest.raises(KeyboardInterrupt):
+        steps.run_score(world, SEGMENT, force=True)
+    assert json.loads((target / "manifest.json").read_text()) == first
+    assert pl.read_parquet(target / "scores.parquet").equals(scores)
+    assert _leftovers(target.parent) == []
+
+
+def test_leftovers_of_a_killed_run_are_swept(world) -> None:
+    target = _target(world)
+    stale = target.parent / f".{target.name}-killed"
+    stale.mkdir(parents=True)
+    (stale / "scores.parquet").write_bytes(b"PAR1 torn")
+    steps.run_score(world, SEGMENT)
+    assert _leftovers(target.parent) == []
+    assert (target / "manifest.json").exists()
+
+
+def test_second_concurrent_run_is_refused(world) -> None:
+    lock = steps.Layout(world.data_dir).root / "scores" / f".longtail-score-{SEGMENT}.lock"
+    with batch.exclusive_lock(lock), pytest.raises(batch.ScoringLocked):
+        steps.run_score(world, SEGMENT)
+    assert not _target(world).exists()
+
+
+def test_mismatched_model_is_refused_before_scoring(world, tmp_path: Path, monkeypatch) -> None:
+    folder = tmp_path / "legacy"
+    version = register_folder(world, renamed_scorer(world, SEGMENT, folder), folder, "legacy")
+    uri = f"models:/{registry.model_name(SEGMENT)}@legacy"
+
+    def never(*args, **kwargs):
+        raise AssertionError("features were built for a model that should have been refused")
+
+    monkeypatch.setattr(batch, "build_features", never)
+    with pytest.raises(batch.FeatureMismatch, match="legacy_feature"):
+        steps.run_score(world, SEGMENT, model_uri=uri)
+    assert not _target(world).exists()
+
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        (REPO / "params.yaml").read_text().replace("sqlite:///mlflow.db", world.mlflow.tracking_uri)
+    )
+    result = CliRunner().invoke(
+        app,
+        [
+            "score",
+            "-p",
+            str(params),
+            "--data",
+            str(world.data_dir),
+            "-s",
+            SEGMENT,
+            "--model-uri",
+            uri,
+        ],
+    )
+    assert result.exit_code == 1
+    text = " ".join(result.output.split())
+    assert "refusing to score" in text
+    assert "Traceback" not in text
+    assert version > 1
+    assert not _target(world).exists()
+
+
+@pytest.mark.slow
+def test_deploy_files_share_one_flock_and_run_the_batch(world, tmp_path: Path) -> None:
+    import fcntl
+    import os
+    import shutil
+    import subprocess
+
+    deploy = REPO / "deploy"
+    cron = [
+        line
+        for line in (deploy / "crontab").read_text().splitlines()
+        if "flock" in line and not line.startswith("#")
+    ]
+    service = (deploy / "longtail-score.service").read_text()
+    assert len(cron) == 1
+    assert "ExecStart=/usr/bin/flock -n /run/lock/longtail-score.lock" in service
+    assert "/usr/bin/flock -n /run/lock/longtail-score.lock /opt/longtail/deploy/" in cron[0]
+    assert "OnCalendar=*-*-* 02:30:00 UTC" in (deploy / "longtail-score.timer").read_text()
+    if shutil.which("flock") is None:
+        pytest.skip("flock is not installed")
+
+    # The wrapper under flock -n, as cron and systemd run it, against a private world.
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".venv").symlink_to(REPO / ".venv")
+    (home / "params.yaml").write_text(
+        (REPO / "params.yaml")
+        .read_text()
+        .replace("sqlite:///mlflow.db", world.mlflow.tracking_uri)
+        .replace("data_dir: data", f"data_dir: {world.data_dir}")
+    )
+    as_of = steps.default_as_of(world).isoformat()
+    lock = tmp_path / "longtail-score.lock"
+    command = ["flock", "-n", str(lock), str(deploy / "longtail-score.sh"), as_of]
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["LONGTAIL_HOME"] = str(home)
+    with lock.open("w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        busy = subprocess.run(
+            command, check=False, env=env, capture_output=True, text=True, timeout=120
+        )
+    assert busy.returncode == 1  # another run holds the lock: nothing scored
+    assert not (world.data_dir / "scores").exists()
+    done = subprocess.run(
+        command, check=False, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode in {0, batch.DRIFT_EXIT_CODE}, done.stdout + done.stderr
+    for segment in ("merchant", "consumer"):
+        folder = steps.Layout(world.data_dir).scores(segment, steps.default_as_of(world))
+        assert (folder / "manifest.json").exists()

@@ -1,0 +1,151 @@
+"""The promotion gate: a challenger becomes champion only when it earns it, and says why not."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+from registry_world import private_world, register_folder, worse_scorer
+from typer.testing import CliRunner
+
+from pipeline import registry, steps
+from pipeline.cli import app
+from pipeline.config import RegistryParams
+
+REPO = Path(__file__).resolve().parent.parent
+SEGMENT = "merchant"
+NAME = registry.model_name(SEGMENT)
+
+
+def _aliases(settings) -> dict[str, str]:
+    registry.configure(settings.mlflow.tracking_uri, settings.mlflow.experiment)
+    return {k: str(v) for k, v in MlflowClient().get_registered_model(NAME).aliases.items()}
+
+
+def _tags(version: int | str) -> dict[str, str]:
+    return MlflowClient().get_model_version(NAME, str(version)).tags
+
+
+def test_first_promotion_without_champion_is_recorded(trained_world, tmp_path: Path) -> None:
+    settings = private_world(trained_world, tmp_path)
+    registry.configure(settings.mlflow.tracking_uri, settings.mlflow.experiment)
+    MlflowClient().delete_registered_model_alias(NAME, registry.CHAMPION)
+    result = steps.run_promote(settings, SEGMENT)
+    assert result["decision"] == "promoted"
+    assert "no champion yet" in result["reasons"][0]
+    assert _aliases(settings)[registry.CHAMPION] == "1"
+    tags = _tags(1)
+    assert tags["promotion_decision"] == "promoted"
+    assert tags["promotion_champion_version"] == "none"
+
+
+def test_promotion_accepted_moves_champion_and_keeps_previous(
+    trained_world, tmp_path: Path
+) -> None:
+    settings = private_world(trained_world, tmp_path)
+    record = steps.run_register(settings, SEGMENT)
+    assert record["alias"] == registry.CHALLENGER
+    assert record["version"] == 2
+    assert _aliases(settings)[registry.CHAMPION] == "1", "register alone never moves champion"
+
+    result = steps.run_promote(settings, SEGMENT)
+    assert result["decision"] == "promoted", result["reasons"]
+    assert result["checks"]["champion_auc"] is not None  # compared on the same rows
+    aliases = _aliases(settings)
+    assert aliases[registry.CHAMPION] == "2"
+    assert aliases[registry.PREVIOUS] == "1"
+    assert _tags(2)["promotion_decision"] == "promoted"
+    assert _tags(1)["replaced_by"] == "2"
+    last = json.loads(MlflowClient().get_registered_model(NAME).tags["last_promotion"])
+    assert last["decision"] == "promoted"
+
+    again = steps.run_promote(settings, SEGMENT)
+    assert again["decision"] == "unchanged"
+
+
+def test_promotion_refused_when_challenger_is_worse(trained_world, tmp_path: Path) -> None:
+    settings = private_world(trained_world, tmp_path)
+    folder = tmp_path / "worse"
+    scorer = worse_scorer(settings, SEGMENT, folder)
+    version = register_folder(settings, scorer, folder, registry.CHALLENGER)
+
+    result = steps.run_promote(settings, SEGMENT)
+    assert result["decision"] == "refused"
+    assert any("AUC" in r and "worse than champion" in r for r in result["reasons"]), result[
+        "reasons"
+    ]
+    assert _aliases(settings)[registry.CHAMPION] == "1"
+    tags = _tags(version)
+    assert tags["promotion_decision"] == "refused"
+    assert "worse than champion" in tags["promotion_reasons"]
+
+    # The CLI says why and exits non-zero; champion still unchanged.
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        (REPO / "params.yaml")
+        .read_text()
+        .replace("sqlite:///mlflow.db", settings.mlflow.tracking_uri)
+    )
+    result = CliRunner().invoke(
+        app, ["promote", "--params", str(params), "--data", str(settings.data_dir), "-s", SEGMENT]
+    )
+    assert result.exit_code == 1, result.output
+    assert "refused" in result.output
+    assert "worse than champion" in " ".join(result.output.split())
+    assert _aliases(settings)[registry.CHAMPION] == "1"
+
+    forced = steps.run_promote(settings, SEGMENT, force=True)
+    assert forced["decision"] == "forced"
+    assert _aliases(settings)[registry.CHAMPION] == str(version)
+    assert _tags(version)["promotion_decision"] == "forced"
+
+
+def test_promote_without_challenger_is_a_clear_error(trained_world, tmp_path: Path) -> None:
+    settings = private_world(trained_world, tmp_path)
+    registry.configure(settings.mlflow.tracking_uri, settings.mlflow.experiment)
+    MlflowClient().delete_registered_model_alias(NAME, registry.CHALLENGER)
+    with pytest.raises(ValueError, match="longtail register"):
+        steps.run_promote(settings, SEGMENT)
+
+
+BASE = {
+    "challenger_auc": 0.70,
+    "champion_auc": 0.70,
+    "champion_error": None,
+    "monotone_violations": [],
+    "challenger_score_psi": 0.02,
+    "oot_rows": 1000,
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({}, None),
+        ({"challenger_auc": 0.697}, None),  # within the tolerance
+        ({"challenger_auc": 0.69}, "worse than champion"),
+        ({"champion_auc": None}, None),
+        ({"monotone_violations": ["tenure_days"]}, "monotone"),
+        ({"challenger_score_psi": 0.4}, "stability"),
+        ({"challenger_auc": float("nan")}, "undefined"),
+        ({"challenger_auc": float("nan"), "champion_auc": None}, None),
+        ({"champion_error": "the champion cannot score"}, "cannot score"),
+    ],
+)
+def test_gate_rules(change: dict, expected: str | None) -> None:
+    params = RegistryParams(auc_tolerance=0.005, max_score_psi=0.25)
+    refusals = registry.promotion_gate({**BASE, **change}, params)
+    if expected is None:
+        assert refusals == []
+    else:
+        assert len(refusals) == 1
+        assert expected in refusals[0]
+
+
+def test_promote_command_explains_itself() -> None:
+    result = CliRunner().invoke(app, ["promote", "--help"])
+    assert result.exit_code == 0
+    assert "--force" in result.output
+    assert "challenger" in result.output
