@@ -193,7 +193,7 @@ def read_at_boundaries(
     )
     codes = running.filter(pl.col(DAY) == ANCHOR_DAY).select(ENTITY, "__code")
     key_row = "__key"
-    numbered = keys.with_row_index(key_row).join(codes, on=ENTITY, how="left")
+    numbered = keys.sort(ENTITY, AS_OF).with_row_index(key_row).join(codes, on=ENTITY, how="left")
     # One evaluation of the keys, crossed with the offsets: every query row of a key carries
     # the same key number.
     offset_frame = pl.LazyFrame({"__offset": [EVER, *offsets]}, schema={"__offset": pl.Int32})
@@ -225,6 +225,9 @@ def read_at_boundaries(
         strategy="backward",
         check_sortedness=False,
     ).sort("__offset", key_row)
+    # Materialised before the positional reshape below: the reshape relies on the sorted
+    # order, which a lazy plan run on several threads did not always keep.
+    read = read.collect().lazy()
     # Every key appears once per offset, so after the sort each offset is an aligned block:
     # one select reshapes the long reads into one wide row per key, without joins.
     by_offset = [EVER, *offsets]

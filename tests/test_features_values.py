@@ -224,3 +224,17 @@ def test_chunked_by_entity_equals_one_pass() -> None:
     one = build("merchant", spine, data, windows=WINDOWS)
     assert_frame_equal(one, build("merchant", spine, data, windows=WINDOWS, chunks=3))
     assert_frame_equal(one, build("merchant", spine, data, windows=WINDOWS, streaming=True))
+
+
+def test_repeated_builds_are_identical() -> None:
+    """Parallel execution must not reorder snapshots: the same inputs give the same features.
+
+    Regression: a lazy sort followed by the positional reshape in ``read_at_boundaries`` once
+    swapped the values of one entity's snapshots between runs on several threads.
+    """
+    events = _random_log(5)
+    data = inputs("merchant", events, [])
+    spine = _spine()
+    first = build("merchant", spine, data, windows=WINDOWS)
+    for _ in range(12):
+        assert_frame_equal(first, build("merchant", spine, data, windows=WINDOWS))
