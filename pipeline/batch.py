@@ -303,13 +303,14 @@ def _log_drift(segment: str, as_of: dt.date, report: dict) -> None:
     level = logging.ERROR if report["status"] == "alert" else logging.WARNING
     log.log(
         level,
-        "drift %s for %s at %s: score PSI %.3f; features over warning %s, over alert %s",
+        "drift %s for %s at %s: score PSI %.3f; %d feature(s) over the CSI warning, %d over "
+        "the alert (listed in manifest.json)",
         report["status"],
         segment,
         as_of,
         report["score_psi"],
-        report["features_warning"],
-        report["features_alert"],
+        len(report["features_warning"]),
+        len(report["features_alert"]),
     )
 
 

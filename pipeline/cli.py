@@ -304,6 +304,12 @@ def promote(
         raise typer.Exit(1)
 
 
+def _worst_csi(drift: dict, n: int = 5) -> str:
+    csi = drift.get("feature_csi", {})
+    top = sorted(csi.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
+    return ", ".join(f"{name} {value:.2f}" for name, value in top) or "-"
+
+
 @app.command()
 def score(
     params: ParamsOption = Path("params.yaml"),
@@ -350,8 +356,10 @@ def score(
         if drift.get("status") in {"warning", "alert"}:
             console.print(
                 f"[{'red' if drift['status'] == 'alert' else 'yellow'}]drift {drift['status']}"
-                f"[/] {seg}: score PSI {drift['score_psi']:.3f}; features over warning "
-                f"{drift['features_warning']}, over alert {drift['features_alert']}"
+                f"[/] {seg}: score PSI {drift['score_psi']:.3f} ({drift['score_status']}); "
+                f"feature CSI over warning {len(drift['features_warning'])}, over alert "
+                f"{len(drift['features_alert'])}; highest: {_worst_csi(drift)} "
+                "(all in manifest.json)"
             )
         if batch.drift_failed(manifest, drift_fail_on or settings.drift.fail_on):
             alerts.append(seg)
