@@ -117,7 +117,10 @@ def main() -> None:
         if args.model_dir
         else train_scorer(args.segment, args.trees, args.seed)
     )
-    source = args.work / f"features_{args.segment}_{args.rows}.parquet"
+    # Keyed by the catalog hash: a cache from another feature set must not be reused.
+    source = args.work / (
+        f"features_{args.segment}_{args.rows}_{catalog.catalog_hash(scorer.segment)}.parquet"
+    )
     if not source.exists():
         synthetic_features(scorer.segment, args.rows, args.seed)[0].write_parquet(source)
     frame = pl.read_parquet(source)
