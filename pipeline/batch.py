@@ -214,11 +214,27 @@ def run_score(
     the model's features are not the catalog's. The drift status is in ``manifest["drift"]``;
     the CLI turns an alert into exit code 3.
     """
-    from pipeline.steps import Layout, _inputs, _require, default_as_of, scoring_spine
+    from pipeline.steps import (
+        Layout,
+        _inputs,
+        _require,
+        default_as_of,
+        observed_until,
+        scoring_spine,
+    )
 
     started = time.perf_counter()
     layout = Layout(settings.data_dir)
     as_of = as_of or default_as_of(settings)
+    # Scoring past the end of the log would treat missing data as inactivity: refuse it.
+    log_end = observed_until(_require(layout.validated, "validate"))
+    latest = log_end + dt.timedelta(days=settings.scoring.max_days_after_log)
+    if as_of > latest:
+        raise ValueError(
+            f"expected --as-of on or before {latest.isoformat()} (the log ends "
+            f"{(log_end - dt.timedelta(days=1)).isoformat()}, scoring.max_days_after_log = "
+            f"{settings.scoring.max_days_after_log}); got {as_of.isoformat()}"
+        )
     target = layout.scores(segment, as_of)
     lock = target.parent.parent / f".longtail-score-{segment}.lock"
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -83,6 +83,7 @@ class ScoringParams(_Frozen):
     as_of: dt.date | None = None
     segments: tuple[Segment, ...] = ("merchant", "consumer")
     reasons: bool = True
+    max_days_after_log: int = Field(3, ge=0)
 
 
 class RegistryParams(_Frozen):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 
@@ -201,3 +202,12 @@ def test_deploy_files_share_one_flock_and_run_the_batch(world, tmp_path: Path) -
     for segment in ("merchant", "consumer"):
         folder = steps.Layout(world.data_dir).scores(segment, steps.default_as_of(world))
         assert (folder / "manifest.json").exists()
+
+
+def test_as_of_after_the_log_is_refused(world) -> None:
+    """Scoring past the end of the log would read missing data as inactivity."""
+    log_end = steps.observed_until(steps.Layout(world.data_dir).validated)
+    too_late = log_end + dt.timedelta(days=world.scoring.max_days_after_log + 1)
+    with pytest.raises(ValueError, match="expected --as-of on or before"):
+        steps.run_score(world, SEGMENT, too_late)
+    assert not steps.Layout(world.data_dir).scores(SEGMENT, too_late).exists()
