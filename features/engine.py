@@ -115,11 +115,6 @@ def merge_daily(
     )
 
 
-def daily_buckets(events: pl.LazyFrame, measures: Mapping[str, pl.Expr]) -> pl.LazyFrame:
-    """Aggregate events to one row per (entity, day): the sum of each integer measure."""
-    return merge_daily([event_measures(events, measures)])
-
-
 def _key(code: pl.Expr, day: pl.Expr) -> pl.Expr:
     """One sortable integer for (entity code, day): the code in the high bits."""
     days = (day - pl.lit(ANCHOR_DAY)).dt.total_days().cast(pl.Int64)
