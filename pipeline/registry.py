@@ -49,7 +49,23 @@ def configure(tracking_uri: str, experiment: str) -> None:
     uri = USER_TRACKING_URI or tracking_uri
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    if mlflow.get_experiment_by_name(experiment) is None:
+        mlflow.create_experiment(experiment, artifact_location=artifact_location(uri))
     mlflow.set_experiment(experiment)
+
+
+def artifact_location(tracking_uri: str) -> str | None:
+    """Where a new experiment keeps its artifacts: ``mlartifacts/`` beside a sqlite store.
+
+    MLflow's default is ``./mlruns`` under the current directory, which would scatter
+    artifacts wherever a command happens to run (and put a test's models in the repo). Other
+    stores keep their server's default (None).
+    """
+    prefix = "sqlite:///"
+    if not tracking_uri.startswith(prefix):
+        return None
+    database = Path(tracking_uri.removeprefix(prefix)).resolve()
+    return (database.parent / "mlartifacts").as_uri()
 
 
 def pip_requirements() -> list[str]:
