@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 import polars as pl
 
 from features.catalog import declare
-from features.engine import AS_OF, BLOCKS, DAY, ENTITY
+from features.engine import AS_OF, BLOCKS, ENTITY
 
 # The windows the catalog's windowed features are defined on (params may add more).
 WINDOWS: tuple[int, ...] = (7, 30, 90, 180, 365)
@@ -365,14 +365,6 @@ def identity(keys: pl.LazyFrame, entities: pl.LazyFrame, since_column: str) -> p
         keys.join(entities, on=ENTITY, how="left")
         .with_columns((pl.col(AS_OF) - pl.col(since_column)).dt.total_days().alias("tenure_days"))
         .rename({since_column: "since_day"})
-    )
-
-
-def first_days(daily: pl.LazyFrame, keys: pl.LazyFrame) -> pl.LazyFrame:
-    """The entity's first active day, if it falls before as_of."""
-    first = daily.group_by(ENTITY).agg(pl.col(DAY).min().alias("first_day"))
-    return keys.join(first, on=ENTITY, how="left").with_columns(
-        pl.when(pl.col("first_day") < pl.col(AS_OF)).then(pl.col("first_day")).alias("first_day")
     )
 
 

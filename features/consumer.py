@@ -16,7 +16,6 @@ from features.common import (
     days_since,
     declare_credit_history,
     declare_identity,
-    first_days,
     hhi,
     identity,
     last_minus_mean,
@@ -25,136 +24,173 @@ from features.common import (
 )
 from features.engine import (
     AS_OF,
-    DAY,
     ENTITY,
     FEN,
+    KEY,
     Inputs,
-    block_offsets,
-    block_sums,
+    Snapshots,
+    Timeline,
+    assemble,
+    code_of,
     delinquency_onset,
     fen,
     fixed,
-    merge_daily,
+    id_hash,
+    needed_columns,
     partner_measures,
-    read_at_boundaries,
-    window_sums,
-    with_day,
+    read_partners,
+    read_sums,
 )
-from features.merchant import CHANNELS, join_reads
+from features.merchant import CHANNELS
 
 SEGMENT = "consumer"
 PARTNER_WINDOWS: tuple[int, ...] = (30, 90, 365)
 LOW_BALANCE = 100.0  # yuan: a day closing below this is a low-balance day
 
 _kind = pl.col("kind")
-_amount = fen(pl.col("amount"))
+_amount = pl.col("amount_fen")
 _in = pl.col("direction") == "in"
-_log = fixed(pl.col("amount").clip(lower_bound=0).log1p())
+_log = pl.col("log_amount_fx")
+_balance = pl.col("balance_fen")
+_key = pl.col(KEY)
 
 
 def _when(condition: pl.Expr, value: pl.Expr | int = 1) -> pl.Expr:
     return pl.when(condition).then(value).otherwise(0)
 
 
+# The day's closing balance is its last reported balance (events are in time order): a row
+# closes its day when the next row reporting a balance is on another day.
+_next_balance_key = pl.when(_balance.is_not_null()).then(_key).shift(-1).backward_fill()
+_closes_day = _balance.is_not_null() & (_next_balance_key != _key).fill_null(True)
+
 MEASURES: dict[str, pl.Expr] = {
-    "txn_cnt": pl.lit(1),
+    "txn_cnt": _key.is_not_null(),
     "in_amt": _when(_in, _amount),
     "out_amt": _when(~_in, _amount),
     "income_amt": _when(_kind == "income", _amount),
-    "income_cnt": _when(_kind == "income"),
+    "income_cnt": _kind == "income",
     "purchase_amt": _when(_kind == "purchase", _amount),
-    "purchase_cnt": _when(_kind == "purchase"),
+    "purchase_cnt": _kind == "purchase",
     "purchase_log_fx": _when(_kind == "purchase", _log),
     "purchase_logsq_fx": _when(_kind == "purchase", (_log * _log) // 10_000),
     "bill_amt": _when(_kind == "bill_payment", _amount),
-    "bill_cnt": _when(_kind == "bill_payment"),
+    "bill_cnt": _kind == "bill_payment",
     "transfer_out_amt": _when(_kind == "transfer_out", _amount),
     "repay_amt": _when(_kind == "repayment", _amount),
-    "repay_cnt": _when(_kind == "repayment"),
-    "night_cnt": _when(pl.col("ts").dt.hour() < 6),
-    **{f"ch_{c}_cnt": _when(pl.col("channel") == c) for c in CHANNELS},
+    "repay_cnt": _kind == "repayment",
+    "night_cnt": pl.col("hour") < 6,
+    **{f"ch_{c}_cnt": pl.col("channel") == c for c in CHANNELS},
+    # day-level measures, on the day's first row or on the row that closes it
+    "active_day": (_key != _key.shift(1)).fill_null(True),
+    "bal_days": _closes_day,
+    "bal_sum_amt": _when(_closes_day, _balance),
+    "low_bal_days": _closes_day & (_balance < LOW_BALANCE * FEN),
 }
-BLOCK_MEASURES = ("income_amt", "purchase_amt", "bill_cnt", "out_amt")
+LAST_DAYS: dict[str, pl.Expr] = {
+    "last_txn_cnt_day": _key.is_not_null(),
+    "last_income_cnt_day": _kind == "income",
+}
+GAPS: dict[str, pl.Expr] = {
+    "income_gap_cnt": pl.col("__gap").is_not_null(),
+    "income_gap_sum": pl.col("__gap").fill_null(0),
+    "income_gap_sq": (pl.col("__gap") * pl.col("__gap")).fill_null(0),
+}
 
 
-def _income_gaps(events: pl.LazyFrame) -> pl.LazyFrame:
-    """Days since the previous income day, on each income day (known on that day)."""
+def narrow(events: pl.LazyFrame) -> pl.LazyFrame:
+    """The columns of the consumer log the measures read, as compact numbers.
+
+    ``kind``, ``direction`` and ``channel`` become categoricals, ``counterparty_id`` its
+    64-bit hash; amounts and balances are held in fen, the amount also as a fixed-point log
+    and the timestamp's hour as a small integer. Each is computed once per event here rather
+    than once per measure.
+    """
+    return events.select(
+        ENTITY,
+        "ts",
+        pl.col("kind").cast(pl.Categorical),
+        pl.col("direction").cast(pl.Categorical),
+        fen(pl.col("amount")).alias("amount_fen"),
+        fixed(pl.col("amount").clip(lower_bound=0).log1p()).alias("log_amount_fx"),
+        id_hash("counterparty_id").alias("counterparty_id"),
+        pl.col("channel").cast(pl.Categorical),
+        fen(pl.col("balance_after")).alias("balance_fen"),
+        pl.col("ts").dt.hour().alias("hour"),
+    )
+
+
+def _income_days(events: pl.DataFrame) -> pl.DataFrame:
+    """Income days, each with the days since the entity's previous income day (``__gap``)."""
     days = (
-        with_day(events.filter(_kind == "income"))
-        .select(ENTITY, DAY)
-        .unique()
-        .sort(pl.col(ENTITY).hash(), DAY)
+        events.lazy()
+        .filter(_kind == "income")
+        .select(KEY)
+        .filter((_key != _key.shift(1)).fill_null(True))
     )
-    gap = (pl.col(DAY) - pl.col(DAY).shift(1)).dt.total_days()
-    same = pl.col(ENTITY) == pl.col(ENTITY).shift(1)
-    return (
-        days.with_columns(pl.when(same).then(gap).alias("__gap"))
-        .filter(pl.col("__gap").is_not_null())
-        .select(
-            ENTITY,
-            DAY,
-            pl.lit(1, pl.Int64).alias("income_gap_cnt"),
-            pl.col("__gap").cast(pl.Int64).alias("income_gap_sum"),
-            (pl.col("__gap") * pl.col("__gap")).cast(pl.Int64).alias("income_gap_sq"),
-        )
-    )
+    same = code_of(_key) == code_of(_key).shift(1)
+    return days.with_columns(pl.when(same).then(_key - _key.shift(1)).alias("__gap")).collect()
 
 
-def aggregates(keys: pl.LazyFrame, inputs: Inputs, *, windows: Sequence[int]) -> pl.LazyFrame:
-    """The per-snapshot aggregate frame the consumer features are expressions over."""
+def aggregates(
+    snaps: Snapshots, events: pl.DataFrame, inputs: Inputs, *, windows: Sequence[int]
+) -> pl.LazyFrame:
+    """The per-snapshot columns the consumer catalog's expressions read.
+
+    ``events`` is the encoded log of the snapshots' entities (:func:`narrow`, then
+    :func:`features.engine.encode_events`).
+    """
     windows = sorted({*windows, *WINDOWS})
-    events = inputs.events
+    wanted = needed_columns(SEGMENT, policy_inputs())
+    timeline = Timeline(events, MEASURES)
+    columns = read_sums(timeline, snaps, wanted, windows=windows)
+    columns.update(
+        timeline.read(snaps, last_days=LAST_DAYS, levels={"closing_fen": _balance}, first_day=True)
+    )
+    columns.update(read_sums(Timeline(_income_days(events), GAPS), snaps, wanted, windows=windows))
     onset = delinquency_onset(inputs.loans, inputs.repayments)
-    frames = partner_measures(
+    counterparties, bad = partner_measures(
         events, "counterparty_id", windows=PARTNER_WINDOWS, onset=onset, prefix="cp"
     )
+    columns.update(
+        read_partners(
+            counterparties,
+            bad,
+            snaps,
+            wanted,
+            prefix="cp",
+            windows=windows,
+            partner_windows=PARTNER_WINDOWS,
+        )
+    )
+    del counterparties, bad
     if inputs.partners is not None:
-        purchases = events.filter(_kind == "purchase").join(
-            inputs.partners.rename({"partner_id": "counterparty_id"}),
-            on="counterparty_id",
-            how="inner",
+        categories = inputs.partners.select(
+            id_hash("partner_id").alias("__hash"), id_hash("category").alias("__category")
+        ).collect()
+        category = pl.col("counterparty_id").replace_strict(
+            categories["__hash"], categories["__category"], default=None
         )
-        frames += partner_measures(purchases, "category", windows=(), prefix="cat")
-    balance = fen(pl.col("balance_after"))
-    rows = with_day(events).select(
-        ENTITY,
-        DAY,
-        *[expr.cast(pl.Int64).alias(n) for n, expr in MEASURES.items()],
-        balance.alias("__bal"),
-        pl.when(pl.col("balance_after").is_not_null()).then(pl.col("ts")).alias("__bal_ts"),
-    )
-    daily = merge_daily(
-        [rows],
-        extra={"closing_fen": pl.col("__bal").get(pl.col("__bal_ts").arg_max())},
-    ).with_columns(
-        (pl.col("txn_cnt") > 0).cast(pl.Int64).alias("active_day"),
-        pl.col("closing_fen").is_not_null().cast(pl.Int64).alias("bal_days"),
-        pl.col("closing_fen").fill_null(0).alias("bal_sum_amt"),
-        (pl.col("closing_fen") < LOW_BALANCE * FEN)
-        .fill_null(False)
-        .cast(pl.Int64)
-        .alias("low_bal_days"),
-    )
-    sums = [*MEASURES, "active_day", "bal_days", "bal_sum_amt", "low_bal_days"]
-    read = read_at_boundaries(
-        daily,
-        keys,
-        sums=sums,
-        offsets=[*windows, *block_offsets()],
-        last_days=["txn_cnt", "income_cnt"],
-        levels=["closing_fen"],
-    ).with_columns(*window_sums(sums, windows), *block_sums(BLOCK_MEASURES))
-    read = join_reads(read, [*frames, merge_daily([_income_gaps(events)])], keys, windows)
-    if inputs.partners is None:
-        read = read.with_columns(
-            pl.lit(None, pl.Float64).alias(f"cat_{m}_ever") for m in ("new", "sq", "n")
+        purchases = events.filter(_kind == "purchase").select(KEY, category.alias("category"))
+        by_category, _ = partner_measures(purchases, "category", windows=(), prefix="cat")
+        columns.update(
+            read_partners(
+                by_category, None, snaps, wanted, prefix="cat", windows=windows, partner_windows=()
+            )
         )
+    else:
+        columns.update(
+            {
+                f"cat_{m}_ever": pl.repeat(None, snaps.height, dtype=pl.Float64, eager=True)
+                for m in ("new", "sq", "n")
+            }
+        )
+    keys = snaps.ids().lazy()
     return (
-        read.join(
-            credit_history(keys, inputs.loans, inputs.repayments, SEGMENT), on=[ENTITY, AS_OF]
-        )
+        assemble(snaps, columns)
+        .lazy()
+        .join(credit_history(keys, inputs.loans, inputs.repayments, SEGMENT), on=[ENTITY, AS_OF])
         .join(identity(keys, inputs.entities, "registered_on"), on=[ENTITY, AS_OF])
-        .join(first_days(daily, keys), on=[ENTITY, AS_OF])
     )
 
 

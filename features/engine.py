@@ -3,33 +3,32 @@
 Given a spine of ``(entity_id, as_of)`` rows (possibly many snapshots per entity), every feature
 uses only events strictly before ``as_of``. The engine never joins events to snapshots:
 
-1. Events are turned into integer *measures* (counts, money in fen, fixed-point logs) and
-   aggregated once to entity-day buckets.
-2. The buckets are sorted by entity and day and accumulated into running sums. One anchor row
-   per entity (day 1900-01-01, all zeros) sits before its first day, so every read lands on a
-   row of the right entity and a window sum is a plain difference of two running sums.
-3. Every snapshot reads the running sums at its window boundaries ``as_of - offset`` with ONE
-   backward as-of join over all (snapshot, offset) queries, reshaped back to one row per
-   snapshot.
+1. The spine's entities get dense integer codes (sorted ids, so the codes are deterministic).
+   Each segment reads its log once into a narrow frame (categoricals, numbers and 64-bit hashes
+   of partner ids, no strings), keeps only the spine's entities and sorts it stably by entity
+   and time. Every event carries one integer *key* ``code << DAY_BITS | day`` (days since
+   1900-01-01), so the sorted log is ordered by (entity, day).
+2. A :class:`Timeline` holds integer *measures* of the sorted events (counts, money in fen,
+   fixed-point logs). A snapshot reads a measure's running sum at a boundary ``as_of - offset``
+   with one binary search of its key and one gather; a window sum is a difference of two
+   reads. Running sums are evaluated inside one parallel polars ``select`` and gathered at the
+   boundaries there, so no table of running sums is ever stored.
+3. Only the (measure, window) pairs that the catalog's expressions use are read.
 
-Measures are integers, so running sums are exact: a window sum does not depend on the events of
-other entities or on later events (no floating-point drift), which is what the point-in-time
-property test checks bit for bit. The cost is linear in events plus snapshots x offsets; many
-snapshots do not cost many times one snapshot.
+Measures are integers, so running sums are exact: a window sum does not depend on the events
+of other entities or on later events (no floating-point drift), which is what the point-in-time
+property test checks bit for bit. The cost is one pass and one sort of the log, plus a binary
+search per snapshot and boundary: many snapshots do not cost many times one.
 
-Distinct counts over windows (distinct buyers in the last 90 days) stay on a linear path too:
-see :func:`partner_measures`.
-
-The plan is lazy polars end to end, except that each entity-day frame and each running table
-is materialised once (``collect().lazy()``): they are read several times and polars did not
-share those subplans, which made the job recompute them (six times slower on a 1M log).
+Distinct counts over windows (distinct buyers in the last 90 days) stay linear too: see
+:func:`partner_measures`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 import polars as pl
 
@@ -37,18 +36,25 @@ from features import catalog
 
 ENTITY = "entity_id"
 AS_OF = "as_of"
-DAY = "day"
+DAY = "__day"  # days since ANCHOR_DAY (Int64)
+CODE = "__code"  # the entity's dense integer code within one build
+KEY = "__key"  # CODE << DAY_BITS | DAY: sorts by entity, then day
 # Columns the decision (limit) needs that are not model features.
 POLICY_INPUTS: tuple[str, ...] = ("monthly_inflow", "monthly_free_cash_flow", "current_dpd")
 # Money measures are integers in fen (1/100 yuan); names ending in ``_amt`` are fen.
 FEN = 100
-# Fixed-point scale of non-integer measures such as log amounts.
+# Fixed-point scale of non-integer measures such as log amounts; names ending in ``_fx``.
 FIXED = 10_000
 ANCHOR_DAY = dt.date(1900, 1, 1)
+DAY_BITS = 20  # 2**20 days (2,870 years) after 1900 fit below an entity's code
+_SHIFT = 1 << DAY_BITS
+_EPOCH = (dt.date(1970, 1, 1) - ANCHOR_DAY).days  # polars dates count days from 1970
+_SECOND_BITS = 37  # 2**37 seconds (4,355 years) after 1900 fit below an entity's code
+_SENTINEL_KEY = 1 << 62  # after every real key
+_HASH_SEED = 20_240_611
 # Month-like blocks of 30 days before as_of, for volatility, trend and active months.
 BLOCK_DAYS = 30
 BLOCKS = 12
-SENTINEL = -(2**62)  # an anchor's level value: "no value yet"
 EVER = -1  # the offset that reads the running sums before an entity's first day
 
 
@@ -80,307 +86,406 @@ def fixed(value: pl.Expr) -> pl.Expr:
     return (value * FIXED).round(0).cast(pl.Int64)
 
 
-def with_day(events: pl.LazyFrame) -> pl.LazyFrame:
-    """Add the UTC calendar day of each event."""
-    return events.with_columns(pl.col("ts").dt.date().alias(DAY))
+def id_hash(column: str | pl.Expr) -> pl.Expr:
+    """A 64-bit hash of an id column (null stays null), the same in every build and process.
 
-
-def event_measures(events: pl.LazyFrame, measures: Mapping[str, pl.Expr]) -> pl.LazyFrame:
-    """One row per event: entity, day and each integer measure (not yet aggregated)."""
-    return with_day(events).select(
-        ENTITY, DAY, *[expr.cast(pl.Int64).alias(n) for n, expr in measures.items()]
-    )
-
-
-def merge_daily(
-    frames: Sequence[pl.LazyFrame], extra: Mapping[str, pl.Expr] | None = None
-) -> pl.LazyFrame:
-    """Stack entity-day rows with different measures and sum them per (entity, day).
-
-    All measures go through ONE group-by with the plain ``sum`` aggregation (the fast path of
-    polars' group-by, no per-group filters); a missing measure counts as 0. ``extra`` adds
-    other aggregations (such as the day's closing balance).
+    Partner ids are carried as hashes: integers group, sort and join several times faster
+    than strings. A collision (odds ~1e-6 among 10M distinct ids) would merge two ids.
     """
-    stacked = pl.concat(list(frames), how="diagonal_relaxed")
-    value_columns = [c for c in stacked.collect_schema().names() if c not in (ENTITY, DAY)]
-    extra = dict(extra or {})
-    sums = [c for c in value_columns if c not in extra and not c.startswith("__")]
-    # Materialised: every entity-day frame is read several times (anchors, running sums, first
-    # days), and polars does not reliably share such subplans, so it would be recomputed.
-    return (
-        stacked.group_by(ENTITY, DAY)
-        .agg(pl.col(sums).sum(), *[e.alias(n) for n, e in extra.items()])
-        .collect()
-        .lazy()
-    )
+    expr = pl.col(column) if isinstance(column, str) else column
+    return pl.when(expr.is_not_null()).then(expr.hash(seed=_HASH_SEED))
 
 
-def _key(code: pl.Expr, day: pl.Expr) -> pl.Expr:
-    """One sortable integer for (entity code, day): the code in the high bits."""
-    days = (day - pl.lit(ANCHOR_DAY)).dt.total_days().cast(pl.Int64)
-    return code * (1 << 20) + days
+def day_number(date: pl.Expr) -> pl.Expr:
+    """Days from 1900-01-01 to a date, as Int64 (every real date is positive)."""
+    return date.cast(pl.Date).to_physical().cast(pl.Int64) + _EPOCH
 
 
-def _offset_column(column: str, offset: int) -> str:
-    return f"{column}__ever" if offset == EVER else f"{column}__c{offset}"
+def key_of(code: pl.Expr, day: pl.Expr) -> pl.Expr:
+    """The integer key of (entity code, day number)."""
+    return code.cast(pl.Int64) * _SHIFT + day
 
 
-def read_at_boundaries(
-    daily: pl.LazyFrame,
-    keys: pl.LazyFrame,
-    *,
-    sums: Sequence[str],
-    offsets: Sequence[int],
-    last_days: Sequence[str] = (),
-    levels: Sequence[str] = (),
-) -> pl.LazyFrame:
-    """Read running sums of daily measures at each snapshot's window boundaries.
+def code_of(key: pl.Expr) -> pl.Expr:
+    """The entity code of a key."""
+    return key // _SHIFT
 
-    For each offset ``o`` the result holds ``{column}__c{o}``: the sum of the column over all
-    days strictly before ``as_of - o``; with ``o = EVER``, ``{column}__ever`` is the sum before
-    the entity's first day (so ``__c0 - __ever`` is the all-history sum). For each column in
-    ``last_days`` the result holds ``last_{column}_day``: the last day strictly before as_of on
-    which the column was positive (null if none). Each integer column in ``levels`` is read as
-    its latest non-null value strictly before as_of. Entities without events read zeros.
-    ``keys`` holds unique ``(entity_id, as_of)`` rows.
+
+def day_of(key: pl.Expr) -> pl.Expr:
+    """The day number of a key."""
+    return key % _SHIFT
+
+
+@dataclass(frozen=True)
+class Snapshots:
+    """The unique ``(entity_id, as_of)`` rows of one build, with their entity codes."""
+
+    frame: pl.DataFrame  # ENTITY, AS_OF, CODE
+
+    @classmethod
+    def of(cls, keys: pl.DataFrame, codes: pl.DataFrame) -> Snapshots:
+        """Attach the entity codes to unique ``(entity_id, as_of)`` rows (order kept)."""
+        return cls(
+            keys.join(codes.select(ENTITY, CODE), on=ENTITY, how="left", maintain_order="left")
+        )
+
+    @property
+    def height(self) -> int:
+        """Number of snapshots."""
+        return self.frame.height
+
+    def boundary(self, offset: int) -> pl.Series:
+        """Query keys: a read at key ``q`` sums every row with a key below ``q``.
+
+        ``offset`` days before as_of (0: all days strictly before as_of), or ``EVER``: before
+        the entity's first day.
+        """
+        if offset == EVER:
+            expr = pl.col(CODE).cast(pl.Int64) * _SHIFT
+        else:
+            expr = key_of(pl.col(CODE), day_number(pl.col(AS_OF)) - offset)
+        return self.frame.select(expr.alias(KEY)).to_series()
+
+    def ids(self) -> pl.DataFrame:
+        """``entity_id`` and ``as_of`` of every snapshot, in order."""
+        return self.frame.select(ENTITY, AS_OF)
+
+
+def entity_codes(entities: pl.Series) -> pl.DataFrame:
+    """Dense codes ``0..n-1`` for the distinct entity ids, in sorted id order (deterministic).
+
+    Also the 64-bit hash each id is matched by in the log; two spine ids with the same hash
+    (odds ~1e-9 for a million ids) stop the build rather than merge two entities.
     """
-    offsets = sorted({0, *offsets})
-    anchors = (
-        daily.select(ENTITY)
+    codes = (
+        pl.DataFrame({ENTITY: entities})
         .unique()
-        .with_columns(pl.lit(ANCHOR_DAY).alias(DAY), *[pl.lit(0, pl.Int64).alias(c) for c in sums])
+        .sort(ENTITY)
+        .with_row_index(CODE)
+        .select(ENTITY, pl.col(CODE).cast(pl.Int64), id_hash(ENTITY).alias("__hash"))
     )
-    flags = [
-        pl.when(pl.col(c) > 0).then(pl.col(DAY).cast(pl.Int32)).alias(f"last_{c}_day")
-        for c in last_days
-    ]
-    running = (
-        pl.concat(
-            [
-                anchors.with_columns(pl.lit(SENTINEL, pl.Int64).alias(c) for c in levels),
-                daily.select(ENTITY, DAY, *sums, *levels),
-            ],
-            how="diagonal_relaxed",
-        )
-        .with_columns(*flags)
-        .sort(pl.col(ENTITY).hash(), DAY)
-        .with_columns(
-            pl.col(sums).cum_sum(),
-            # The anchor's -1 stops a forward fill leaking into the next entity.
-            *[
-                pl.when(pl.col(DAY) == ANCHOR_DAY)
-                .then(pl.lit(-1, pl.Int32))
-                .otherwise(pl.col(f"last_{c}_day"))
-                .forward_fill()
-                .alias(f"last_{c}_day")
-                for c in last_days
-            ],
-            *[pl.col(c).forward_fill() for c in levels],
-        )
-        # Entity codes in running order; one integer key orders (entity, day) globally, so
-        # the as-of join below is a plain merge of two sorted integer columns.
-        .with_columns(
-            (pl.col(DAY) == ANCHOR_DAY).cum_sum().cast(pl.Int64).alias("__code"),
-        )
-        .with_columns(_key(pl.col("__code"), pl.col(DAY)).alias("__on"))
-        .collect()  # used twice below: materialise once rather than trust plan caching
-        .lazy()
-    )
-    codes = running.filter(pl.col(DAY) == ANCHOR_DAY).select(ENTITY, "__code")
-    key_row = "__key"
-    numbered = keys.sort(ENTITY, AS_OF).with_row_index(key_row).join(codes, on=ENTITY, how="left")
-    # One evaluation of the keys, crossed with the offsets: every query row of a key carries
-    # the same key number.
-    offset_frame = pl.LazyFrame({"__offset": [EVER, *offsets]}, schema={"__offset": pl.Int32})
-    boundary = (
-        pl.when(pl.col("__offset") == EVER)
-        .then(pl.lit(ANCHOR_DAY))
-        .otherwise(pl.col(AS_OF) - pl.duration(days=pl.col("__offset") + 1))
-    )
-    queries = (
-        numbered.join(offset_frame, how="cross")
-        .with_columns(
-            pl.when(pl.col("__code").is_null())
-            .then(pl.lit(-1, pl.Int64))
-            .otherwise(_key(pl.col("__code"), boundary))
-            .alias("__on")
-        )
-        .sort("__on")
-    )
-    last_cols = [f"last_{c}_day" for c in last_days]
-    level_reads = [
-        *[pl.when(pl.col(c) >= 0).then(pl.col(c).cast(pl.Date)).alias(c) for c in last_cols],
-        *[pl.when(pl.col(c) != SENTINEL).then(pl.col(c)).alias(c) for c in levels],
-    ]
-    # Every query key is at or after its entity's anchor key, so a backward match never
-    # lands on another entity's row.
-    read = queries.join_asof(
-        running.select("__on", *sums, *last_cols, *levels),
-        on="__on",
-        strategy="backward",
-        check_sortedness=False,
-    ).sort("__offset", key_row)
-    # Materialised before the positional reshape below: the reshape relies on the sorted
-    # order, which a lazy plan run on several threads did not always keep.
-    read = read.collect().lazy()
-    # Every key appears once per offset, so after the sort each offset is an aligned block:
-    # one select reshapes the long reads into one wide row per key, without joins.
-    by_offset = [EVER, *offsets]
-    first = pl.col("__offset") == by_offset[0]
-    return read.select(
-        pl.col(ENTITY).filter(first),
-        pl.col(AS_OF).filter(first),
-        *[
-            pl.col(c).filter(pl.col("__offset") == o).fill_null(0).alias(_offset_column(c, o))
-            for o in by_offset
-            for c in sums
-        ],
-        *[expr.filter(pl.col("__offset") == 0) for expr in level_reads],
+    if codes["__hash"].n_unique() != codes.height:
+        raise ValueError("two entity ids share a 64-bit hash; rename one of them")
+    return codes
+
+
+def encode_events(
+    narrow: pl.LazyFrame, codes: pl.DataFrame, *, engine: str = "auto"
+) -> pl.DataFrame:
+    """The log of the spine's entities, with codes and keys, sorted by entity and time.
+
+    ``narrow`` is the segment's projection of its log (``entity_id``, ``ts`` and the columns
+    its measures need, strings already turned into categoricals or hashes); ``ts`` is
+    replaced by the key. Events of other entities are dropped here. The sort is stable, so
+    events with the same timestamp keep the log's order and the result is deterministic.
+    """
+    seconds = pl.col("ts").dt.epoch("s") + _EPOCH * 86_400
+    code = id_hash(ENTITY).replace_strict(codes["__hash"], codes[CODE], default=None)
+    return (
+        narrow.with_columns(code.alias(CODE))
+        .filter(pl.col(CODE).is_not_null())
+        .drop(ENTITY)
+        .with_columns((pl.col(CODE) * (1 << _SECOND_BITS) + seconds).alias("__order"))
+        .sort("__order", maintain_order=True)
+        .with_columns(key_of(pl.col(CODE), seconds // 86_400).alias(KEY))
+        .drop("__order", "ts")
+        .collect(engine=engine)
     )
 
 
-def _scaled(column: str, expr: pl.Expr) -> pl.Expr:
+class Timeline:
+    """Integer measures of rows sorted by key, read at any snapshot's boundaries.
+
+    ``frame`` must be sorted by ``KEY`` (several rows may share a key); ``measures`` maps each
+    measure name to an integer expression over the frame's columns. Nothing is precomputed:
+    each read evaluates the running sums it needs and gathers them at the boundaries.
+    """
+
+    def __init__(self, frame: pl.DataFrame, measures: Mapping[str, pl.Expr]) -> None:
+        self.frame = frame
+        self.measures = dict(measures)
+        self._positions: dict[tuple[int, int], pl.Series] = {}
+
+    @classmethod
+    def from_rows(cls, rows: pl.LazyFrame, measures: Sequence[str]) -> Timeline:
+        """A timeline of unsorted rows holding ``KEY`` and the measure columns."""
+        frame = rows.select(KEY, *measures).sort(KEY).collect()
+        return cls(frame, {m: pl.col(m) for m in measures})
+
+    @property
+    def height(self) -> int:
+        """Number of rows."""
+        return self.frame.height
+
+    def positions(self, snaps: Snapshots, offset: int) -> pl.Series:
+        """For each snapshot, how many rows have a key below its boundary at ``offset``."""
+        cache_key = (id(snaps), offset)
+        if cache_key not in self._positions:
+            found = self.frame[KEY].search_sorted(snaps.boundary(offset), side="left")
+            self._positions[cache_key] = found
+        return self._positions[cache_key]
+
+    def read(
+        self,
+        snaps: Snapshots,
+        *,
+        prefixes: Mapping[str, Sequence[int]] = {},
+        last_days: Mapping[str, pl.Expr] = {},
+        levels: Mapping[str, pl.Expr] = {},
+        first_day: bool = False,
+    ) -> dict[str | tuple[str, int], pl.Series]:
+        """Read the timeline at every snapshot's boundaries, in one parallel select.
+
+        - ``prefixes`` (measure -> offsets): ``(measure, offset)`` is the measure's sum over
+          the rows below the boundary (see :meth:`Snapshots.boundary`), including every
+          earlier entity's rows: differences of two reads of one entity cancel those.
+        - ``last_days`` (name -> condition): the last day strictly before as_of with a row
+          where the condition held (a date, null if none).
+        - ``levels`` (name -> expression): the latest non-null value strictly before as_of.
+        - ``first_day``: the day of the entity's first row, if it is before as_of.
+        """
+        n = snaps.height
+        exprs: list[pl.Expr] = []
+        for name, offsets in prefixes.items():
+            at = pl.concat([self.positions(snaps, o) for o in offsets])
+            running = pl.lit(0, pl.Int64).append(self.measures[name].cast(pl.Int64).cum_sum())
+            exprs.append(running.gather(pl.lit(at)).implode().alias(name))
+        at0 = pl.lit(self.positions(snaps, 0)) if (last_days or levels) else None
+        for name, condition in last_days.items():
+            last = pl.when(condition).then(pl.col(KEY)).forward_fill()
+            exprs.append(_before(last).gather(at0).implode().alias(f"__last:{name}"))
+        for name, value in levels.items():
+            known = pl.when(value.is_not_null()).then(pl.col(KEY)).forward_fill()
+            exprs.append(_before(known).gather(at0).implode().alias(f"__level_key:{name}"))
+            exprs.append(_before(value.forward_fill()).gather(at0).implode().alias(name))
+        if first_day:
+            first = pl.col(KEY).append(pl.lit(_SENTINEL_KEY, pl.Int64))
+            exprs.append(
+                first.gather(pl.lit(self.positions(snaps, EVER))).implode().alias("__first")
+            )
+        if not exprs:
+            return {}
+        row = self.frame.lazy().select(exprs).collect()
+        out: dict[str | tuple[str, int], pl.Series] = {}
+        for name, offsets in prefixes.items():
+            values = row[name].explode()
+            for i, o in enumerate(offsets):
+                out[(name, o)] = values.slice(i * n, n)
+        codes = snaps.frame[CODE]
+        for name in last_days:
+            key = row[f"__last:{name}"].explode()
+            out[name] = _where(_owned(key, codes), _date_of(key))
+        for name in levels:
+            key = row[f"__level_key:{name}"].explode()
+            out[name] = _where(_owned(key, codes), row[name].explode())
+        if first_day:
+            key = row["__first"].explode()
+            has = self.positions(snaps, 0) > self.positions(snaps, EVER)
+            out["first_day"] = _where(has, _date_of(key))
+        return out
+
+
+def _before(expr: pl.Expr) -> pl.Expr:
+    """A per-row expression shifted one row down with a leading null: the value "before"."""
+    return pl.lit(None, pl.Int64).append(expr.cast(pl.Int64))
+
+
+def _owned(key: pl.Series, codes: pl.Series) -> pl.Series:
+    """Whether each key read for a snapshot belongs to the snapshot's own entity."""
+    return (key // _SHIFT == codes).fill_null(False)
+
+
+def _where(mask: pl.Series, values: pl.Series) -> pl.Series:
+    """``values`` where ``mask`` holds, null elsewhere."""
+    frame = pl.DataFrame({"m": mask, "v": values})
+    return frame.select(pl.when(pl.col("m")).then(pl.col("v"))).to_series()
+
+
+def _date_of(key: pl.Series) -> pl.Series:
+    days = (key % _SHIFT) - _EPOCH
+    return days.cast(pl.Int32).cast(pl.Date)
+
+
+def _scaled(column: str, values: pl.Series) -> pl.Series:
     if column.endswith("_amt"):
-        return expr / FEN
+        return values / FEN
     if column.endswith("_fx"):
-        return expr / FIXED
-    return expr
+        return values / FIXED
+    return values
 
 
-def window_sums(columns: Sequence[str], windows: Sequence[int]) -> list[pl.Expr]:
-    """Expressions ``{column}_{w}d``: the sum over the ``w`` days before as_of (yuan for money).
+def read_sums(
+    timeline: Timeline,
+    snaps: Snapshots,
+    wanted: Iterable[str],
+    *,
+    windows: Sequence[int],
+    blocks: int = BLOCKS,
+    block_days: int = BLOCK_DAYS,
+) -> dict[str, pl.Series]:
+    """The timeline's window sums that ``wanted`` names (yuan for money, reals for ``_fx``).
 
-    Also ``{column}_ever``: the sum over all days before as_of.
+    For each measure ``c``: ``{c}_{w}d`` is the sum over the ``w`` days before as_of,
+    ``{c}_ever`` over all days before it, and ``{c}_b{k}`` over the k-th 30-day block before
+    it (block 0 is ``[as_of - 30, as_of)``). Names the timeline does not hold are ignored, so
+    the caller can pass every column the catalog's expressions read.
     """
-    return [
-        _scaled(c, pl.col(f"{c}__c0") - pl.col(f"{c}__c{w}")).alias(f"{c}_{w}d")
-        for c in columns
-        for w in windows
-    ] + [_scaled(c, pl.col(f"{c}__c0") - pl.col(f"{c}__ever")).alias(f"{c}_ever") for c in columns]
+    wanted = set(wanted)
+    spans: dict[str, tuple[str, int, int]] = {}  # output -> (measure, near, far)
+    for c in timeline.measures:
+        for w in windows:
+            spans[f"{c}_{w}d"] = (c, 0, w)
+        spans[f"{c}_ever"] = (c, 0, EVER)
+        for k in range(blocks):
+            spans[f"{c}_b{k}"] = (c, k * block_days, (k + 1) * block_days)
+    spans = {name: span for name, span in spans.items() if name in wanted}
+    offsets: dict[str, set[int]] = {}
+    for c, near, far in spans.values():
+        offsets.setdefault(c, set()).update((near, far))
+    reads = timeline.read(snaps, prefixes={c: sorted(o) for c, o in offsets.items()})
+    return {
+        name: _scaled(c, reads[(c, near)] - reads[(c, far)])
+        for name, (c, near, far) in spans.items()
+    }
 
 
-def block_offsets(blocks: int = BLOCKS, block_days: int = BLOCK_DAYS) -> list[int]:
-    """The boundary offsets the month-like blocks need."""
-    return [k * block_days for k in range(blocks + 1)]
-
-
-def block_sums(
-    columns: Sequence[str], blocks: int = BLOCKS, block_days: int = BLOCK_DAYS
-) -> list[pl.Expr]:
-    """Expressions ``{column}_b{k}``: the sum over the k-th block of days before as_of.
-
-    Block 0 is ``[as_of - block_days, as_of)``, block 1 the one before it, and so on; they give
-    month-like series for volatility, trend and active months without calendar alignment.
-    """
-    return [
-        _scaled(
-            c, pl.col(f"{c}__c{k * block_days}") - pl.col(f"{c}__c{(k + 1) * block_days}")
-        ).alias(f"{c}_b{k}")
-        for c in columns
-        for k in range(blocks)
-    ]
+def assemble(snaps: Snapshots, columns: Mapping[str, pl.Series]) -> pl.DataFrame:
+    """One row per snapshot: ``entity_id``, ``as_of`` and the named columns."""
+    return snaps.ids().with_columns(s.alias(n) for n, s in columns.items())
 
 
 def partner_measures(
-    events: pl.LazyFrame,
+    events: pl.DataFrame,
     partner: str,
     *,
     windows: Sequence[int],
-    onset: pl.LazyFrame | None = None,
+    onset: pl.DataFrame | None = None,
     prefix: str = "partner",
-) -> list[pl.LazyFrame]:
-    """Entity-day measures about partners (buyers, counterparties), exact and linear.
+) -> tuple[Timeline, Timeline | None]:
+    """Measures about partners (a merchant's buyers, a consumer's counterparties), exact.
 
-    Partners are a merchant's buyers or a consumer's counterparties.
+    ``events`` are sorted by key (see :func:`encode_events`) and ``partner`` is a column of
+    partner id hashes (null: no identified partner). Each event with a partner carries:
 
-    Events are first reduced to partner-days ``d_1 < d_2 < ...`` of each (entity, partner) pair,
-    with ``n`` events each. Then, per entity-day:
+    - ``{prefix}_new``: 1 on the pair's first event (running sum: distinct partners ever);
+    - ``{prefix}_n``: 1 (events with an identified partner);
+    - ``{prefix}_repeat``: 1 if the pair traded on an earlier day;
+    - ``{prefix}_sq``: ``2k + 1`` with ``k`` the pair's earlier events: the increase of
+      ``sum over partners of count^2`` (for the HHI);
+    - ``{prefix}_s{w}`` / ``{prefix}_e{w}``: 1 on the first / last event of a *spell* of the
+      pair: a run of trading days with gaps of at most ``w`` days. A partner traded with in
+      ``[as_of - w, as_of)`` iff one of its spells started before as_of and ended no more than
+      ``w`` days before it, so the distinct count is ``starts before as_of - ends before
+      as_of - w``; both read only days before as_of, and every earlier entity's spells are
+      closed, so they cancel.
+    - with ``onset`` (``__hash``: partner hash, ``__onset``: the day number the partner was
+      first seen 30+ days past due), ``{prefix}_risky``: 1 if the partner was already bad.
 
-    - ``{prefix}_new``: pairs first seen that day (their running sum = distinct partners ever);
-    - ``{prefix}_n``: events with an identified partner;
-    - ``{prefix}_repeat``: events with a partner already seen on an earlier day;
-    - ``{prefix}_sq``: the increase of ``sum over partners of count^2`` (for the HHI);
-    - ``{prefix}_d{w}``: distinct partners within ``w`` days, as +1 on ``d_j`` and -1 on
-      ``min(d_j + w, d_{j+1})``: a pair is counted at ``as_of`` exactly when its last day
-      before as_of is within the window, and neither term looks past as_of when read before it;
-    - with ``onset`` (``partner_id``, ``onset``: the first day the partner was seen 30+ days
-      past due), ``{prefix}_bad_new``: pairs whose partner turned bad, on
-      ``max(d_1, onset)``, and ``{prefix}_risky``: events with a partner already bad that day.
+    The second timeline (with ``onset``) holds ``{prefix}_bad_new``: 1 for each pair whose
+    partner turned bad, on ``max(first day, onset)``, the first day both were known.
 
-    Returns two entity-day frames (pair measures, and window/onset deltas that fall on other
-    days), each read at the boundaries on its own: stacking them into one wide frame would
-    materialise mostly-null columns. Pairs are ordered by a 64-bit hash of (entity, partner):
-    sorting one integer is several times faster than sorting two strings; a collision (odds
-    ~1e-6 at 10M pairs) would merge two pairs' histories.
+    A stable sort of the key-ordered events by partner hash makes each (entity, partner) pair
+    one contiguous run in time order; the per-event facts found there are scattered back to key
+    order, where the measures are summed.
     """
-    pairs = (
-        with_day(events)
-        .filter(pl.col(partner).is_not_null())
-        .group_by(ENTITY, partner, DAY)
-        .agg(pl.len().cast(pl.Int64).alias("__n"))
-        .with_columns(pl.struct(ENTITY, partner).hash().alias("__pair"))
-        .sort("__pair", DAY)
+    rows = events.filter(pl.col(partner).is_not_null())
+    order = rows.select(pl.arg_sort_by(partner, maintain_order=True)).to_series()
+    key = pl.col(KEY)
+    same = (pl.col(partner) == pl.col(partner).shift(1)) & (code_of(key) == code_of(key).shift(1))
+    first = ~same.fill_null(False)
+    run = pl.int_range(pl.len(), dtype=pl.Int64)
+    by_pair = (
+        rows.lazy()
+        .select(key.gather(order), pl.col(partner).gather(order))
+        .with_columns(first.alias("__first"))
+        .with_columns(
+            # events of the pair before this one, and the pair's first day
+            (run - pl.when("__first").then(run).forward_fill()).alias("__k"),
+            pl.when("__first").then(day_of(key)).forward_fill().alias("__first_day"),
+            (day_of(key) - day_of(key).shift(1)).alias("__gap_before"),
+            (day_of(key).shift(-1) - day_of(key)).alias("__gap_after"),
+            pl.col("__first").shift(-1, fill_value=True).alias("__last"),
+        )
+        .collect()
     )
-    same = pl.col("__pair") == pl.col("__pair").shift(1)
-    nxt = pl.col("__pair") == pl.col("__pair").shift(-1)
-    cum = pl.col("__n").cum_sum()
-    pairs = pairs.collect().lazy()  # read by several frames below: materialise once
-    pairs = pairs.with_columns(
-        same.fill_null(False).alias("__same"),
-        pl.when(nxt.fill_null(False)).then(pl.col(DAY).shift(-1)).alias("__next"),
-        cum.alias("__cum"),
-    ).with_columns(
-        # events of the pair on earlier days
-        (
-            pl.col("__cum")
-            - pl.col("__n")
-            - pl.when(~pl.col("__same")).then(pl.col("__cum") - pl.col("__n")).forward_fill()
-        ).alias("__k")
+    facts = ["__first", "__k", "__first_day", "__gap_before", "__gap_after", "__last"]
+    back = rows.select(KEY).with_columns(
+        _scatter(by_pair[c], order, rows.height).alias(c) for c in facts
     )
     if onset is not None:
-        pairs = pairs.join(onset.rename({"partner_id": partner}), on=partner, how="left")
-    base = pairs.select(
-        ENTITY,
-        DAY,
-        (~pl.col("__same")).cast(pl.Int64).alias(f"{prefix}_new"),
-        pl.col("__n").alias(f"{prefix}_n"),
-        pl.when(pl.col("__same")).then(pl.col("__n")).otherwise(0).alias(f"{prefix}_repeat"),
-        (pl.col("__n") * (2 * pl.col("__k") + pl.col("__n"))).alias(f"{prefix}_sq"),
-        *(
-            [
-                pl.when(pl.col("onset") <= pl.col(DAY))
-                .then(pl.col("__n"))
-                .otherwise(0)
-                .alias(f"{prefix}_risky")
-            ]
-            if onset is not None
-            else []
-        ),
-    )
-    # Deltas land on other days than the events: narrow rows, summed per entity-day apart.
-    deltas = [
-        pairs.select(ENTITY, DAY, *[pl.lit(1, pl.Int64).alias(f"{prefix}_d{w}") for w in windows])
-    ]
+        onset_day = pl.col(partner).replace_strict(
+            onset["__hash"], onset["__onset"], default=None, return_dtype=pl.Int64
+        )
+        back = back.with_columns(rows.select(onset_day.alias("__onset")).to_series())
+    measures: dict[str, pl.Expr] = {
+        f"{prefix}_new": pl.col("__first"),
+        f"{prefix}_n": pl.col(KEY).is_not_null(),
+        f"{prefix}_repeat": day_of(key) > pl.col("__first_day"),
+        f"{prefix}_sq": 2 * pl.col("__k") + 1,
+    }
     for w in windows:
-        end = pl.min_horizontal(pl.col(DAY) + pl.duration(days=w), pl.col("__next"))
-        deltas.append(
-            pairs.select(ENTITY, end.alias(DAY), pl.lit(-1, pl.Int64).alias(f"{prefix}_d{w}"))
-        )
+        measures[f"{prefix}_s{w}"] = pl.col("__first") | (pl.col("__gap_before") > w)
+        measures[f"{prefix}_e{w}"] = pl.col("__last") | (pl.col("__gap_after") > w)
     if onset is not None:
-        deltas.append(
-            pairs.filter(~pl.col("__same") & pl.col("onset").is_not_null()).select(
-                ENTITY,
-                pl.max_horizontal(pl.col(DAY), pl.col("onset")).alias(DAY),
-                pl.lit(1, pl.Int64).alias(f"{prefix}_bad_new"),
-            )
+        measures[f"{prefix}_risky"] = (pl.col("__onset") <= day_of(key)).fill_null(False)
+    main = Timeline(back, measures)
+    if onset is None:
+        return main, None
+    turned = (
+        back.lazy()
+        .filter(pl.col("__first") & pl.col("__onset").is_not_null())
+        .select(
+            key_of(code_of(key), pl.max_horizontal(day_of(key), pl.col("__onset"))).alias(KEY),
+            pl.lit(1, pl.Int64).alias(f"{prefix}_bad_new"),
         )
-    return [merge_daily([base]), *([merge_daily(deltas)] if deltas else [])]
+    )
+    return main, Timeline.from_rows(turned, [f"{prefix}_bad_new"])
 
 
-def delinquency_onset(loans: pl.LazyFrame, repayments: pl.LazyFrame, dpd: int = 30) -> pl.LazyFrame:
+def _scatter(values: pl.Series, order: pl.Series, n: int) -> pl.Series:
+    """Put ``values[i]`` at position ``order[i]``: undo the gather by ``order``."""
+    out = pl.repeat(None, n, dtype=values.dtype, eager=True).alias(values.name)
+    if n == 0:
+        return out
+    return out.scatter(order, values)
+
+
+def read_partners(
+    main: Timeline,
+    bad: Timeline | None,
+    snaps: Snapshots,
+    wanted: Iterable[str],
+    *,
+    prefix: str,
+    windows: Sequence[int],
+    partner_windows: Sequence[int],
+) -> dict[str, pl.Series]:
+    """Window sums of a partner timeline, and the distinct partners in each window.
+
+    ``{prefix}_d{w}_ever`` is the number of distinct partners in the ``w`` days before as_of
+    (named like a sum for the catalog's expressions).
+    """
+    wanted = set(wanted)
+    out = read_sums(main, snaps, wanted, windows=windows, blocks=0)
+    spells = [w for w in partner_windows if f"{prefix}_d{w}_ever" in wanted]
+    reads = main.read(
+        snaps,
+        prefixes={
+            **{f"{prefix}_s{w}": [0] for w in spells},
+            **{f"{prefix}_e{w}": [w] for w in spells},
+        },
+    )
+    for w in spells:
+        out[f"{prefix}_d{w}_ever"] = reads[(f"{prefix}_s{w}", 0)] - reads[(f"{prefix}_e{w}", w)]
+    if bad is not None:
+        out.update(read_sums(bad, snaps, wanted, windows=windows, blocks=0))
+    return out
+
+
+def delinquency_onset(loans: pl.LazyFrame, repayments: pl.LazyFrame, dpd: int = 30) -> pl.DataFrame:
     """The first day each borrower (any segment) was ``dpd``+ days past due.
 
-    Returns ``partner_id``, ``onset``.
+    Returns ``__hash`` (the borrower id's :func:`id_hash`) and ``__onset`` (a day number).
 
     An instalment reaches ``dpd`` days past due on ``due_on + dpd`` unless it was paid before;
     whether that happened before a given as_of is known at that as_of, so reading
@@ -393,9 +498,18 @@ def delinquency_onset(loans: pl.LazyFrame, repayments: pl.LazyFrame, dpd: int = 
         repayments.filter(late)
         .join(loans.select("loan_id", "entity_id"), on="loan_id")
         .group_by("entity_id")
-        .agg((pl.col("due_on").min() + pl.duration(days=dpd)).alias("onset"))
-        .rename({"entity_id": "partner_id"})
+        .agg((day_number(pl.col("due_on").min()) + dpd).alias("__onset"))
+        .select(id_hash("entity_id").alias("__hash"), "__onset")
+        .collect()
     )
+
+
+def needed_columns(segment: str, extra: Sequence[pl.Expr] = ()) -> set[str]:
+    """Every input column the segment's catalog expressions (and ``extra``) read."""
+    names: set[str] = set()
+    for expr in [*catalog.expressions(segment), *extra]:
+        names.update(expr.meta.root_names())
+    return names
 
 
 def build(
@@ -412,9 +526,9 @@ def build(
     ``spine`` must hold ``entity_id`` (str) and ``as_of`` (date); other columns are carried
     through unchanged and the row order is kept. Only events strictly before each row's
     ``as_of`` are used. ``chunks > 1`` computes entities in that many hash buckets, one after
-    the other (each bucket reads only its own entities' events), to bound memory on logs
-    larger than RAM; the result is identical. ``streaming`` collects with polars' streaming
-    engine.
+    the other (each bucket keeps only its own entities' events), to bound memory on logs
+    larger than RAM; the result is identical. ``streaming`` reads the log with polars'
+    streaming engine.
     """
     missing = {ENTITY, AS_OF} - set(spine.columns)
     if missing:
@@ -433,23 +547,23 @@ def build(
     engine = "streaming" if streaming else "auto"
     parts = []
     for chunk in range(chunks):
-        if chunks == 1:
-            part, data = numbered, inputs
-        else:
-            mine = pl.col(ENTITY).hash(seed=0) % chunks == chunk
-            part = numbered.filter(mine)
-            data = replace(
-                inputs, events=inputs.events.filter(mine), entities=inputs.entities.filter(mine)
-            )
-        base = part.lazy()
-        keys = base.select(ENTITY, AS_OF).unique(maintain_order=True)
-        aggregates = definitions.aggregates(keys, data, windows=windows)
-        frame = base.join(aggregates, on=[ENTITY, AS_OF], how="left").with_columns(
-            *catalog.expressions(segment), *definitions.policy_inputs()
+        part = (
+            numbered
+            if chunks == 1
+            else numbered.filter(pl.col(ENTITY).hash(seed=0) % chunks == chunk)
+        )
+        codes = entity_codes(part[ENTITY])
+        keys = part.select(ENTITY, AS_OF).unique(maintain_order=True)
+        snaps = Snapshots.of(keys, codes)
+        events = encode_events(definitions.narrow(inputs.events), codes, engine=engine)
+        aggregates = definitions.aggregates(snaps, events, inputs, windows=windows)
+        del events
+        frame = (
+            part.lazy()
+            .join(aggregates, on=[ENTITY, AS_OF], how="left")
+            .with_columns(*catalog.expressions(segment), *definitions.policy_inputs())
         )
         parts.append(
-            frame.select(row, *spine.columns, *catalog.names(segment), *POLICY_INPUTS).collect(
-                engine=engine
-            )
+            frame.select(row, *spine.columns, *catalog.names(segment), *POLICY_INPUTS).collect()
         )
     return pl.concat(parts).sort(row).drop(row)

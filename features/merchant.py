@@ -23,7 +23,6 @@ from features.common import (
     days_since,
     declare_credit_history,
     declare_identity,
-    first_days,
     hhi,
     identity,
     last_minus_mean,
@@ -32,19 +31,20 @@ from features.common import (
 )
 from features.engine import (
     AS_OF,
-    DAY,
     ENTITY,
+    KEY,
     Inputs,
-    block_offsets,
-    block_sums,
+    Snapshots,
+    Timeline,
+    assemble,
     delinquency_onset,
-    event_measures,
     fen,
     fixed,
-    merge_daily,
+    id_hash,
+    needed_columns,
     partner_measures,
-    read_at_boundaries,
-    window_sums,
+    read_partners,
+    read_sums,
 )
 
 SEGMENT = "merchant"
@@ -53,8 +53,8 @@ PARTNER_WINDOWS: tuple[int, ...] = (30, 90, 365)
 
 _kind = pl.col("kind")
 _sale = _kind == "sale"
-_amount = fen(pl.col("amount"))
-_log = fixed(pl.col("amount").clip(lower_bound=0).log1p())
+_amount = pl.col("amount_fen")
+_log = pl.col("log_amount_fx")
 
 
 def _when(condition: pl.Expr, value: pl.Expr | int = 1) -> pl.Expr:
@@ -62,65 +62,87 @@ def _when(condition: pl.Expr, value: pl.Expr | int = 1) -> pl.Expr:
 
 
 MEASURES: dict[str, pl.Expr] = {
-    "txn_cnt": pl.lit(1),
-    "sale_cnt": _when(_sale),
+    "txn_cnt": pl.col(KEY).is_not_null(),
+    "sale_cnt": _sale,
     "sale_amt": _when(_sale, _amount),
-    "refund_cnt": _when(_kind == "refund"),
+    "refund_cnt": _kind == "refund",
     "refund_amt": _when(_kind == "refund", _amount),
-    "chargeback_cnt": _when(_kind == "chargeback"),
+    "chargeback_cnt": _kind == "chargeback",
     "chargeback_amt": _when(_kind == "chargeback", _amount),
     "payout_amt": _when(_kind == "payout", _amount),
     "fee_amt": _when(_kind == "fee", _amount),
     "sale_log_fx": _when(_sale, _log),
     "sale_logsq_fx": _when(_sale, (_log * _log) // 10_000),
-    "anon_sale_cnt": _when(_sale & pl.col("buyer_id").is_null()),
-    "weekend_sale_cnt": _when(_sale & (pl.col("ts").dt.weekday() >= 6)),
-    "night_sale_cnt": _when(_sale & (pl.col("ts").dt.hour() < 6)),
-    **{f"ch_{c}_cnt": _when(pl.col("channel") == c) for c in CHANNELS},
+    "anon_sale_cnt": _sale & pl.col("buyer_id").is_null(),
+    "weekend_sale_cnt": _sale & (pl.col("weekday") >= 6),
+    "night_sale_cnt": _sale & (pl.col("hour") < 6),
+    # a trading day: the day's first sale (the previous sale was on another day)
+    "sale_day": _sale
+    & (pl.when(_sale).then(pl.col(KEY)).forward_fill().shift(1) != pl.col(KEY)).fill_null(True),
+    **{f"ch_{c}_cnt": pl.col("channel") == c for c in CHANNELS},
 }
-BLOCK_MEASURES = ("sale_amt", "sale_cnt", "refund_amt")
+LAST_DAYS: dict[str, pl.Expr] = {
+    "last_sale_cnt_day": _sale,
+    "last_refund_cnt_day": _kind == "refund",
+    "last_chargeback_cnt_day": _kind == "chargeback",
+}
 
 
-def aggregates(keys: pl.LazyFrame, inputs: Inputs, *, windows: Sequence[int]) -> pl.LazyFrame:
-    """The per-snapshot aggregate frame the merchant features are expressions over."""
+def narrow(events: pl.LazyFrame) -> pl.LazyFrame:
+    """The columns of the merchant log the measures read, as compact numbers.
+
+    ``kind`` and ``channel`` become categoricals, ``buyer_id`` its 64-bit hash; the amount is
+    held in fen and as a fixed-point log, the timestamp's hour and weekday as small integers.
+    Each is computed once per event here rather than once per measure.
+    """
+    return events.select(
+        ENTITY,
+        "ts",
+        pl.col("kind").cast(pl.Categorical),
+        fen(pl.col("amount")).alias("amount_fen"),
+        fixed(pl.col("amount").clip(lower_bound=0).log1p()).alias("log_amount_fx"),
+        id_hash("buyer_id").alias("buyer_id"),
+        pl.col("channel").cast(pl.Categorical),
+        pl.col("ts").dt.hour().alias("hour"),
+        pl.col("ts").dt.weekday().alias("weekday"),
+    )
+
+
+def aggregates(
+    snaps: Snapshots, events: pl.DataFrame, inputs: Inputs, *, windows: Sequence[int]
+) -> pl.LazyFrame:
+    """The per-snapshot columns the merchant catalog's expressions read.
+
+    ``events`` is the encoded log of the snapshots' entities (:func:`narrow`, then
+    :func:`features.engine.encode_events`).
+    """
     windows = sorted({*windows, *WINDOWS})
-    events = inputs.events
+    wanted = needed_columns(SEGMENT, policy_inputs())
+    timeline = Timeline(events, MEASURES)
+    columns = read_sums(timeline, snaps, wanted, windows=windows)
+    columns.update(timeline.read(snaps, last_days=LAST_DAYS, first_day=True))
     onset = delinquency_onset(inputs.loans, inputs.repayments)
-    buyers = partner_measures(
+    buyers, bad = partner_measures(
         events.filter(_sale), "buyer_id", windows=PARTNER_WINDOWS, onset=onset, prefix="buyer"
     )
-    daily = merge_daily([event_measures(events, MEASURES)]).with_columns(
-        (pl.col("sale_cnt") > 0).cast(pl.Int64).alias("sale_day"),
+    columns.update(
+        read_partners(
+            buyers,
+            bad,
+            snaps,
+            wanted,
+            prefix="buyer",
+            windows=windows,
+            partner_windows=PARTNER_WINDOWS,
+        )
     )
-    sums = [*MEASURES, "sale_day"]
-    read = read_at_boundaries(
-        daily,
-        keys,
-        sums=sums,
-        offsets=[*windows, *block_offsets()],
-        last_days=["sale_cnt", "refund_cnt", "chargeback_cnt"],
-    ).with_columns(*window_sums(sums, windows), *block_sums(BLOCK_MEASURES))
-    read = join_reads(read, buyers, keys, windows)
+    keys = snaps.ids().lazy()
     return (
-        read.join(
-            credit_history(keys, inputs.loans, inputs.repayments, SEGMENT), on=[ENTITY, AS_OF]
-        )
+        assemble(snaps, columns)
+        .lazy()
+        .join(credit_history(keys, inputs.loans, inputs.repayments, SEGMENT), on=[ENTITY, AS_OF])
         .join(identity(keys, inputs.entities, "onboarded_on"), on=[ENTITY, AS_OF])
-        .join(first_days(daily, keys), on=[ENTITY, AS_OF])
     )
-
-
-def join_reads(
-    read: pl.LazyFrame, frames: Sequence[pl.LazyFrame], keys: pl.LazyFrame, windows: Sequence[int]
-) -> pl.LazyFrame:
-    """Read further entity-day frames at the window boundaries and join them to ``read``."""
-    for frame in frames:
-        columns = [c for c in frame.collect_schema().names() if c not in (ENTITY, DAY)]
-        more = read_at_boundaries(frame, keys, sums=columns, offsets=windows).with_columns(
-            *window_sums(columns, windows)
-        )
-        read = read.join(more, on=[ENTITY, AS_OF], how="left")
-    return read
 
 
 NET_MARGIN = 0.2  # share of net sales assumed free to service debt (no cost data in the log)
