@@ -39,6 +39,7 @@ AS_OF = "as_of"
 DAY = "__day"  # days since ANCHOR_DAY (Int64)
 CODE = "__code"  # the entity's dense integer code within one build
 KEY = "__key"  # CODE << DAY_BITS | DAY: sorts by entity, then day
+SECOND = "__second"  # an event's seconds since midnight (UTC)
 # Columns the decision (limit) needs that are not model features.
 POLICY_INPUTS: tuple[str, ...] = ("monthly_inflow", "monthly_free_cash_flow", "current_dpd")
 # Money measures are integers in fen (1/100 yuan); names ending in ``_amt`` are fen.
@@ -116,6 +117,11 @@ def day_of(key: pl.Expr) -> pl.Expr:
     return key % _SHIFT
 
 
+def weekday_of(key: pl.Expr) -> pl.Expr:
+    """The ISO weekday (Monday 1 ... Sunday 7) of a key's day (1900-01-01 was a Monday)."""
+    return day_of(key) % 7 + 1
+
+
 @dataclass(frozen=True)
 class Snapshots:
     """The unique ``(entity_id, as_of)`` rows of one build, with their entity codes."""
@@ -170,25 +176,37 @@ def entity_codes(entities: pl.Series) -> pl.DataFrame:
 
 
 def encode_events(
-    narrow: pl.LazyFrame, codes: pl.DataFrame, *, engine: str = "auto"
+    narrow: pl.LazyFrame,
+    codes: pl.DataFrame,
+    *,
+    derive: Mapping[str, pl.Expr] | None = None,
+    engine: str = "auto",
 ) -> pl.DataFrame:
-    """The log of the spine's entities, with codes and keys, sorted by entity and time.
+    """The log of the spine's entities, with keys, sorted by entity and time.
 
-    ``narrow`` is the segment's projection of its log (``entity_id``, ``ts`` and the columns
-    its measures need, strings already turned into categoricals or hashes); ``ts`` is
-    replaced by the key. Events of other entities are dropped here. The sort is stable, so
-    events with the same timestamp keep the log's order and the result is deterministic.
+    ``narrow`` is the segment's projection of its log: ``entity_id``, ``ts`` and the columns
+    its measures need, as compact numbers (categoricals, hashes, fen). Events of other entities
+    are dropped. The stable sort by (entity, time) moves as few columns as possible; the result
+    holds ``KEY``, ``SECOND`` (seconds since midnight UTC) and the narrow columns, plus the
+    ``derive`` expressions evaluated after the sort (over those columns). Events with the same
+    timestamp keep the log's order, so the result is deterministic.
     """
     seconds = pl.col("ts").dt.epoch("s") + _EPOCH * 86_400
     code = id_hash(ENTITY).replace_strict(codes["__hash"], codes[CODE], default=None)
+    order = pl.col("__order")
+    at = order % (1 << _SECOND_BITS)
     return (
         narrow.with_columns(code.alias(CODE))
         .filter(pl.col(CODE).is_not_null())
-        .drop(ENTITY)
         .with_columns((pl.col(CODE) * (1 << _SECOND_BITS) + seconds).alias("__order"))
+        .drop(ENTITY, "ts", CODE)
         .sort("__order", maintain_order=True)
-        .with_columns(key_of(pl.col(CODE), seconds // 86_400).alias(KEY))
-        .drop("__order", "ts")
+        .with_columns(
+            key_of(order // (1 << _SECOND_BITS), at // 86_400).alias(KEY),
+            (at % 86_400).cast(pl.Int32).alias(SECOND),
+        )
+        .drop("__order")
+        .with_columns(**(derive or {}))
         .collect(engine=engine)
     )
 
@@ -391,6 +409,7 @@ def partner_measures(
     rows = events.filter(pl.col(partner).is_not_null())
     order = rows.select(pl.arg_sort_by(partner, maintain_order=True)).to_series()
     key = pl.col(KEY)
+    day = day_of(key)
     same = (pl.col(partner) == pl.col(partner).shift(1)) & (code_of(key) == code_of(key).shift(1))
     first = ~same.fill_null(False)
     run = pl.int_range(pl.len(), dtype=pl.Int64)
@@ -398,48 +417,76 @@ def partner_measures(
         rows.lazy()
         .select(key.gather(order), pl.col(partner).gather(order))
         .with_columns(first.alias("__first"))
-        .with_columns(
-            # events of the pair before this one, and the pair's first day
-            (run - pl.when("__first").then(run).forward_fill()).alias("__k"),
-            pl.when("__first").then(day_of(key)).forward_fill().alias("__first_day"),
-            (day_of(key) - day_of(key).shift(1)).alias("__gap_before"),
-            (day_of(key).shift(-1) - day_of(key)).alias("__gap_after"),
-            pl.col("__first").shift(-1, fill_value=True).alias("__last"),
-        )
-        .collect()
-    )
-    facts = ["__first", "__k", "__first_day", "__gap_before", "__gap_after", "__last"]
-    back = rows.select(KEY).with_columns(
-        _scatter(by_pair[c], order, rows.height).alias(c) for c in facts
+        .with_columns(pl.col("__first").shift(-1, fill_value=True).alias("__last"))
     )
     if onset is not None:
         onset_day = pl.col(partner).replace_strict(
             onset["__hash"], onset["__onset"], default=None, return_dtype=pl.Int64
         )
-        back = back.with_columns(rows.select(onset_day.alias("__onset")).to_series())
+        by_pair = by_pair.with_columns(onset_day.alias("__onset"))
+    else:
+        by_pair = by_pair.with_columns(pl.lit(None, pl.Int64).alias("__onset"))
+    # The facts found in pair order travel back to key order packed in one integer (one
+    # scatter instead of seven): the pair's earlier events k, the gaps in days to the pair's
+    # previous and next trading day (capped: only comparisons with windows < _GAP_CAP matter),
+    # and flags: first event of the pair, last event, traded on an earlier day, partner bad.
+    gap_before = (day - day.shift(1)).clip(0, _GAP_CAP).fill_null(_GAP_CAP)
+    gap_after = (day.shift(-1) - day).clip(0, _GAP_CAP).fill_null(_GAP_CAP)
+    repeat = day > pl.when("__first").then(day).forward_fill()
+    risky = (pl.col("__onset") <= day).fill_null(False)
+    k = (run - pl.when("__first").then(run).forward_fill()).clip(0, _K_CAP)
+    packed = (
+        k * (1 << 34)
+        + gap_before * (1 << 19)
+        + gap_after * (1 << 4)
+        + pl.col("__first").cast(pl.Int64) * 8
+        + pl.col("__last").cast(pl.Int64) * 4
+        + repeat.cast(pl.Int64) * 2
+        + risky.cast(pl.Int64)
+    )
+    by_pair = by_pair.with_columns(packed.alias("__packed")).collect()
+    back = rows.select(KEY).with_columns(
+        _scatter(by_pair["__packed"], order, rows.height).alias("__packed")
+    )
+    bits = pl.col("__packed")
+    facts = {
+        "first": (bits // 8) % 2 == 1,
+        "last": (bits // 4) % 2 == 1,
+        "repeat": (bits // 2) % 2 == 1,
+        "risky": bits % 2 == 1,
+        "gap_before": (bits // (1 << 19)) % (1 << 15),
+        "gap_after": (bits // (1 << 4)) % (1 << 15),
+        "k": bits // (1 << 34),
+    }
     measures: dict[str, pl.Expr] = {
-        f"{prefix}_new": pl.col("__first"),
-        f"{prefix}_n": pl.col(KEY).is_not_null(),
-        f"{prefix}_repeat": day_of(key) > pl.col("__first_day"),
-        f"{prefix}_sq": 2 * pl.col("__k") + 1,
+        f"{prefix}_new": facts["first"],
+        f"{prefix}_n": key.is_not_null(),
+        f"{prefix}_repeat": facts["repeat"],
+        f"{prefix}_sq": 2 * facts["k"] + 1,
     }
     for w in windows:
-        measures[f"{prefix}_s{w}"] = pl.col("__first") | (pl.col("__gap_before") > w)
-        measures[f"{prefix}_e{w}"] = pl.col("__last") | (pl.col("__gap_after") > w)
+        if not 0 < w < _GAP_CAP:
+            raise ValueError(f"expected partner windows between 1 and {_GAP_CAP - 1}; got {w}")
+        measures[f"{prefix}_s{w}"] = facts["first"] | (facts["gap_before"] > w)
+        measures[f"{prefix}_e{w}"] = facts["last"] | (facts["gap_after"] > w)
     if onset is not None:
-        measures[f"{prefix}_risky"] = (pl.col("__onset") <= day_of(key)).fill_null(False)
+        measures[f"{prefix}_risky"] = facts["risky"]
     main = Timeline(back, measures)
     if onset is None:
         return main, None
     turned = (
-        back.lazy()
+        by_pair.lazy()
         .filter(pl.col("__first") & pl.col("__onset").is_not_null())
         .select(
-            key_of(code_of(key), pl.max_horizontal(day_of(key), pl.col("__onset"))).alias(KEY),
+            key_of(code_of(key), pl.max_horizontal(day, pl.col("__onset"))).alias(KEY),
             pl.lit(1, pl.Int64).alias(f"{prefix}_bad_new"),
         )
     )
     return main, Timeline.from_rows(turned, [f"{prefix}_bad_new"])
+
+
+_GAP_CAP = (1 << 15) - 1
+_K_CAP = (1 << 29) - 1
 
 
 def _scatter(values: pl.Series, order: pl.Series, n: int) -> pl.Series:
@@ -555,7 +602,9 @@ def build(
         codes = entity_codes(part[ENTITY])
         keys = part.select(ENTITY, AS_OF).unique(maintain_order=True)
         snaps = Snapshots.of(keys, codes)
-        events = encode_events(definitions.narrow(inputs.events), codes, engine=engine)
+        events = encode_events(
+            definitions.narrow(inputs.events), codes, derive=definitions.DERIVED, engine=engine
+        )
         aggregates = definitions.aggregates(snaps, events, inputs, windows=windows)
         del events
         frame = (
