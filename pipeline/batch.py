@@ -267,7 +267,11 @@ def run_score(
         validated = _require(layout.validated, "validate")
         spine = scoring_spine(settings, segment, as_of)
         features = build_features(
-            segment, spine, _inputs(validated, segment), windows=settings.features.windows
+            segment,
+            spine,
+            _inputs(validated, segment),
+            windows=settings.features.windows,
+            chunks=settings.features.chunks,
         )
         scorer.check_columns(features)
         scores = scorer.score(features, reasons=settings.scoring.reasons).with_columns(

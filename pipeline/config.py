@@ -44,9 +44,14 @@ class ValidationParams(_Frozen):
 
 
 class FeatureParams(_Frozen):
-    """Window lengths (days) of the windowed aggregates."""
+    """Window lengths (days) of the windowed aggregates, and entity chunks.
+
+    ``chunks`` entity buckets are built one after the other: more chunks use less memory on
+    logs larger than RAM and give the same features.
+    """
 
     windows: tuple[int, ...] = (7, 30, 90, 180, 365)
+    chunks: int = Field(default=1, ge=1)
 
 
 class ModelParams(_Frozen):

@@ -236,7 +236,11 @@ def run_features(
         else scoring_spine(settings, segment, as_of)
     )
     frame = build_features(
-        segment, spine, _inputs(validated, segment), windows=settings.features.windows
+        segment,
+        spine,
+        _inputs(validated, segment),
+        windows=settings.features.windows,
+        chunks=settings.features.chunks,
     )
     path = layout.features(segment, as_of)
     _write_parquet(frame, path)
