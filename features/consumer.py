@@ -27,6 +27,7 @@ from features.engine import (
     ENTITY,
     FEN,
     KEY,
+    ROWS,
     SECOND,
     Inputs,
     Snapshots,
@@ -66,7 +67,7 @@ _next_balance_key = pl.when(_balance.is_not_null()).then(_key).shift(-1).backwar
 _closes_day = _balance.is_not_null() & (_next_balance_key != _key).fill_null(True)
 
 MEASURES: dict[str, pl.Expr] = {
-    "txn_cnt": _key.is_not_null(),
+    "txn_cnt": ROWS,
     "in_amt": _when(_in, _amount),
     "out_amt": _when(~_in, _amount),
     "income_amt": _when(_kind == "income", _amount),
@@ -154,7 +155,7 @@ def aggregates(
     columns.update(read_sums(Timeline(_income_days(events), GAPS), snaps, wanted, windows=windows))
     onset = delinquency_onset(inputs.loans, inputs.repayments)
     counterparties, bad = partner_measures(
-        events, "counterparty_id", windows=PARTNER_WINDOWS, onset=onset, prefix="cp"
+        events.lazy(), "counterparty_id", windows=PARTNER_WINDOWS, onset=onset, prefix="cp"
     )
     columns.update(
         read_partners(
@@ -175,7 +176,9 @@ def aggregates(
         category = pl.col("counterparty_id").replace_strict(
             categories["__hash"], categories["__category"], default=None
         )
-        purchases = events.filter(_kind == "purchase").select(KEY, category.alias("category"))
+        purchases = (
+            events.lazy().filter(_kind == "purchase").select(KEY, category.alias("category"))
+        )
         by_category, _ = partner_measures(purchases, "category", windows=(), prefix="cat")
         columns.update(
             read_partners(

@@ -211,6 +211,10 @@ def encode_events(
     )
 
 
+# A measure that counts rows: its running sum is the row position itself, read without a pass.
+ROWS: pl.Expr = pl.lit(1, pl.Int64).alias("__rows")
+
+
 class Timeline:
     """Integer measures of rows sorted by key, read at any snapshot's boundaries.
 
@@ -265,6 +269,8 @@ class Timeline:
         n = snaps.height
         exprs: list[pl.Expr] = []
         for name, offsets in prefixes.items():
+            if self.measures[name] is ROWS:
+                continue
             at = pl.concat([self.positions(snaps, o) for o in offsets])
             running = pl.lit(0, pl.Int64).append(self.measures[name].cast(pl.Int64).cum_sum())
             exprs.append(running.gather(pl.lit(at)).implode().alias(name))
@@ -281,11 +287,13 @@ class Timeline:
             exprs.append(
                 first.gather(pl.lit(self.positions(snaps, EVER))).implode().alias("__first")
             )
-        if not exprs:
-            return {}
-        row = self.frame.lazy().select(exprs).collect()
+        row = self.frame.lazy().select(exprs).collect() if exprs else pl.DataFrame()
         out: dict[str | tuple[str, int], pl.Series] = {}
         for name, offsets in prefixes.items():
+            if self.measures[name] is ROWS:
+                for o in offsets:
+                    out[(name, o)] = self.positions(snaps, o).cast(pl.Int64)
+                continue
             values = row[name].explode()
             for i, o in enumerate(offsets):
                 out[(name, o)] = values.slice(i * n, n)
@@ -373,7 +381,7 @@ def assemble(snaps: Snapshots, columns: Mapping[str, pl.Series]) -> pl.DataFrame
 
 
 def partner_measures(
-    events: pl.DataFrame,
+    events: pl.LazyFrame,
     partner: str,
     *,
     windows: Sequence[int],
@@ -382,8 +390,9 @@ def partner_measures(
 ) -> tuple[Timeline, Timeline | None]:
     """Measures about partners (a merchant's buyers, a consumer's counterparties), exact.
 
-    ``events`` are sorted by key (see :func:`encode_events`) and ``partner`` is a column of
-    partner id hashes (null: no identified partner). Each event with a partner carries:
+    ``events`` are in key order (see :func:`encode_events`; filter them lazily, only ``KEY``
+    and ``partner`` are read) and ``partner`` is a column of partner id hashes (null: no
+    identified partner). Each event with a partner carries:
 
     - ``{prefix}_new``: 1 on the pair's first event (running sum: distinct partners ever);
     - ``{prefix}_n``: 1 (events with an identified partner);
@@ -406,7 +415,7 @@ def partner_measures(
     one contiguous run in time order; the per-event facts found there are scattered back to key
     order, where the measures are summed.
     """
-    rows = events.filter(pl.col(partner).is_not_null())
+    rows = events.select(KEY, partner).filter(pl.col(partner).is_not_null()).collect()
     order = rows.select(pl.arg_sort_by(partner, maintain_order=True)).to_series()
     key = pl.col(KEY)
     day = day_of(key)
@@ -460,7 +469,7 @@ def partner_measures(
     }
     measures: dict[str, pl.Expr] = {
         f"{prefix}_new": facts["first"],
-        f"{prefix}_n": key.is_not_null(),
+        f"{prefix}_n": ROWS,
         f"{prefix}_repeat": facts["repeat"],
         f"{prefix}_sq": 2 * facts["k"] + 1,
     }

@@ -34,6 +34,7 @@ from features.engine import (
     ENTITY,
     FEN,
     KEY,
+    ROWS,
     SECOND,
     Inputs,
     Snapshots,
@@ -65,7 +66,7 @@ def _when(condition: pl.Expr, value: pl.Expr | int = 1) -> pl.Expr:
 
 
 MEASURES: dict[str, pl.Expr] = {
-    "txn_cnt": pl.col(KEY).is_not_null(),
+    "txn_cnt": ROWS,
     "sale_cnt": _sale,
     "sale_amt": _when(_sale, _amount),
     "refund_cnt": _kind == "refund",
@@ -130,7 +131,11 @@ def aggregates(
     columns.update(timeline.read(snaps, last_days=LAST_DAYS, first_day=True))
     onset = delinquency_onset(inputs.loans, inputs.repayments)
     buyers, bad = partner_measures(
-        events.filter(_sale), "buyer_id", windows=PARTNER_WINDOWS, onset=onset, prefix="buyer"
+        events.lazy().filter(_sale),
+        "buyer_id",
+        windows=PARTNER_WINDOWS,
+        onset=onset,
+        prefix="buyer",
     )
     columns.update(
         read_partners(
