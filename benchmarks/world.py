@@ -88,6 +88,7 @@ def write_world(out: Path, transactions: int, entities: int, seed: int = 0) -> d
             "channel": np.array(CHANNELS)[rng.integers(0, 4, n)],
         }
     ).with_columns(pl.col("ts").dt.replace_time_zone("UTC"))
+    counts = {"merchant_transactions": _write(tables, "merchant_transactions", out)}
     owner = _owners(rng, n_c, n)
     kind = rng.choice(6, n, p=[0.45, 0.1, 0.1, 0.1, 0.15, 0.1])
     cp_merchant = m_ids.gather(rng.integers(0, n_m, n))
@@ -115,6 +116,7 @@ def write_world(out: Path, transactions: int, entities: int, seed: int = 0) -> d
             ),
         }
     ).with_columns(pl.col("ts").dt.replace_time_zone("UTC"), pl.col("balance_after").fill_nan(None))
+    counts["consumer_transactions"] = _write(tables, "consumer_transactions", out)
     loans = []
     for segment, ids, count in (("merchant", m_ids, n_m), ("consumer", c_ids, n_c)):
         k = int(count * 0.6)
@@ -157,8 +159,13 @@ def write_world(out: Path, transactions: int, entities: int, seed: int = 0) -> d
         paid_on.then(pl.col("paid_on")).alias("paid_on"),
         paid_on.then(pl.col("amount_due")).otherwise(0.0).alias("amount_paid"),
     )
-    counts = {}
-    for name, frame in tables.items():
-        frame.write_parquet(out / f"{name}.parquet")
-        counts[name] = frame.height
+    for name in list(tables):
+        counts[name] = _write(tables, name, out)
     return counts
+
+
+def _write(tables: dict[str, pl.DataFrame], name: str, out: Path) -> int:
+    """Write one table and drop it from memory (a 100M-row world holds one log at a time)."""
+    frame = tables.pop(name)
+    frame.write_parquet(out / f"{name}.parquet")
+    return frame.height

@@ -269,11 +269,13 @@ class Timeline:
         n = snaps.height
         exprs: list[pl.Expr] = []
         for name, offsets in prefixes.items():
-            if self.measures[name] is ROWS:
+            if self.measures[name] is ROWS or self.height == 0:
                 continue
-            at = pl.concat([self.positions(snaps, o) for o in offsets])
-            running = pl.lit(0, pl.Int64).append(self.measures[name].cast(pl.Int64).cum_sum())
-            exprs.append(running.gather(pl.lit(at)).implode().alias(name))
+            # The running sum through the row before each position (position 0: nothing before,
+            # masked to 0 below); booleans accumulate as counts without a cast.
+            before = pl.concat([self.positions(snaps, o) for o in offsets]).cast(pl.Int64) - 1
+            running = self.measures[name].cum_sum()
+            exprs.append(running.gather(pl.lit(before.clip(0))).implode().alias(name))
         at0 = pl.lit(self.positions(snaps, 0)) if (last_days or levels) else None
         for name, condition in last_days.items():
             last = pl.when(condition).then(pl.col(KEY)).forward_fill()
@@ -294,9 +296,13 @@ class Timeline:
                 for o in offsets:
                     out[(name, o)] = self.positions(snaps, o).cast(pl.Int64)
                 continue
-            values = row[name].explode()
+            values = row[name].explode().cast(pl.Int64) if name in row.columns else None
             for i, o in enumerate(offsets):
-                out[(name, o)] = values.slice(i * n, n)
+                at = self.positions(snaps, o)
+                if values is None:  # an empty timeline
+                    out[(name, o)] = pl.zeros(n, pl.Int64, eager=True)
+                else:
+                    out[(name, o)] = _where(at > 0, values.slice(i * n, n)).fill_null(0)
         codes = snaps.frame[CODE]
         for name in last_days:
             key = row[f"__last:{name}"].explode()
@@ -459,10 +465,10 @@ def partner_measures(
     )
     bits = pl.col("__packed")
     facts = {
-        "first": (bits // 8) % 2 == 1,
-        "last": (bits // 4) % 2 == 1,
-        "repeat": (bits // 2) % 2 == 1,
-        "risky": bits % 2 == 1,
+        "first": (bits & 8) != 0,
+        "last": (bits & 4) != 0,
+        "repeat": (bits & 2) != 0,
+        "risky": (bits & 1) != 0,
         "gap_before": (bits // (1 << 19)) % (1 << 15),
         "gap_after": (bits // (1 << 4)) % (1 << 15),
         "k": bits // (1 << 34),

@@ -229,8 +229,8 @@ def test_chunked_by_entity_equals_one_pass() -> None:
 def test_repeated_builds_are_identical() -> None:
     """Parallel execution must not reorder snapshots: the same inputs give the same features.
 
-    Regression: a lazy sort followed by the positional reshape in ``read_at_boundaries`` once
-    swapped the values of one entity's snapshots between runs on several threads.
+    Regression: a lazy sort followed by a positional reshape in an earlier engine once swapped
+    the values of one entity's snapshots between runs on several threads.
     """
     events = _random_log(5)
     data = inputs("merchant", events, [])
@@ -238,3 +238,56 @@ def test_repeated_builds_are_identical() -> None:
     first = build("merchant", spine, data, windows=WINDOWS)
     for _ in range(12):
         assert_frame_equal(first, build("merchant", spine, data, windows=WINDOWS))
+
+
+def _random_consumer_log(seed: int, n: int = 400) -> pl.DataFrame:
+    rng = np.random.default_rng(seed)
+    start = np.datetime64("2023-01-01T00:00:00", "us")
+    seconds = rng.integers(0, 600 * 86_400, n).astype("timedelta64[s]")
+    kinds = rng.choice(["income", "purchase", "purchase", "transfer_out", "bill_payment"], n)
+    return consumer_events(
+        list(
+            zip(
+                [f"C{i}" for i in rng.integers(0, 4, n)],
+                (start + seconds).tolist(),
+                kinds.tolist(),
+                np.round(rng.uniform(1, 3000, n), 2).tolist(),
+                [None if b < 0 else f"M{b}" for b in rng.integers(-3, 8, n)],
+                [None if b < 50 else float(b) for b in rng.integers(0, 400, n)],
+                strict=True,
+            )
+        )
+    )
+
+
+def test_consumer_snapshots_equal_one_at_a_time_and_a_subset_of_entities() -> None:
+    """Each snapshot alone (the log then holds other entities' events) equals it among all."""
+    events = _random_consumer_log(6)
+    data = inputs("consumer", events, [])
+    dates = [dt.date(2023, 3, 5), dt.date(2023, 11, 20), dt.date(2024, 6, 1)]
+    spine = pl.DataFrame(
+        {"entity_id": [f"C{i}" for i in range(5) for _ in dates], "as_of": dates * 5}
+    )
+    together = build("consumer", spine, data, windows=WINDOWS)
+    apart = pl.concat(
+        [build("consumer", spine.slice(i, 1), data, windows=WINDOWS) for i in range(spine.height)]
+    )
+    assert_frame_equal(together, apart)
+    assert together["income_90d"].drop_nulls().sum() > 0
+
+
+def test_closing_balance_is_the_days_last_reported_balance() -> None:
+    """Within a day the last event (by time, then log order for equal times) sets the balance."""
+    events = consumer_events(
+        [
+            ("C1", D(2024, 6, 29, 18), "purchase", 10.0, "M1", 500.0),
+            ("C1", D(2024, 6, 29, 9), "purchase", 10.0, "M1", 700.0),
+            ("C1", D(2024, 6, 30, 8), "purchase", 10.0, "M1", 90.0),
+            ("C1", D(2024, 6, 30, 8), "purchase", 10.0, "M1", 80.0),  # same time, later row
+            ("C1", D(2024, 6, 30, 12), "purchase", 10.0, "M1", None),  # no balance reported
+        ]
+    )
+    spine = pl.DataFrame({"entity_id": ["C1", "C1"], "as_of": [dt.date(2024, 6, 30), AS_OF]})
+    frame = build("consumer", spine, inputs("consumer", events, ["C1"]), windows=WINDOWS)
+    assert frame["last_balance"].to_list() == [500.0, 80.0]
+    assert frame["low_balance_days_30d"].to_list() == [0, 1]
