@@ -1,7 +1,7 @@
 r"""Benchmark the feature job against DuckDB and a bare Parquet scan, measured in the same run.
 
     uv run python benchmarks/features.py                      # 20M transactions, 200k entities
-    uv run python benchmarks/features.py --transactions 100000000 --entities 1000000 \\
+    uv run python benchmarks/features.py --transactions 100000000 --entities 1000000 \
         --runs 1 --skip duckdb x12                               # 100M: about 6.5 GB peak
 
 The world is generated once under /tmp (benchmarks/world.py, contract schema). Each
