@@ -15,7 +15,17 @@ built so that the figures measured on it mean something:
   each loan's true default probability is drawn from the traits, the state at issue, the macro
   path over its window and unobserved noise, the default is a Bernoulli draw from it, and the
   repayments follow, so 90+ days-past-due defaults arise naturally. The true PD is saved beside
-  the data (``truth/loans.parquet``), never as a feature.
+  the data (``truth/loans.parquet``), never as a feature;
+* risk is not a sum of parts. Besides the additive trait index, each segment's risk at issue has
+  interactions that real lending shows and that leave traces in the log (see
+  :func:`_merchant_risk_now` and :func:`_consumer_risk_now`): fixed obligations (rent, other
+  lenders' instalments, paid as bills) weigh on irregular earners far more than on salaried
+  ones; over-spending hurts the undisciplined most; young borrowers new to the platform are
+  riskier than youth or a short tenure alone suggest; a sales slump is worse for a merchant
+  with many refunds and chargebacks; a young merchant with few sales is riskier than a young
+  or a small one. A points-per-bin scorecard cannot add these up; a tree model can find them;
+* merchants borrow often (a credit line drawn every few months, top-ups while a loan is open)
+  and consumers less often, so an out-of-time month holds enough loans to measure calibration.
 
 Everything is vectorised over entities and events (numpy/polars); the only Python loop is over
 months, which also bounds memory: each month's transactions are written as one Parquet row group.
@@ -49,6 +59,17 @@ FIRST_LOAN_MONTH = 3
 MIN_HISTORY_MONTHS = 3
 #: Defaults start at an instalment whose due date leaves 90 days inside the 12-month window.
 MAX_ONSET_INSTALLMENT = 8
+# Consumer risk at issue (see _consumer_risk_now): the weight of the additive trait index and the
+# strength of the three interactions, in log-odds.
+MERCHANT_TRAIT_WEIGHT = 1.1
+MERCHANT_SLUMP_LOOSE = 1.8
+MERCHANT_YOUNG_SMALL = 2.0
+MERCHANT_SMALL_SALES = 4.0  # guest sales a month under which a merchant counts as small
+CONSUMER_TRAIT_WEIGHT = 0.8
+CONSUMER_DEBT_IRREGULAR = 3.0
+CONSUMER_SPEND_KINK = 0.6
+CONSUMER_OVERSPEND = 3.0
+CONSUMER_THIN_FILE = 1.2
 PARQUET_COMPRESSION = "zstd"
 
 # Spring Festival (Chinese New Year's Day); the dip and the run-up follow it.
@@ -245,6 +266,7 @@ class _Consumers:
     registered: np.ndarray
     region: np.ndarray
     birth_year: np.ndarray
+    birth_day: np.ndarray  # day number of birth (the world writes only the year)
     consent: np.ndarray
     stability: np.ndarray
     discipline: np.ndarray
@@ -290,7 +312,7 @@ def _merchants(rng: np.random.Generator, n: int, cal: _Calendar, months: int, ma
     ind_eff = INDUSTRY_RISK[industry_i]
     risk = -0.7 * health - 0.5 * discipline + 0.35 * volatility - 0.3 * growth + ind_eff
     onboarded, first_month = _onboarding(rng, n, cal, months, joined_share=0.35)
-    guest_rate = np.exp(rng.normal(np.log(2.5), 0.8, n) + 0.4 * health)
+    guest_rate = np.exp(rng.normal(np.log(6.0), 0.8, n) + 0.4 * health)
     ticket = np.exp(rng.normal(np.log(70.0), 0.6, n))
     refund_p = np.clip(0.03 * np.exp(0.5 * -discipline - 0.3 * health), 0.0, 0.4)
     chargeback_p = np.clip(0.003 * np.exp(0.7 * -discipline - 0.3 * health), 0.0, 0.1)
@@ -348,6 +370,11 @@ def _consumers(rng: np.random.Generator, n: int, cal: _Calendar, months: int) ->
     income = np.exp(rng.normal(np.log(6500), 0.5, n) + 0.3 * stability)
     bills_n = rng.integers(1, 4, n)
     bills = np.exp(rng.normal(np.log(150), 0.6, (n, 3))) * (np.arange(3) < bills_n[:, None])
+    # The first bill of about half the consumers is a fixed obligation (rent, or instalments owed
+    # to another lender) worth a share of income; the rest are utilities of a few hundred yuan.
+    obligation = rng.random(n) < 0.55
+    burden = np.clip(np.exp(rng.normal(np.log(0.18), 0.6, n)), 0.03, 0.7)
+    bills[:, 0] = np.where(obligation, income * burden, bills[:, 0])
     return _Consumers(
         ids=pl.Series(
             "consumer_id", np.char.add("C", np.char.zfill(np.arange(1, n + 1).astype(str), 8))
@@ -356,6 +383,7 @@ def _consumers(rng: np.random.Generator, n: int, cal: _Calendar, months: int) ->
         registered=registered,
         region=np.asarray(contract.REGIONS)[region_i],
         birth_year=(start_year - age).astype(np.int32),
+        birth_day=cal.month_start[0] - age * 365.25,
         consent=rng.random(n) >= 0.04,
         stability=stability,
         discipline=discipline,
@@ -368,7 +396,7 @@ def _consumers(rng: np.random.Generator, n: int, cal: _Calendar, months: int) ->
         regular=_sigmoid(0.5 + 1.8 * stability) > rng.random(n),
         payday=rng.choice(np.array([1, 5, 10, 15, 20, 25, 28]), n),
         purchase_rate=np.exp(rng.normal(np.log(3.2), 0.6, n)),
-        spend_share=np.clip(0.42 + 0.30 * risk + rng.normal(0, 0.06, n), 0.1, 1.4),
+        spend_share=np.clip(0.45 + 0.15 * risk + rng.normal(0, 0.15, n), 0.1, 1.4),
         bills=bills,
         bill_day=rng.integers(1, 29, (n, 3)),
         bill_miss_p=_sigmoid(-2.7 - 1.6 * discipline),
@@ -381,6 +409,69 @@ def _consumers(rng: np.random.Generator, n: int, cal: _Calendar, months: int) ->
 # ----------------------------------------------------------------------------------------------
 # Loans and repayments
 # ----------------------------------------------------------------------------------------------
+
+
+def _merchant_risk_now(mer: _Merchants, *, distress: np.ndarray, today: int) -> np.ndarray:
+    """A merchant's risk index at a loan's issue: traits, the state at issue, and interactions.
+
+    The additive part is the trait index, unobserved noise and a distress episode last month.
+    Two interactions, each visible in the sales log, make it more than a sum of parts:
+
+    * a slump on loose discipline: a month of collapsing sales is far more dangerous for a
+      merchant with many refunds and chargebacks than for a careful one;
+    * young and small: a merchant onboarded within the last year with few sales is far riskier
+      than either a young merchant with a real customer base or a small, established one (the
+      liability of newness and smallness).
+    """
+    loose = _sigmoid(-2.0 * mer.discipline)
+    young = _sigmoid((1.0 - (today - mer.onboarded) / 365.25) / 0.2)
+    small = _sigmoid((np.log(MERCHANT_SMALL_SALES) - np.log(mer.guest_rate)) / 0.4)
+    return (
+        MERCHANT_TRAIT_WEIGHT * mer.risk
+        + 0.6 * mer.hidden
+        + 0.4 * distress
+        + MERCHANT_SLUMP_LOOSE * distress * loose
+        + MERCHANT_YOUNG_SMALL * young * small
+    )
+
+
+def _consumer_risk_now(
+    con: _Consumers,
+    *,
+    level: np.ndarray,
+    unemployed: np.ndarray,
+    today: int,
+) -> np.ndarray:
+    """A consumer's risk index at a loan's issue: traits, the state at issue, and interactions.
+
+    The additive part is the trait index, unobserved noise and last month's job loss. On top of
+    it come three interactions that real consumer credit shows and a points-per-bin scorecard
+    cannot add up, each visible in the transaction log:
+
+    * debt on irregular income: fixed monthly obligations (rent, other lenders' instalments,
+      paid as bills) over income are dangerous mainly when income is irregular (gig income, or
+      none last month); a salaried borrower carries the same burden easily;
+    * over-spending: spending close to or above income hurts mostly when discipline is low
+      (missed bills, late instalments); disciplined heavy spenders adjust;
+    * thin file: young borrowers new to the platform default more; youth alone, or a short
+      tenure at a later age, matters little.
+    """
+    dti = con.bills.sum(axis=1) / np.maximum(level, 1.0)
+    debt = 1.0 - np.exp(-dti / 0.25)
+    irregular = np.maximum(~con.regular, unemployed).astype(np.float64)
+    over = np.clip(con.spend_share - CONSUMER_SPEND_KINK, 0.0, None)
+    loose = _sigmoid(-2.0 * con.discipline)
+    age = (today - con.birth_day) / 365.25
+    tenure = (today - con.registered) / 365.25
+    thin_file = _sigmoid((25.0 - age) / 1.5) * _sigmoid((1.0 - tenure) / 0.2)
+    return (
+        CONSUMER_TRAIT_WEIGHT * con.risk
+        + 0.5 * con.hidden
+        + 0.6 * unemployed
+        + CONSUMER_DEBT_IRREGULAR * debt * irregular
+        + CONSUMER_OVERSPEND * over * loose
+        + CONSUMER_THIN_FILE * thin_file
+    )
 
 
 def _issue_loans(
@@ -711,17 +802,24 @@ def _months(
                 if seg == "merchant":
                     cap = sales_hist[hist].mean(axis=0)
                     elig = (mer.first_month <= m - MIN_HISTORY_MONTHS) & (cap > 0)
-                    risk_now = 1.25 * mer.risk + 0.6 * mer.hidden + 0.9 * distress[m - 1]
-                    apply_p = 0.12 * np.exp(0.25 * mer.risk) * np.where(busy_m > m, 0.3, 1.0)
+                    risk_now = _merchant_risk_now(
+                        mer, distress=distress[m - 1], today=int(cal.month_start[m])
+                    )
+                    apply_p = 0.40 * np.exp(0.25 * mer.risk) * np.where(busy_m > m, 0.6, 1.0)
                     kw = {"principal_factor": 1.5, "cap": 5_000_000.0, "floor": 1_000.0}
-                    intercept, owner = -5.1, mer.ids
+                    intercept, owner = -5.3, mer.ids
                 else:
                     cap = income_hist[hist].mean(axis=0)
                     elig = (con.first_month <= m - MIN_HISTORY_MONTHS) & (cap > 0)
-                    risk_now = 1.2 * con.risk + 0.5 * con.hidden + 0.9 * unemployed_hist[m - 1]
-                    apply_p = 0.04 * np.exp(0.25 * con.risk) * np.where(busy_c > m, 0.3, 1.0)
+                    risk_now = _consumer_risk_now(
+                        con,
+                        level=level,
+                        unemployed=unemployed_hist[m - 1],
+                        today=int(cal.month_start[m]),
+                    )
+                    apply_p = 0.10 * np.exp(0.25 * con.risk) * np.where(busy_c > m, 0.5, 1.0)
                     kw = {"principal_factor": 1.2, "cap": 200_000.0, "floor": 500.0}
-                    intercept, owner = -5.4, con.ids
+                    intercept, owner = -5.7, con.ids
                 issued = _issue_loans(
                     r,
                     cal,

@@ -206,7 +206,8 @@ def test_default_rates_in_range_and_match_the_truth(closed: pl.DataFrame) -> Non
     )
     by = {row["segment"]: row for row in rates.iter_rows(named=True)}
     assert 0.02 <= by["merchant"]["rate"] <= 0.05
-    assert 0.01 <= by["consumer"]["rate"] <= 0.03
+    # Unsecured online consumer credit: a few percent go 90+ days past due within a year.
+    assert 0.01 <= by["consumer"]["rate"] <= 0.05
     for seg in ("merchant", "consumer"):
         assert by[seg]["len"] > 2000
         # Calibration of the truth: the mean true PD is close to the observed rate.
