@@ -28,6 +28,19 @@ class SplitParams(BaseModel):
     train_months: int | None = Field(None, gt=0)
 
 
+def complete_months(issue_month: pl.Series, labelled: pl.Series) -> list[str]:
+    """Issue months all of whose loans are labelled, oldest first.
+
+    The most recent labelled month is usually a stub: only loans issued on its first days have
+    a closed performance window. A slice built on it would hold an unrepresentative handful of
+    loans (early-month issues only), so a month enters the design only once every loan issued
+    in it is labelled.
+    """
+    frame = pl.DataFrame({"month": issue_month, "labelled": labelled})
+    done = frame.group_by("month").agg(pl.col("labelled").all()).filter(pl.col("labelled"))
+    return sorted(done["month"].to_list())
+
+
 def slice_months(labelled_months: list[str], params: SplitParams) -> dict[str, list[str]]:
     """The issue months ("YYYY-MM") of each slice, oldest first; months not used are dropped."""
     months = sorted(set(labelled_months))

@@ -28,7 +28,7 @@ from models.calibrate import Calibrator, fit_calibrator
 from models.labels import label_loans
 from models.scaling import pd_to_score, score_to_band
 from models.scorer import Scorer
-from models.split import TEST, TRAIN, VALID, assign_slices
+from models.split import TEST, TRAIN, VALID, assign_slices, complete_months
 from models.train import fit_booster, gain_importance, monotonicity_violations
 from pipeline import drift, registry
 from pipeline.config import MonitoringParams, Settings
@@ -260,12 +260,14 @@ def run_features(
 def _sliced(settings: Settings, segment: str) -> pl.DataFrame:
     """The labelled training spine with features and its out-of-time ``slice``.
 
-    Indeterminate loans (open performance window) are dropped, and so are months outside every
-    slice (older than ``split.train_months`` allows).
+    Only issue months whose every loan is labelled take part (the latest month with labels is
+    usually a stub of loans issued on its first days); indeterminate loans are dropped, and so
+    are months outside every slice (older than ``split.train_months`` allows).
     """
     path = _require(Layout(settings.data_dir).features(segment), "features")
-    frame = pl.read_parquet(path).filter(pl.col("bad").is_not_null())
-    months = frame["issue_month"].unique().to_list()
+    frame = pl.read_parquet(path)
+    months = complete_months(frame["issue_month"], frame["bad"].is_not_null())
+    frame = frame.filter(pl.col("bad").is_not_null() & pl.col("issue_month").is_in(months))
     return frame.with_columns(
         assign_slices(pl.col("as_of"), months, settings.split).alias("slice")
     ).filter(pl.col("slice").is_not_null())

@@ -7,7 +7,15 @@ import datetime as dt
 import polars as pl
 import pytest
 
-from models.split import TEST, TRAIN, VALID, SplitParams, assign_slices, slice_months
+from models.split import (
+    TEST,
+    TRAIN,
+    VALID,
+    SplitParams,
+    assign_slices,
+    complete_months,
+    slice_months,
+)
 
 
 def _frame(months: int = 12, per_month: int = 5) -> pl.DataFrame:
@@ -56,3 +64,11 @@ def test_train_months_limits_history_and_drops_older_months() -> None:
 def test_too_few_months_is_refused() -> None:
     with pytest.raises(ValueError, match="expected at least 7 labelled issue months"):
         slice_months(["2024-01", "2024-02"], SplitParams(test_months=3, valid_months=3))
+
+
+def test_only_months_whose_every_loan_is_labelled_count() -> None:
+    """The latest month with labels is a stub (early-month loans only): it is left out."""
+    issue_month = pl.Series(["2024-01", "2024-01", "2024-02", "2024-02", "2024-03"])
+    labelled = pl.Series([True, True, True, False, False])
+    assert complete_months(issue_month, labelled) == ["2024-01"]
+    assert complete_months(pl.Series([], dtype=pl.String), pl.Series([], dtype=pl.Boolean)) == []
