@@ -226,7 +226,7 @@ class Timeline:
 
     ``frame`` must be sorted by ``KEY`` (several rows may share a key); ``measures`` maps each
     measure name to an integer expression over the frame's columns. Nothing is precomputed:
-    each read evaluates the running sums it needs and gathers them at the boundaries.
+    each read evaluates the measures it needs and sums them up to the boundaries it needs.
     """
 
     def __init__(self, frame: pl.DataFrame, measures: Mapping[str, pl.Expr]) -> None:
@@ -262,7 +262,7 @@ class Timeline:
         levels: Mapping[str, pl.Expr] = {},
         first_day: bool = False,
     ) -> dict[str | tuple[str, int], pl.Series]:
-        """Read the timeline at every snapshot's boundaries, in one parallel select.
+        """Read the timeline at every snapshot's boundaries.
 
         - ``prefixes`` (measure -> offsets): ``(measure, offset)`` is the measure's sum over
           the rows below the boundary (see :meth:`Snapshots.boundary`), including every
