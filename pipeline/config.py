@@ -63,17 +63,14 @@ class ModelParams(_Frozen):
 
 
 class MonitoringParams(_Frozen):
-    """Thresholds the evaluation checks and the model card hands to monitoring.
+    """Thresholds the evaluation checks on the out-of-time test.
 
-    ``psi_watch``/``psi_shift`` are the PSI and CSI conventions; ``max_ece`` and
-    ``max_score_psi`` are the acceptance limits on the out-of-time test; ``min_auc_lift`` is
+    ``max_ece`` and ``max_score_psi`` are acceptance limits; ``min_auc_lift`` is
     how far the model must beat the scorecard baseline and ``max_ceiling_gap`` how close it
     must come to the true-PD ceiling (synthetic data only); ``auc_drop_alert`` is the fall in
     AUC from the test figure that should trigger a review in production.
     """
 
-    psi_watch: float = Field(0.10, gt=0)
-    psi_shift: float = Field(0.25, gt=0)
     max_ece: float = Field(0.01, gt=0)
     max_score_psi: float = Field(0.10, gt=0)
     min_auc_lift: float = Field(0.02, ge=0)

@@ -19,46 +19,11 @@ from typing import Literal
 
 import numpy as np
 
+from models.evaluate import bin_edges, bin_shares, stability_index
 from pipeline.config import DriftParams
 
 REFERENCE_FILE = "reference.json"
-FLOOR = 1e-6
 Status = Literal["ok", "warning", "alert"]
-
-
-def bin_edges(values: np.ndarray, bins: int) -> list[float]:
-    """Interior quantile edges of the non-missing values (fewer when values repeat)."""
-    values = np.asarray(values, dtype=float)
-    values = values[~np.isnan(values)]
-    if values.size == 0:
-        return []
-    quantiles = np.quantile(values, np.linspace(0, 1, bins + 1))[1:-1]
-    return [float(e) for e in np.unique(quantiles)]
-
-
-def bin_shares(values: np.ndarray, edges: Sequence[float]) -> np.ndarray:
-    """Share of values in each bin ``(-inf, e0], (e0, e1], ... (e_last, inf)`` plus missing.
-
-    The last entry is the share of missing (NaN) values.
-    """
-    values = np.asarray(values, dtype=float)
-    missing = np.isnan(values)
-    index = np.searchsorted(np.asarray(edges, dtype=float), values[~missing], side="left")
-    counts = np.bincount(index, minlength=len(edges) + 1).astype(float)
-    counts = np.append(counts, float(missing.sum()))
-    total = counts.sum()
-    return counts / total if total else counts
-
-
-def stability_index(expected: Sequence[float], actual: Sequence[float]) -> float:
-    """PSI (for a score) or CSI (for a feature): sum of (a - e) * ln(a / e) over bins.
-
-    Shares are floored at 1e-6 so an empty bin gives a large, finite index. By convention
-    under 0.10 is stable, 0.10-0.25 worth watching, over 0.25 a shift.
-    """
-    e = np.clip(np.asarray(expected, dtype=float), FLOOR, None)
-    a = np.clip(np.asarray(actual, dtype=float), FLOOR, None)
-    return float(np.sum((a - e) * np.log(a / e)))
 
 
 def _profile(values: np.ndarray, bins: int) -> dict:

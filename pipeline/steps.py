@@ -503,7 +503,14 @@ def run_evaluate(
     ).sort("gain_share", descending=True, maintain_order=True)
     top = importance.head(monitoring.top_features)["feature"].to_list()
     top_idx = [names.index(f) for f in top]
-    csi = ev.csi(x[is_train][:, top_idx], x[is_test][:, top_idx], top)
+    csi = ev.csi(
+        x[is_train][:, top_idx],
+        x[is_test][:, top_idx],
+        top,
+        bins=settings.drift.bins,
+        watch=settings.drift.feature_csi_warn,
+        shift=settings.drift.feature_csi_alert,
+    )
     violations = monotonicity_violations(
         scorer.booster, x[is_test], [s.pd_monotone for s in scorer.specs]
     )
@@ -618,6 +625,7 @@ def _model_card(
     if "ceiling" not in metrics:
         limitations.append("No true PD available: the gap to the best possible model is unknown.")
     m = settings.monitoring
+    d = settings.drift
     return {
         "segment": segment,
         "purpose": (
@@ -654,8 +662,13 @@ def _model_card(
         },
         "limitations": limitations,
         "monitoring": {
-            "score_psi": f"watch at {m.psi_watch}, act at {m.psi_shift} (monthly, vs training)",
-            "feature_csi": f"watch at {m.psi_watch}, act at {m.psi_shift} (top features)",
+            "score_psi": (
+                f"warn at {d.score_psi_warn}, alert at {d.score_psi_alert} "
+                "(every scoring run, vs training)"
+            ),
+            "feature_csi": (
+                f"warn at {d.feature_csi_warn}, alert at {d.feature_csi_alert} (every feature)"
+            ),
             "auc": (
                 f"review when a matured month's AUC is more than {m.auc_drop_alert} below "
                 f"{metrics['test']['auc']:.3f}"
