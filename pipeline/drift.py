@@ -1,10 +1,11 @@
-"""Population drift: the training distribution saved beside a model, and PSI/CSI against it.
+"""Population drift: a reference distribution saved beside a model, and PSI/CSI against it.
 
 At train time :func:`write_reference` saves, beside the Scorer, each feature's quantile bin
-edges and the share of training rows in each bin (plus a bin for missing values), and the same
-for the score. At scoring time :func:`assess` bins the scored population on those same edges
-and reports the score PSI and each feature's CSI (the same formula applied to one feature), with
-a status: ``ok``, ``warning`` (above the warning threshold) or ``alert``.
+edges and the share of reference rows in each bin (plus a bin for missing values), and the same
+for the score; the reference rows are the whole book when the model was fitted. At scoring time
+:func:`assess` bins the scored population on those same edges and reports the score PSI and
+each feature's CSI (the same formula applied to one feature), with a status: ``ok``,
+``warning`` (above the warning threshold) or ``alert``.
 
 Missing values get their own bin: a feature that suddenly goes missing is drift too.
 The reference is plain JSON (no pickles) and travels with the registered model.
@@ -34,7 +35,7 @@ def _profile(values: np.ndarray, bins: int) -> dict:
 def reference_profile(
     x: np.ndarray, feature_names: Sequence[str], scores: np.ndarray, *, bins: int
 ) -> dict:
-    """The training distribution: per-feature and score bin edges and shares, plus row count."""
+    """A reference distribution: per-feature and score bin edges and shares, plus row count."""
     x = np.asarray(x, dtype=float)
     if x.ndim != 2 or x.shape[1] != len(feature_names):
         raise ValueError(
@@ -57,7 +58,10 @@ def write_reference(
     *,
     bins: int = 10,
 ) -> Path:
-    """Save the training distribution as ``reference.json`` in a model folder (run_train hook)."""
+    """Save a reference distribution as ``reference.json`` in a model folder.
+
+    run_train saves the whole book's distribution when the model was fitted.
+    """
     path = folder / REFERENCE_FILE
     payload = reference_profile(x_train, feature_names, train_scores, bins=bins)
     path.write_text(json.dumps(payload, indent=1))

@@ -284,13 +284,40 @@ def _slice_summary(frame: pl.DataFrame) -> dict[str, dict]:
     return {r["slice"]: r for r in slices.to_dicts()}
 
 
+def _book_snapshot(
+    settings: Settings, segment: str, sliced: pl.DataFrame
+) -> tuple[dt.date, np.ndarray]:
+    """Features of the whole book (every consented entity) when the model was fitted.
+
+    Production drift compares the population being scored, the whole book, with this
+    snapshot, taken the day after the last validation issue month (the newest data the model
+    was fitted or calibrated on). Comparing it with the loan applicants the model was trained
+    on instead would flag every feature in which applicants differ from the book.
+    """
+    last_valid = sliced.filter(pl.col("slice") == VALID)["issue_month"].max()
+    year, month = (int(part) for part in str(last_valid).split("-"))
+    as_of = dt.date(year + month // 12, month % 12 + 1, 1)
+    validated = _require(Layout(settings.data_dir).validated, "validate")
+    book = build_features(
+        segment,
+        scoring_spine(settings, segment, as_of),
+        _inputs(validated, segment),
+        windows=settings.features.windows,
+        chunks=settings.features.chunks,
+    )
+    names = catalog.names(segment)
+    return as_of, book.select(pl.col(names).cast(pl.Float64)).to_numpy()
+
+
 def run_train(settings: Settings, segment: str) -> dict:
     """Train, calibrate and save the segment's Scorer and its scorecard baseline; log to MLflow.
 
     The booster is early-stopped and calibrated on the validation slice; the baseline is fitted
     on the same training slice and calibrated the same way, so the two are compared fairly.
-    The saved folder holds the Scorer, ``baseline.json``, the training slice's scores (the PSI
-    reference for monitoring) and ``training.json`` with the MLflow run id.
+    The saved folder holds the Scorer, ``baseline.json``, the training slice's scores (the
+    promotion gate's PSI reference), ``reference.json`` (the whole book's feature and score
+    distribution when the model was fitted: the production drift reference, see
+    :func:`_book_snapshot`) and ``training.json`` with the MLflow run id.
     """
     import time
 
@@ -348,7 +375,11 @@ def run_train(settings: Settings, segment: str) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix=f".{segment}-", dir=folder.parent))
     scorer.save(tmp)
     pl.DataFrame({"score": train_scores}).write_parquet(tmp / "reference_scores.parquet")
-    drift.write_reference(tmp, x_train, names, train_scores, bins=settings.drift.bins)
+    book_as_of, x_book = _book_snapshot(settings, segment, frame)
+    book_scores = pd_to_score(
+        calibrator.predict(booster.predict(x_book, raw_score=True)), settings.scaling
+    )
+    drift.write_reference(tmp, x_book, names, book_scores, bins=settings.drift.bins)
     _write_json(
         {"scorecard": card.to_dict(), "calibrator": card_calibrator.to_dict()},
         tmp / BASELINE_FILE,
@@ -363,6 +394,7 @@ def run_train(settings: Settings, segment: str) -> dict:
         "monotone_constrained": sum(1 for d in pd_monotone if d != 0),
         "importance": gain_importance(booster),
         "slices": _slice_summary(frame),
+        "drift_reference": {"as_of": book_as_of.isoformat(), "rows": int(x_book.shape[0])},
     }
     registry.configure(settings.mlflow.tracking_uri, settings.mlflow.experiment)
     with mlflow.start_run(run_name=f"train-{segment}") as run:
@@ -783,7 +815,8 @@ def run_promote(settings: Settings, segment: str, *, force: bool = False) -> dic
             registry.version_uri(name, challenger.version), Path(tmp) / "challenger"
         )
         chall = Scorer.load(chall_dir)
-        reference = drift_.read_reference(chall_dir) or drift_.reference_from_scores(
+        # the gate compares like with like: training loans' scores vs out-of-time test loans'
+        reference = drift_.reference_from_scores(
             registry.reference_scores(chall_dir), settings.drift.bins
         )
         chall.check_columns(test)

@@ -36,8 +36,9 @@ def private_world(settings: Settings, tmp_path: Path, **overrides: object) -> Se
 def worse_scorer(settings: Settings, segment: str, folder: Path) -> Scorer:
     """A deliberately bad challenger: a booster fitted to the *inverted* out-of-time labels.
 
-    Saved with a training reference into ``folder``; same features and policy as the trained
-    model, and a plain logistic calibrator (so the backwards ranking survives calibration).
+    Saved with training scores (the gate's reference) and a drift reference into ``folder``;
+    same features and policy as the trained model, and a plain logistic calibrator (so the
+    backwards ranking survives calibration).
     """
     from models.calibrate import Calibrator
 
@@ -69,6 +70,7 @@ def worse_scorer(settings: Settings, segment: str, folder: Path) -> Scorer:
     scorer.save(folder)
     raw = booster.predict(x, raw_score=True)
     scores = np.round(600 + 40 * raw)
+    pl.DataFrame({"score": scores}).write_parquet(folder / "reference_scores.parquet")
     drift.write_reference(folder, x, scorer.feature_names, scores)
     return scorer
 

@@ -211,3 +211,23 @@ def test_as_of_after_the_log_is_refused(world) -> None:
     with pytest.raises(ValueError, match="expected --as-of on or before"):
         steps.run_score(world, SEGMENT, too_late)
     assert not steps.Layout(world.data_dir).scores(SEGMENT, too_late).exists()
+
+
+def test_drift_reference_is_the_whole_book_when_the_model_was_fitted(world) -> None:
+    """Scoring the book on the reference date compares a population with itself: no drift.
+
+    The reference is every consented entity at the day after the last validation month, not
+    the loan applicants the model was trained on (who differ from the book in most features).
+    """
+    folder = steps.Layout(world.data_dir).model(SEGMENT)
+    info = json.loads((folder / "training.json").read_text())
+    as_of = dt.date.fromisoformat(info["drift_reference"]["as_of"])
+    book = steps.scoring_spine(world, SEGMENT, as_of)
+    assert info["drift_reference"]["rows"] == book.height
+    reference = json.loads((folder / "reference.json").read_text())
+    assert reference["rows"] == book.height
+
+    manifest = steps.run_score(world, SEGMENT, as_of=as_of)
+    assert manifest["drift"]["score_psi"] < 1e-9
+    assert max(manifest["drift"]["feature_csi"].values()) < 1e-9
+    assert manifest["drift"]["status"] == "ok"
