@@ -40,6 +40,7 @@ from features.engine import (
     id_hash,
     needed_columns,
     partner_measures,
+    read_concurrently,
     read_partners,
     read_sums,
 )
@@ -147,19 +148,26 @@ def aggregates(
     """
     windows = sorted({*windows, *WINDOWS})
     wanted = needed_columns(SEGMENT, policy_inputs())
-    timeline = Timeline(events, MEASURES)
-    columns = read_sums(timeline, snaps, wanted, windows=windows)
-    columns.update(
-        timeline.read(snaps, last_days=LAST_DAYS, levels={"closing_fen": _balance}, first_day=True)
-    )
-    columns.update(read_sums(Timeline(_income_days(events), GAPS), snaps, wanted, windows=windows))
-    onset = delinquency_onset(inputs.loans, inputs.repayments)
-    counterparties, bad = partner_measures(
-        events.lazy(), "counterparty_id", windows=PARTNER_WINDOWS, onset=onset, prefix="cp"
-    )
-    columns.update(
-        read_partners(
-            counterparties,
+
+    def activity() -> dict[str, pl.Series]:
+        timeline = Timeline(events, MEASURES)
+        columns = read_sums(timeline, snaps, wanted, windows=windows)
+        columns.update(
+            timeline.read(
+                snaps, last_days=LAST_DAYS, levels={"closing_fen": _balance}, first_day=True
+            )
+        )
+        gaps = Timeline(_income_days(events), GAPS)
+        columns.update(read_sums(gaps, snaps, wanted, windows=windows))
+        return columns
+
+    def counterparties() -> dict[str, pl.Series]:
+        onset = delinquency_onset(inputs.loans, inputs.repayments)
+        main, bad = partner_measures(
+            events.lazy(), "counterparty_id", windows=PARTNER_WINDOWS, onset=onset, prefix="cp"
+        )
+        return read_partners(
+            main,
             bad,
             snaps,
             wanted,
@@ -167,31 +175,26 @@ def aggregates(
             windows=windows,
             partner_windows=PARTNER_WINDOWS,
         )
-    )
-    del counterparties, bad
-    if inputs.partners is not None:
-        categories = inputs.partners.select(
+
+    def categories() -> dict[str, pl.Series]:
+        if inputs.partners is None:
+            missing = pl.repeat(None, snaps.height, dtype=pl.Float64, eager=True)
+            return {f"cat_{m}_ever": missing for m in ("new", "sq", "n")}
+        table = inputs.partners.select(
             id_hash("partner_id").alias("__hash"), id_hash("category").alias("__category")
         ).collect()
         category = pl.col("counterparty_id").replace_strict(
-            categories["__hash"], categories["__category"], default=None
+            table["__hash"], table["__category"], default=None
         )
         purchases = (
             events.lazy().filter(_kind == "purchase").select(KEY, category.alias("category"))
         )
         by_category, _ = partner_measures(purchases, "category", windows=(), prefix="cat")
-        columns.update(
-            read_partners(
-                by_category, None, snaps, wanted, prefix="cat", windows=windows, partner_windows=()
-            )
+        return read_partners(
+            by_category, None, snaps, wanted, prefix="cat", windows=windows, partner_windows=()
         )
-    else:
-        columns.update(
-            {
-                f"cat_{m}_ever": pl.repeat(None, snaps.height, dtype=pl.Float64, eager=True)
-                for m in ("new", "sq", "n")
-            }
-        )
+
+    columns = read_concurrently(activity, counterparties, categories)
     keys = snaps.ids().lazy()
     return (
         assemble(snaps, columns)

@@ -27,7 +27,8 @@ Distinct counts over windows (distinct buyers in the last 90 days) stay linear t
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -426,6 +427,23 @@ def read_sums(
     for name, (starts, ends, w) in spells.items():
         out[name] = reads[(starts, 0)] - reads[(ends, w)]
     return out
+
+
+def read_concurrently(*tasks: Callable[[], Mapping[str, pl.Series]]) -> dict[str, pl.Series]:
+    """Run independent reading tasks at once and merge their columns in task order.
+
+    A running sum, a sort or a segment sum uses one core; polars and numpy release the GIL in
+    such kernels, so independent tasks (the main timeline, the partner timeline, ...) on a few
+    threads keep every core busy. The merge order is fixed, so the result does not depend on
+    which task finishes first.
+    """
+    workers = max(1, min(len(tasks), pl.thread_pool_size()))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(task) for task in tasks]
+        columns: dict[str, pl.Series] = {}
+        for future in futures:
+            columns.update(future.result())
+    return columns
 
 
 def assemble(snaps: Snapshots, columns: Mapping[str, pl.Series]) -> pl.DataFrame:

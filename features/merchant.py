@@ -46,6 +46,7 @@ from features.engine import (
     id_hash,
     needed_columns,
     partner_measures,
+    read_concurrently,
     read_partners,
     read_sums,
     weekday_of,
@@ -126,20 +127,24 @@ def aggregates(
     """
     windows = sorted({*windows, *WINDOWS})
     wanted = needed_columns(SEGMENT, policy_inputs())
-    timeline = Timeline(events, MEASURES)
-    columns = read_sums(timeline, snaps, wanted, windows=windows)
-    columns.update(timeline.read(snaps, last_days=LAST_DAYS, first_day=True))
-    onset = delinquency_onset(inputs.loans, inputs.repayments)
-    buyers, bad = partner_measures(
-        events.lazy().filter(_sale),
-        "buyer_id",
-        windows=PARTNER_WINDOWS,
-        onset=onset,
-        prefix="buyer",
-    )
-    columns.update(
-        read_partners(
-            buyers,
+
+    def activity() -> dict[str, pl.Series]:
+        timeline = Timeline(events, MEASURES)
+        columns = read_sums(timeline, snaps, wanted, windows=windows)
+        columns.update(timeline.read(snaps, last_days=LAST_DAYS, first_day=True))
+        return columns
+
+    def buyers() -> dict[str, pl.Series]:
+        onset = delinquency_onset(inputs.loans, inputs.repayments)
+        main, bad = partner_measures(
+            events.lazy().filter(_sale),
+            "buyer_id",
+            windows=PARTNER_WINDOWS,
+            onset=onset,
+            prefix="buyer",
+        )
+        return read_partners(
+            main,
             bad,
             snaps,
             wanted,
@@ -147,7 +152,8 @@ def aggregates(
             windows=windows,
             partner_windows=PARTNER_WINDOWS,
         )
-    )
+
+    columns = read_concurrently(activity, buyers)
     keys = snaps.ids().lazy()
     return (
         assemble(snaps, columns)
