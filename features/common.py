@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 import polars as pl
 
 from features.catalog import declare
-from features.engine import AS_OF, BLOCKS, ENTITY
+from features.engine import AS_OF, BLOCKS, ENTITY, FEN, fen
 
 # The windows the catalog's windowed features are defined on (params may add more).
 WINDOWS: tuple[int, ...] = (7, 30, 90, 180, 365)
@@ -119,6 +119,15 @@ def per_window(
 # --- credit history ------------------------------------------------------------------------
 
 
+def _yuan_sum(amount: pl.Expr) -> pl.Expr:
+    """A sum of money, exact: added in integer fen.
+
+    The order of the rows (which parallel group-bys do not fix) then cannot change the last bit
+    of the result, so the same data always give the same features.
+    """
+    return fen(amount).sum() / FEN
+
+
 def credit_history(
     keys: pl.LazyFrame, loans: pl.LazyFrame, repayments: pl.LazyFrame, segment: str
 ) -> pl.LazyFrame:
@@ -140,7 +149,7 @@ def credit_history(
         .group_by(ENTITY, AS_OF)
         .agg(
             pl.len().cast(pl.Int32).alias("prior_loans"),
-            pl.col("principal").sum().alias("prior_principal"),
+            _yuan_sum(pl.col("principal")).alias("prior_principal"),
             pl.col("issued_on").max().alias("last_loan_day"),
             pl.col("issued_on").min().alias("first_loan_day"),
             (pl.col("last_due") >= pl.col(AS_OF)).sum().cast(pl.Int32).alias("open_loans"),
@@ -170,15 +179,15 @@ def credit_history(
             pl.col("dpd").filter(recent).max().alias("max_dpd_365d"),
             (pl.col("dpd") > 0).filter(recent).sum().cast(pl.Int32).alias("late_365d"),
             pl.col("due_on").filter(pl.col("dpd") > 0).max().alias("last_late_day"),
-            pl.col("amount_paid").filter(pl.col("known_paid")).sum().alias("paid_amt"),
-            pl.col("amount_due").sum().alias("due_amt"),
+            _yuan_sum(pl.col("amount_paid").filter(pl.col("known_paid"))).alias("paid_amt"),
+            _yuan_sum(pl.col("amount_due")).alias("due_amt"),
             pl.col("dpd").filter(~pl.col("known_paid")).max().alias("current_dpd"),
         )
     )
     outstanding = (
         joined.filter(~(pl.col("paid_on") < pl.col(AS_OF)).fill_null(False))
         .group_by(ENTITY, AS_OF)
-        .agg(pl.col("amount_due").sum().alias("outstanding_due"))
+        .agg(_yuan_sum(pl.col("amount_due")).alias("outstanding_due"))
     )
     zeros = [
         "prior_loans",

@@ -229,5 +229,6 @@ def test_drift_reference_is_the_whole_book_when_the_model_was_fitted(world) -> N
 
     manifest = steps.run_score(world, SEGMENT, as_of=as_of)
     assert manifest["drift"]["score_psi"] < 1e-9
-    assert max(manifest["drift"]["feature_csi"].values()) < 1e-9
+    drifted = {k: v for k, v in manifest["drift"]["feature_csi"].items() if v >= 1e-9}
+    assert not drifted
     assert manifest["drift"]["status"] == "ok"
