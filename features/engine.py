@@ -38,9 +38,8 @@ from features import catalog
 
 ENTITY = "entity_id"
 AS_OF = "as_of"
-DAY = "__day"  # days since ANCHOR_DAY (Int64)
 CODE = "__code"  # the entity's dense integer code within one build
-KEY = "__key"  # CODE << DAY_BITS | DAY: sorts by entity, then day
+KEY = "__key"  # code << DAY_BITS | days since ANCHOR_DAY: sorts by entity, then day
 SECOND = "__second"  # an event's seconds since midnight (UTC)
 # Columns the decision (limit) needs that are not model features.
 POLICY_INPUTS: tuple[str, ...] = ("monthly_inflow", "monthly_free_cash_flow", "current_dpd")
