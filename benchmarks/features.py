@@ -2,7 +2,7 @@ r"""Benchmark the feature job against DuckDB and a bare Parquet scan, measured i
 
     uv run python benchmarks/features.py                      # 20M transactions, 200k entities
     uv run python benchmarks/features.py --transactions 100000000 --entities 1000000 \
-        --runs 1 --skip duckdb x12                               # 100M: about 6.5 GB peak
+        --runs 1 --skip duckdb x12            # 100M: ~9 GB peak (--chunks 4: ~6 GB)
 
 The world is generated once under /tmp (benchmarks/world.py, contract schema). Each
 measurement runs in its own subprocess (same thread count for everyone) so its peak memory
