@@ -2,7 +2,7 @@
 
 At train time :func:`write_reference` saves, beside the Scorer, each feature's quantile bin
 edges and the share of reference rows in each bin (plus a bin for missing values), and the same
-for the score; the reference rows are the whole book when the model was fitted. At scoring time
+for the score; the reference rows are the whole book when the model was built. At scoring time
 :func:`assess` bins the scored population on those same edges and reports the score PSI and
 each feature's CSI (the same formula applied to one feature), with a status: ``ok``,
 ``warning`` (above the warning threshold) or ``alert``.
@@ -60,7 +60,7 @@ def write_reference(
 ) -> Path:
     """Save a reference distribution as ``reference.json`` in a model folder.
 
-    run_train saves the whole book's distribution when the model was fitted.
+    run_train saves the whole book's distribution when the model was built.
     """
     path = folder / REFERENCE_FILE
     payload = reference_profile(x_train, feature_names, train_scores, bins=bins)

@@ -284,20 +284,19 @@ def _slice_summary(frame: pl.DataFrame) -> dict[str, dict]:
     return {r["slice"]: r for r in slices.to_dicts()}
 
 
-def _book_snapshot(
-    settings: Settings, segment: str, sliced: pl.DataFrame
-) -> tuple[dt.date, np.ndarray]:
-    """Features of the whole book (every consented entity) when the model was fitted.
+def _book_snapshot(settings: Settings, segment: str) -> tuple[dt.date, np.ndarray]:
+    """Features of the whole book (every consented entity) at the end of the observed log.
 
     Production drift compares the population being scored, the whole book, with this
-    snapshot, taken the day after the last validation issue month (the newest data the model
-    was fitted or calibrated on). Comparing it with the loan applicants the model was trained
-    on instead would flag every feature in which applicants differ from the book.
+    snapshot: the book as it stood when the model was built, the first day after the log it
+    was built from. Drift then means "the scored population moved since the model was
+    built". Comparing with the loan applicants the model was trained on instead would flag
+    every feature in which applicants differ from the book, and a snapshot from the training
+    months would flag every feature that grows with time (tenure, history length) by the
+    year or more the labels need. Training-to-out-of-time drift is in the evaluation report.
     """
-    last_valid = sliced.filter(pl.col("slice") == VALID)["issue_month"].max()
-    year, month = (int(part) for part in str(last_valid).split("-"))
-    as_of = dt.date(year + month // 12, month % 12 + 1, 1)
     validated = _require(Layout(settings.data_dir).validated, "validate")
+    as_of = observed_until(validated)
     book = build_features(
         segment,
         scoring_spine(settings, segment, as_of),
@@ -316,7 +315,7 @@ def run_train(settings: Settings, segment: str) -> dict:
     on the same training slice and calibrated the same way, so the two are compared fairly.
     The saved folder holds the Scorer, ``baseline.json``, the training slice's scores (the
     promotion gate's PSI reference), ``reference.json`` (the whole book's feature and score
-    distribution when the model was fitted: the production drift reference, see
+    distribution at the end of the log: the production drift reference, see
     :func:`_book_snapshot`) and ``training.json`` with the MLflow run id.
     """
     import time
@@ -375,7 +374,7 @@ def run_train(settings: Settings, segment: str) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix=f".{segment}-", dir=folder.parent))
     scorer.save(tmp)
     pl.DataFrame({"score": train_scores}).write_parquet(tmp / "reference_scores.parquet")
-    book_as_of, x_book = _book_snapshot(settings, segment, frame)
+    book_as_of, x_book = _book_snapshot(settings, segment)
     book_scores = pd_to_score(
         calibrator.predict(booster.predict(x_book, raw_score=True)), settings.scaling
     )

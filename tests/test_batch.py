@@ -213,15 +213,16 @@ def test_as_of_after_the_log_is_refused(world) -> None:
     assert not steps.Layout(world.data_dir).scores(SEGMENT, too_late).exists()
 
 
-def test_drift_reference_is_the_whole_book_when_the_model_was_fitted(world) -> None:
+def test_drift_reference_is_the_whole_book_when_the_model_was_built(world) -> None:
     """Scoring the book on the reference date compares a population with itself: no drift.
 
-    The reference is every consented entity at the day after the last validation month, not
-    the loan applicants the model was trained on (who differ from the book in most features).
+    The reference is every consented entity the day after the log the model was built from,
+    not the loan applicants it was trained on (who differ from the book in most features).
     """
     folder = steps.Layout(world.data_dir).model(SEGMENT)
     info = json.loads((folder / "training.json").read_text())
     as_of = dt.date.fromisoformat(info["drift_reference"]["as_of"])
+    assert as_of == steps.default_as_of(world)
     book = steps.scoring_spine(world, SEGMENT, as_of)
     assert info["drift_reference"]["rows"] == book.height
     reference = json.loads((folder / "reference.json").read_text())
