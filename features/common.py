@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 import polars as pl
 
 from features.catalog import declare
-from features.engine import AS_OF, BLOCKS, ENTITY, FEN, fen
+from features.engine import AS_OF, BLOCKS, ENTITY, FEN, Inputs, Snapshots, assemble, fen
 
 # The windows the catalog's windowed features are defined on (params may add more).
 WINDOWS: tuple[int, ...] = (7, 30, 90, 180, 365)
@@ -413,3 +413,23 @@ def declare_identity(segment: str, who: str) -> None:
             reason=reason,
             family="tenure",
         )
+
+
+# --- the per-snapshot frame ----------------------------------------------------------------
+
+
+def per_snapshot(
+    snaps: Snapshots,
+    columns: dict[str, pl.Series],
+    inputs: Inputs,
+    segment: str,
+    since_column: str,
+) -> pl.LazyFrame:
+    """One row per snapshot: the log's columns, credit history and identity (both segments)."""
+    keys = snaps.ids().lazy()
+    return (
+        assemble(snaps, columns)
+        .lazy()
+        .join(credit_history(keys, inputs.loans, inputs.repayments, segment), on=[ENTITY, AS_OF])
+        .join(identity(keys, inputs.entities, since_column), on=[ENTITY, AS_OF])
+    )

@@ -12,13 +12,12 @@ from features.common import (
     active_blocks,
     block_cv,
     block_min,
-    credit_history,
     days_since,
     declare_credit_history,
     declare_identity,
     hhi,
-    identity,
     last_minus_mean,
+    per_snapshot,
     per_window,
     safe_ratio,
 )
@@ -32,7 +31,6 @@ from features.engine import (
     Inputs,
     Snapshots,
     Timeline,
-    assemble,
     code_of,
     delinquency_onset,
     fen,
@@ -195,13 +193,7 @@ def aggregates(
         )
 
     columns = read_concurrently(activity, counterparties, categories)
-    keys = snaps.ids().lazy()
-    return (
-        assemble(snaps, columns)
-        .lazy()
-        .join(credit_history(keys, inputs.loans, inputs.repayments, SEGMENT), on=[ENTITY, AS_OF])
-        .join(identity(keys, inputs.entities, "registered_on"), on=[ENTITY, AS_OF])
-    )
+    return per_snapshot(snaps, columns, inputs, SEGMENT, "registered_on")
 
 
 def policy_inputs() -> list[pl.Expr]:

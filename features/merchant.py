@@ -19,18 +19,16 @@ from features.common import (
     block_max,
     block_min,
     block_slope,
-    credit_history,
     days_since,
     declare_credit_history,
     declare_identity,
     hhi,
-    identity,
     last_minus_mean,
+    per_snapshot,
     per_window,
     safe_ratio,
 )
 from features.engine import (
-    AS_OF,
     ENTITY,
     FEN,
     KEY,
@@ -39,7 +37,6 @@ from features.engine import (
     Inputs,
     Snapshots,
     Timeline,
-    assemble,
     delinquency_onset,
     fen,
     fixed,
@@ -154,13 +151,7 @@ def aggregates(
         )
 
     columns = read_concurrently(activity, buyers)
-    keys = snaps.ids().lazy()
-    return (
-        assemble(snaps, columns)
-        .lazy()
-        .join(credit_history(keys, inputs.loans, inputs.repayments, SEGMENT), on=[ENTITY, AS_OF])
-        .join(identity(keys, inputs.entities, "onboarded_on"), on=[ENTITY, AS_OF])
-    )
+    return per_snapshot(snaps, columns, inputs, SEGMENT, "onboarded_on")
 
 
 NET_MARGIN = 0.2  # share of net sales assumed free to service debt (no cost data in the log)
