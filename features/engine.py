@@ -257,9 +257,9 @@ class Timeline:
         self,
         snaps: Snapshots,
         *,
-        prefixes: Mapping[str, Sequence[int]] = {},
-        last_days: Mapping[str, pl.Expr] = {},
-        levels: Mapping[str, pl.Expr] = {},
+        prefixes: Mapping[str, Sequence[int]] | None = None,
+        last_days: Mapping[str, pl.Expr] | None = None,
+        levels: Mapping[str, pl.Expr] | None = None,
         first_day: bool = False,
     ) -> dict[str | tuple[str, int], pl.Series]:
         """Read the timeline at every snapshot's boundaries.
@@ -272,6 +272,7 @@ class Timeline:
         - ``levels`` (name -> expression): the latest non-null value strictly before as_of.
         - ``first_day``: the day of the entity's first row, if it is before as_of.
         """
+        prefixes, last_days, levels = prefixes or {}, last_days or {}, levels or {}
         out: dict[str | tuple[str, int], pl.Series] = {}
         out.update(self._prefixes(snaps, prefixes))
         exprs: list[pl.Expr] = []
