@@ -39,7 +39,6 @@ import numpy as np
 import polars as pl
 
 from features import catalog
-from features.engine import build as build_features
 from pipeline import drift, registry
 from pipeline.config import Settings
 from pipeline.contract import ENTITY_TABLE
@@ -216,11 +215,11 @@ def run_score(
     """
     from pipeline.steps import (
         Layout,
-        _inputs,
         _require,
         default_as_of,
         observed_until,
         scoring_spine,
+        segment_features,
     )
 
     started = time.perf_counter()
@@ -264,15 +263,8 @@ def run_score(
             )
         check_feature_list(scorer.feature_names, catalog.names(segment), segment)
 
-        validated = _require(layout.validated, "validate")
         spine = scoring_spine(settings, segment, as_of)
-        features = build_features(
-            segment,
-            spine,
-            _inputs(validated, segment),
-            windows=settings.features.windows,
-            chunks=settings.features.chunks,
-        )
+        features = segment_features(settings, segment, spine)
         scorer.check_columns(features)
         scores = scorer.score(features, reasons=settings.scoring.reasons).with_columns(
             pl.lit(int(version), dtype=pl.Int32).alias("model_version")

@@ -224,24 +224,34 @@ def scoring_spine(settings: Settings, segment: str, as_of: dt.date) -> pl.DataFr
     )
 
 
-def run_features(
-    settings: Settings, segment: str, as_of: dt.date | None = None
-) -> tuple[Path, int]:
-    """Write features for the training spine (loan issue dates) or for every entity at as_of."""
-    layout = Layout(settings.data_dir)
-    validated = _require(layout.validated, "validate")
-    spine = (
-        training_spine(settings, segment)
-        if as_of is None
-        else scoring_spine(settings, segment, as_of)
-    )
-    frame = build_features(
+def segment_features(settings: Settings, segment: str, spine: pl.DataFrame) -> pl.DataFrame:
+    """The segment's features for a spine, from the validated tables.
+
+    One place applies params' windows and entity chunks: training spines, the drift reference
+    and batch scoring all build their features here.
+    """
+    validated = _require(Layout(settings.data_dir).validated, "validate")
+    return build_features(
         segment,
         spine,
         _inputs(validated, segment),
         windows=settings.features.windows,
         chunks=settings.features.chunks,
     )
+
+
+def run_features(
+    settings: Settings, segment: str, as_of: dt.date | None = None
+) -> tuple[Path, int]:
+    """Write features for the training spine (loan issue dates) or for every entity at as_of."""
+    layout = Layout(settings.data_dir)
+    _require(layout.validated, "validate")
+    spine = (
+        training_spine(settings, segment)
+        if as_of is None
+        else scoring_spine(settings, segment, as_of)
+    )
+    frame = segment_features(settings, segment, spine)
     path = layout.features(segment, as_of)
     _write_parquet(frame, path)
     log.info(
@@ -295,15 +305,8 @@ def _book_snapshot(settings: Settings, segment: str) -> tuple[dt.date, np.ndarra
     months would flag every feature that grows with time (tenure, history length) by the
     year or more the labels need. Training-to-out-of-time drift is in the evaluation report.
     """
-    validated = _require(Layout(settings.data_dir).validated, "validate")
-    as_of = observed_until(validated)
-    book = build_features(
-        segment,
-        scoring_spine(settings, segment, as_of),
-        _inputs(validated, segment),
-        windows=settings.features.windows,
-        chunks=settings.features.chunks,
-    )
+    as_of = observed_until(_require(Layout(settings.data_dir).validated, "validate"))
+    book = segment_features(settings, segment, scoring_spine(settings, segment, as_of))
     names = catalog.names(segment)
     return as_of, book.select(pl.col(names).cast(pl.Float64)).to_numpy()
 

@@ -121,7 +121,7 @@ def test_mismatched_model_is_refused_before_scoring(world, tmp_path: Path, monke
     def never(*args, **kwargs):
         raise AssertionError("features were built for a model that should have been refused")
 
-    monkeypatch.setattr(batch, "build_features", never)
+    monkeypatch.setattr(steps, "segment_features", never)
     with pytest.raises(batch.FeatureMismatch, match="legacy_feature"):
         steps.run_score(world, SEGMENT, model_uri=uri)
     assert not _target(world).exists()
