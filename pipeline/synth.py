@@ -50,7 +50,7 @@ import pyarrow.parquet as pq
 
 from pipeline import contract
 
-__all__ = ["WorldSpec", "generate", "world_end"]
+__all__ = ["KNOWABLE_PARTS", "LOGIT_PARTS", "WorldSpec", "generate", "world_end"]
 
 DAY_US = 86_400_000_000
 #: Loans are issued from this month index on (0-based), so entities have history first.
@@ -59,18 +59,39 @@ FIRST_LOAN_MONTH = 3
 MIN_HISTORY_MONTHS = 3
 #: Defaults start at an instalment whose due date leaves 90 days inside the 12-month window.
 MAX_ONSET_INSTALLMENT = 8
-# Consumer risk at issue (see _consumer_risk_now): the weight of the additive trait index and the
-# strength of the three interactions, in log-odds.
-MERCHANT_TRAIT_WEIGHT = 1.1
-MERCHANT_SLUMP_LOOSE = 1.8
-MERCHANT_YOUNG_SMALL = 2.0
+# Risk at issue (see _merchant_risk_now and _consumer_risk_now), in log-odds: the base rate, the
+# weight of the additive trait index, of the hidden part no log shows, and the strength of each
+# interaction. The log is meant to carry most of the risk (the premise of scoring on it), and the
+# interactions are a large share of it (newness and smallness, a slump on loose habits, debt on
+# irregular income), as in SME and thin-file lending; the hidden part keeps the true PD out of
+# any model's reach. truth/loans.parquet saves each part, so the split is checkable.
+MERCHANT_INTERCEPT = -5.6  # log-odds of default of an average loan, before the risk index
+MERCHANT_TRAIT_WEIGHT = 0.8
+MERCHANT_HIDDEN_WEIGHT = 0.25  # risk no log shows (owner's health, family debts): the noise floor
+MERCHANT_SLUMP_LOOSE = 3.0
+MERCHANT_YOUNG_SMALL = 4.0
 MERCHANT_SMALL_SALES = 4.0  # guest sales a month under which a merchant counts as small
-CONSUMER_TRAIT_WEIGHT = 0.8
-CONSUMER_DEBT_IRREGULAR = 3.0
+MERCHANT_SLUMP_DEPTH = 2.0  # a distress episode cuts sales by this much, in log
+MERCHANT_REFUND_RATE = 0.06  # the refund rate of a merchant of average discipline and health
+CONSUMER_INTERCEPT = -6.5
+CONSUMER_TRAIT_WEIGHT = 0.6
+CONSUMER_HIDDEN_WEIGHT = 0.25
+CONSUMER_DEBT_IRREGULAR = 5.0
 CONSUMER_SPEND_KINK = 0.6
-CONSUMER_OVERSPEND = 3.0
-CONSUMER_THIN_FILE = 1.2
+CONSUMER_OVERSPEND = 5.0
+CONSUMER_THIN_FILE = 3.0
 PARQUET_COMPRESSION = "zstd"
+#: The parts of a loan's true log-odds of default saved in truth/loans.parquet (they sum to it).
+LOGIT_PARTS = (
+    "logit_loan",
+    "logit_traits",
+    "logit_state",
+    "logit_interactions",
+    "logit_hidden",
+    "logit_macro",
+)
+#: The parts a log could reveal at issue: all but the hidden part and the macro path after issue.
+KNOWABLE_PARTS = ("logit_loan", "logit_traits", "logit_state", "logit_interactions")
 
 # Spring Festival (Chinese New Year's Day); the dip and the run-up follow it.
 SPRING_FESTIVAL: dict[int, datetime.date] = {
@@ -314,7 +335,7 @@ def _merchants(rng: np.random.Generator, n: int, cal: _Calendar, months: int, ma
     onboarded, first_month = _onboarding(rng, n, cal, months, joined_share=0.35)
     guest_rate = np.exp(rng.normal(np.log(6.0), 0.8, n) + 0.4 * health)
     ticket = np.exp(rng.normal(np.log(70.0), 0.6, n))
-    refund_p = np.clip(0.03 * np.exp(0.5 * -discipline - 0.3 * health), 0.0, 0.4)
+    refund_p = np.clip(MERCHANT_REFUND_RATE * np.exp(0.5 * -discipline - 0.3 * health), 0.0, 0.4)
     chargeback_p = np.clip(0.003 * np.exp(0.7 * -discipline - 0.3 * health), 0.0, 0.1)
     # Monthly activity: growth trend, AR(1) wobble scaled by volatility, distress episodes.
     slope = 0.025 * growth + 0.015 * health
@@ -331,7 +352,10 @@ def _merchants(rng: np.random.Generator, n: int, cal: _Calendar, months: int, ma
         distress = np.where(distress, ~leave, enter)
         distress_hist[m] = distress
         mult[m] = np.exp(
-            slope * (m - first_month.clip(0)) + wobble - 1.2 * distress - 3.0 * dormant
+            slope * (m - first_month.clip(0))
+            + wobble
+            - MERCHANT_SLUMP_DEPTH * distress
+            - 3.0 * dormant
         )
     return _Merchants(
         ids=pl.Series(
@@ -411,7 +435,41 @@ def _consumers(rng: np.random.Generator, n: int, cal: _Calendar, months: int) ->
 # ----------------------------------------------------------------------------------------------
 
 
-def _merchant_risk_now(mer: _Merchants, *, distress: np.ndarray, today: int) -> np.ndarray:
+@dataclass(frozen=True)
+class RiskParts:
+    """An entity's risk index at a loan's issue, in log-odds, split by what could reveal it.
+
+    ``traits`` is the additive trait index (what the whole log reveals in the long run),
+    ``state`` the additive state at issue (last month's distress or job loss), ``interactions``
+    the non-additive terms (each visible in the log, none a sum of parts), ``hidden`` the risk no
+    log shows. The parts are saved beside the true PD (``truth/loans.parquet``) so a modeller
+    can see how much of the risk the log could reveal at all.
+    """
+
+    traits: np.ndarray
+    state: np.ndarray
+    interactions: np.ndarray
+    hidden: np.ndarray
+
+    @property
+    def total(self) -> np.ndarray:
+        """The risk index: the sum of the parts."""
+        return self.traits + self.state + self.interactions + self.hidden
+
+    def at(self, who: np.ndarray) -> dict[str, np.ndarray]:
+        """The parts of the entities ``who``, keyed ``logit_<part>``."""
+        return {
+            f"logit_{k}": np.asarray(v, dtype=np.float64)[who]
+            for k, v in (
+                ("traits", self.traits),
+                ("state", self.state),
+                ("interactions", self.interactions),
+                ("hidden", self.hidden),
+            )
+        }
+
+
+def _merchant_risk_now(mer: _Merchants, *, distress: np.ndarray, today: int) -> RiskParts:
     """A merchant's risk index at a loan's issue: traits, the state at issue, and interactions.
 
     The additive part is the trait index, unobserved noise and a distress episode last month.
@@ -426,12 +484,11 @@ def _merchant_risk_now(mer: _Merchants, *, distress: np.ndarray, today: int) -> 
     loose = _sigmoid(-2.0 * mer.discipline)
     young = _sigmoid((1.0 - (today - mer.onboarded) / 365.25) / 0.2)
     small = _sigmoid((np.log(MERCHANT_SMALL_SALES) - np.log(mer.guest_rate)) / 0.4)
-    return (
-        MERCHANT_TRAIT_WEIGHT * mer.risk
-        + 0.6 * mer.hidden
-        + 0.4 * distress
-        + MERCHANT_SLUMP_LOOSE * distress * loose
-        + MERCHANT_YOUNG_SMALL * young * small
+    return RiskParts(
+        traits=MERCHANT_TRAIT_WEIGHT * mer.risk,
+        state=0.4 * distress,
+        interactions=MERCHANT_SLUMP_LOOSE * distress * loose + MERCHANT_YOUNG_SMALL * young * small,
+        hidden=MERCHANT_HIDDEN_WEIGHT * mer.hidden,
     )
 
 
@@ -441,7 +498,7 @@ def _consumer_risk_now(
     level: np.ndarray,
     unemployed: np.ndarray,
     today: int,
-) -> np.ndarray:
+) -> RiskParts:
     """A consumer's risk index at a loan's issue: traits, the state at issue, and interactions.
 
     The additive part is the trait index, unobserved noise and last month's job loss. On top of
@@ -464,13 +521,13 @@ def _consumer_risk_now(
     age = (today - con.birth_day) / 365.25
     tenure = (today - con.registered) / 365.25
     thin_file = _sigmoid((25.0 - age) / 1.5) * _sigmoid((1.0 - tenure) / 0.2)
-    return (
-        CONSUMER_TRAIT_WEIGHT * con.risk
-        + 0.5 * con.hidden
-        + 0.6 * unemployed
-        + CONSUMER_DEBT_IRREGULAR * debt * irregular
+    return RiskParts(
+        traits=CONSUMER_TRAIT_WEIGHT * con.risk,
+        state=0.6 * unemployed,
+        interactions=CONSUMER_DEBT_IRREGULAR * debt * irregular
         + CONSUMER_OVERSPEND * over * loose
-        + CONSUMER_THIN_FILE * thin_file
+        + CONSUMER_THIN_FILE * thin_file,
+        hidden=CONSUMER_HIDDEN_WEIGHT * con.hidden,
     )
 
 
@@ -482,7 +539,7 @@ def _issue_loans(
     eligible: np.ndarray,
     apply_p: np.ndarray,
     capacity: np.ndarray,
-    risk_now: np.ndarray,
+    risk_now: RiskParts,
     intercept: float,
     macro: np.ndarray,
     principal_factor: float,
@@ -498,14 +555,21 @@ def _issue_loans(
     principal = np.floor(np.clip(raw, floor, cap) / 100.0) * 100.0
     leverage = np.log(principal / np.maximum(capacity[who], 1.0))
     window = macro[m : m + 12].mean()
-    logit = intercept + risk_now[who] + 0.25 * leverage + 1.2 * window
+    risk = risk_now.total[who]
+    # The loan's own terms (base rate, leverage) and the macro path over its window: known to
+    # nobody at issue, it moves every loan of a month together.
+    loan_part = intercept + 0.25 * leverage
+    macro_part = np.full(k, 1.2 * window)
     return {
         "entity": who,
         "issued": cal.month_start[m] + rng.integers(0, cal.days_in(m), k),
         "principal": principal,
         "term": term,
-        "true_pd": _sigmoid(logit),
-        "lateness": risk_now[who],
+        "true_pd": _sigmoid(loan_part + risk + macro_part),
+        "lateness": risk,
+        **risk_now.at(who),
+        "logit_loan": loan_part,
+        "logit_macro": macro_part,
     }
 
 
@@ -807,7 +871,7 @@ def _months(
                     )
                     apply_p = 0.40 * np.exp(0.25 * mer.risk) * np.where(busy_m > m, 0.6, 1.0)
                     kw = {"principal_factor": 1.5, "cap": 5_000_000.0, "floor": 1_000.0}
-                    intercept, owner = -5.3, mer.ids
+                    intercept, owner = MERCHANT_INTERCEPT, mer.ids
                 else:
                     cap = income_hist[hist].mean(axis=0)
                     elig = (con.first_month <= m - MIN_HISTORY_MONTHS) & (cap > 0)
@@ -819,7 +883,7 @@ def _months(
                     )
                     apply_p = 0.10 * np.exp(0.25 * con.risk) * np.where(busy_c > m, 0.5, 1.0)
                     kw = {"principal_factor": 1.2, "cap": 200_000.0, "floor": 500.0}
-                    intercept, owner = -5.7, con.ids
+                    intercept, owner = CONSUMER_INTERCEPT, con.ids
                 issued = _issue_loans(
                     r,
                     cal,
@@ -850,6 +914,7 @@ def _months(
                         "true_pd": issued["true_pd"],
                         "defaulted": r.random(k) < issued["true_pd"],
                         "lateness": issued["lateness"],
+                        **{c: issued[c] for c in LOGIT_PARTS},
                     }
                 )
                 n_loans += k
@@ -1194,6 +1259,7 @@ def _write_loans(
         pl.col("issued").cast(pl.Int32).cast(pl.Date).alias("issued_on"),
         "true_pd",
         "defaulted",
+        *LOGIT_PARTS,
     ).with_columns(
         pl.Series("risk_index", trait(mer.risk, con.risk)),
         pl.Series("health_or_stability", trait(mer.health, con.stability)),

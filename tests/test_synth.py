@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 
 from pipeline import contract
-from pipeline.synth import FIRST_LOAN_MONTH, WorldSpec, generate, world_end
+from pipeline.synth import FIRST_LOAN_MONTH, LOGIT_PARTS, WorldSpec, generate, world_end
 from pipeline.validate import validate
 from tests.synth_fixtures import (
     auc,
@@ -214,6 +214,25 @@ def test_default_rates_in_range_and_match_the_truth(closed: pl.DataFrame) -> Non
         assert abs(by[seg]["pd"] - by[seg]["rate"]) < 0.4 * by[seg]["rate"]
     # The label derived from the repayments is exactly the Bernoulli draw from the true PD.
     assert (closed["bad"] == closed["defaulted"]).all()
+
+
+def test_truth_splits_the_log_odds_into_parts_the_log_can_and_cannot_show(world: Path) -> None:
+    """The saved parts add up to the true PD; the hidden part is real but not most of the risk."""
+    truth = pl.read_parquet(world / "truth" / "loans.parquet")
+    total = truth.select(pl.sum_horizontal(LOGIT_PARTS)).to_series().to_numpy()
+    pd_ = truth["true_pd"].to_numpy()
+    np.testing.assert_allclose(total, np.log(pd_ / (1.0 - pd_)), rtol=0, atol=1e-9)
+    for seg, part in truth.group_by("segment"):
+        spread = {c: float(part[c].std()) for c in LOGIT_PARTS}
+        # Every segment's risk has traits, state at issue, interactions and a hidden part ...
+        assert all(spread[c] > 0.05 for c in LOGIT_PARTS if c != "logit_loan"), (seg, spread)
+        # ... and what the log can reveal outweighs what it cannot.
+        shown = part.select(
+            pl.sum_horizontal("logit_traits", "logit_state", "logit_interactions")
+        ).to_series()
+        assert float(shown.std()) > 2 * spread["logit_hidden"], (seg, spread)
+        # The interactions are a real share of the risk, not a rounding error.
+        assert spread["logit_interactions"] > 0.3 * spread["logit_traits"], (seg, spread)
 
 
 @pytest.mark.parametrize(
