@@ -199,6 +199,11 @@ def render_html(
         if "ceiling" in m
         else ""
     )
+    if "auc_knowable" in m.get("ceiling", {}):
+        ceiling += (
+            f"<div class='tile'><b>{m['ceiling']['auc_knowable']:.3f}</b><span>AUC of what the "
+            "log could reveal</span></div>"
+        )
     tiles = f"""<div class="tiles">
 <div class="tile"><b>{m["test"]["auc"]:.3f}</b><span>LightGBM AUC, test</span></div>
 <div class="tile"><b>{m["baseline"]["auc"]:.3f}</b><span>scorecard AUC, test</span></div>

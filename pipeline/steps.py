@@ -33,6 +33,7 @@ from models.train import fit_booster, gain_importance, monotonicity_violations
 from pipeline import drift, registry
 from pipeline.config import MonitoringParams, Settings
 from pipeline.contract import ENTITY_ID, ENTITY_TABLE, TXN_TABLE
+from pipeline.synth import KNOWABLE_PARTS
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
@@ -204,9 +205,13 @@ def training_spine(settings: Settings, segment: str) -> pl.DataFrame:
     )
     truth = layout.truth / "loans.parquet"
     if truth.exists():
-        spine = spine.join(
-            pl.read_parquet(truth).select("loan_id", "true_pd"), on="loan_id", how="left"
-        )
+        known = pl.read_parquet(truth)
+        columns = [pl.col("loan_id"), pl.col("true_pd")]
+        if set(KNOWABLE_PARTS) <= set(known.columns):
+            # What the log could reveal at issue: the true log-odds without the hidden part and
+            # the macro path after issue (synthetic worlds only; see pipeline/synth.py).
+            columns.append(pl.sum_horizontal(KNOWABLE_PARTS).alias("knowable_log_odds"))
+        spine = spine.join(known.select(columns), on="loan_id", how="left")
     return spine.sort("as_of", "loan_id")
 
 
@@ -526,6 +531,10 @@ def run_evaluate(
         )
         for label, col in pd_columns.items()
     }
+    if has_truth and test.get_column("knowable_log_odds", default=None) is not None:
+        # The AUC of what the log could reveal (no hidden part, no macro after issue): the part
+        # of the gap to the ceiling that better features or more data could still close.
+        test_metrics["ceiling"]["auc_knowable"] = ev.auc(y, test["knowable_log_odds"].to_numpy())
     valid = frame.filter(pl.col("slice") == VALID)
     names = scorer.feature_names
     importance = pl.DataFrame(
@@ -658,6 +667,13 @@ def _model_card(
         limitations.append(f"Acceptance checks not met on this data: {', '.join(failed)}.")
     if "ceiling" not in metrics:
         limitations.append("No true PD available: the gap to the best possible model is unknown.")
+    elif "auc_knowable" in metrics["ceiling"]:
+        c = metrics["ceiling"]
+        limitations.append(
+            f"On this synthetic world the true PD reaches AUC {c['auc']:.3f}; what the log "
+            f"could reveal at issue reaches {c['auc_knowable']:.3f}, the model "
+            f"{metrics['test']['auc']:.3f}."
+        )
     m = settings.monitoring
     d = settings.drift
     return {

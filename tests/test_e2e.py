@@ -38,6 +38,13 @@ def test_pipeline_end_to_end(trained_world, segment: str) -> None:
     layout = steps.Layout(settings.data_dir)
     metrics = json.loads((layout.report(segment) / "metrics.json").read_text())
     assert 0.5 <= metrics["test"]["auc"] < 0.99, metrics["test"]  # below 0.99: no leak
+    # On a synthetic world the truth bounds the model: the true PD, and below it what the log
+    # could reveal (the true PD without its hidden part), both on the same test loans.
+    ceiling = metrics["ceiling"]
+    assert 0.5 < ceiling["auc_knowable"] <= ceiling["auc"] + 0.02, ceiling
+    assert (
+        "AUC of what the log could reveal" in (layout.report(segment) / "report.html").read_text()
+    )
     assert (layout.report(segment) / "report.html").stat().st_size > 1000
     registered = json.loads(layout.registered(segment).read_text())
     assert registered["alias"] == "challenger"  # the gate (run_promote) made it champion
