@@ -487,25 +487,31 @@ def partner_measures(
     order, where the measures are summed.
     """
     rows = events.select(KEY, partner).filter(pl.col(partner).is_not_null()).collect()
-    order = rows.select(pl.arg_sort_by(partner, maintain_order=True)).to_series()
+    order, tag = _pair_order(rows[partner])
     key = pl.col(KEY)
     day = day_of(key)
-    same = (pl.col(partner) == pl.col(partner).shift(1)) & (code_of(key) == code_of(key).shift(1))
+    tags = pl.col("__tag")
+    same = (tags == tags.shift(1)) & (code_of(key) == code_of(key).shift(1))
     first = ~same.fill_null(False)
     run = pl.int_range(pl.len(), dtype=pl.Int64)
+    by_pair = pl.DataFrame({KEY: rows[KEY].gather(order), "__tag": tag})
+    if onset is not None:
+        # Each partner's rows are one run in pair order: its onset is looked up once, by the
+        # partner hash of the run's first row, and spread over the run.
+        starts = by_pair.select((tags != tags.shift(1)).fill_null(True)).to_series()
+        onset_of_run = (
+            rows[partner]
+            .gather(order.filter(starts))
+            .replace_strict(onset["__hash"], onset["__onset"], default=None, return_dtype=pl.Int64)
+        )
+        onset_day = onset_of_run.gather(starts.cast(pl.Int64).cum_sum() - 1)
+    else:
+        onset_day = pl.repeat(None, by_pair.height, dtype=pl.Int64, eager=True)
     by_pair = (
-        rows.lazy()
-        .select(key.gather(order), pl.col(partner).gather(order))
-        .with_columns(first.alias("__first"))
+        by_pair.lazy()
+        .with_columns(first.alias("__first"), onset_day.alias("__onset"))
         .with_columns(pl.col("__first").shift(-1, fill_value=True).alias("__last"))
     )
-    if onset is not None:
-        onset_day = pl.col(partner).replace_strict(
-            onset["__hash"], onset["__onset"], default=None, return_dtype=pl.Int64
-        )
-        by_pair = by_pair.with_columns(onset_day.alias("__onset"))
-    else:
-        by_pair = by_pair.with_columns(pl.lit(None, pl.Int64).alias("__onset"))
     # The facts found in pair order travel back to key order packed in one integer (one
     # scatter instead of seven): the pair's earlier events k, the gaps in days to the pair's
     # previous and next trading day (capped: only comparisons with windows < _GAP_CAP matter),
@@ -567,6 +573,39 @@ def partner_measures(
 
 _GAP_CAP = (1 << 15) - 1
 _K_CAP = (1 << 29) - 1
+_TAG_TRIES = 4  # hashes tried for a collision-free partner tag before the general sort
+
+
+def _pair_order(partners: pl.Series) -> tuple[pl.Series, pl.Series]:
+    """The stable sort of rows by partner hash, as ``(order, tag)``.
+
+    ``order`` lists the rows partner by partner, each partner's rows in their original (key)
+    order; ``tag`` is, in that order, a number that is equal for two rows iff they have the
+    same partner. Which partner comes first does not matter to any measure, only that each
+    partner's rows are contiguous and in key order.
+
+    A stable arg sort of 64-bit hashes is several times slower than sorting plain integers, so
+    each row gets one unique integer ``tag << b | row`` (``b`` bits for the row number) and the
+    integers are sorted: the sort is then stable by construction and the row numbers read off
+    the low bits are ``order``. The tag is the partner hash cut to its top ``64 - b`` bits,
+    which must not merge two of the partners present: that is checked on the distinct
+    partners, and on a clash a few re-hashes are tried before falling back to the stable arg
+    sort of the full hashes (same result, slower).
+    """
+    n = partners.len()
+    bits = max(1, (n - 1).bit_length())
+    frame = partners.cast(pl.UInt64).to_frame("p")
+    distinct = frame.select(pl.col("p").unique())
+    low = pl.lit(1 << bits, pl.UInt64)
+    for attempt in range(_TAG_TRIES if bits < 48 else 0):
+        hashed = pl.col("p") if attempt == 0 else pl.col("p").hash(seed=_HASH_SEED + attempt)
+        tag = hashed // low
+        if distinct.select(tag.n_unique()).item() == distinct.height:
+            values = frame.select(tag * low + pl.int_range(pl.len(), dtype=pl.UInt64)).to_series()
+            values = values.sort()
+            return (values % (1 << bits)).cast(pl.get_index_type()), values // (1 << bits)
+    order = frame.select(pl.arg_sort_by("p", maintain_order=True)).to_series()
+    return order, frame["p"].gather(order)
 
 
 def _scatter(values: pl.Series, order: pl.Series, n: int) -> pl.Series:
