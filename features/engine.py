@@ -234,12 +234,6 @@ class Timeline:
         self.measures = dict(measures)
         self._positions: dict[tuple[int, int], pl.Series] = {}
 
-    @classmethod
-    def from_rows(cls, rows: pl.LazyFrame, measures: Sequence[str]) -> Timeline:
-        """A timeline of unsorted rows holding ``KEY`` and the measure columns."""
-        frame = rows.select(KEY, *measures).sort(KEY).collect()
-        return cls(frame, {m: pl.col(m) for m in measures})
-
     @property
     def height(self) -> int:
         """Number of rows."""
@@ -494,22 +488,23 @@ def partner_measures(
     same = (tags == tags.shift(1)) & (code_of(key) == code_of(key).shift(1))
     first = ~same.fill_null(False)
     run = pl.int_range(pl.len(), dtype=pl.Int64)
-    by_pair = pl.DataFrame({KEY: rows[KEY].gather(order), "__tag": tag})
+    # numpy gathers and scatters contiguous arrays several times faster than Series.gather
+    keys = rows[KEY].rechunk().to_numpy()
+    onset_day = np.full(len(order), _NEVER, dtype=np.int64)
     if onset is not None:
         # Each partner's rows are one run in pair order: its onset is looked up once, by the
         # partner hash of the run's first row, and spread over the run.
-        starts = by_pair.select((tags != tags.shift(1)).fill_null(True)).to_series()
-        onset_of_run = (
-            rows[partner]
-            .gather(order.filter(starts))
-            .replace_strict(onset["__hash"], onset["__onset"], default=None, return_dtype=pl.Int64)
+        starts = np.flatnonzero(np.diff(tag, prepend=tag[:1] + 1) != 0)
+        hashes = rows[partner].rechunk().to_numpy()[order[starts]]
+        onset_of_run = pl.Series(hashes).replace_strict(
+            onset["__hash"], onset["__onset"], default=_NEVER, return_dtype=pl.Int64
         )
-        onset_day = onset_of_run.gather(starts.cast(pl.Int64).cum_sum() - 1)
-    else:
-        onset_day = pl.repeat(None, by_pair.height, dtype=pl.Int64, eager=True)
+        counts = np.diff(starts, append=len(tag))
+        onset_day = np.repeat(onset_of_run.fill_null(_NEVER).to_numpy(), counts)
+    by_pair = pl.DataFrame({KEY: keys[order], "__tag": tag, "__onset": onset_day})
     by_pair = (
         by_pair.lazy()
-        .with_columns(first.alias("__first"), onset_day.alias("__onset"))
+        .with_columns(first.alias("__first"))
         .with_columns(pl.col("__first").shift(-1, fill_value=True).alias("__last"))
     )
     # The facts found in pair order travel back to key order packed in one integer (one
@@ -519,7 +514,7 @@ def partner_measures(
     gap_before = (day - day.shift(1)).clip(0, _GAP_CAP).fill_null(_GAP_CAP)
     gap_after = (day.shift(-1) - day).clip(0, _GAP_CAP).fill_null(_GAP_CAP)
     repeat = day > pl.when("__first").then(day).forward_fill()
-    risky = (pl.col("__onset") <= day).fill_null(False)
+    risky = pl.col("__onset") <= day
     k = (run - pl.when("__first").then(run).forward_fill()).clip(0, _K_CAP)
     packed = (
         k * (1 << 34)
@@ -531,9 +526,9 @@ def partner_measures(
         + risky.cast(pl.Int64)
     )
     by_pair = by_pair.with_columns(packed.alias("__packed")).collect()
-    back = rows.select(KEY).with_columns(
-        _scatter(by_pair["__packed"], order, rows.height).alias("__packed")
-    )
+    back_packed = np.empty(rows.height, dtype=np.int64)
+    back_packed[order] = by_pair["__packed"].rechunk().to_numpy()
+    back = pl.DataFrame({KEY: keys, "__packed": back_packed})
     bits = pl.col("__packed")
     facts = {
         "first": (bits & 8) != 0,
@@ -560,24 +555,24 @@ def partner_measures(
     main = Timeline(back, measures)
     if onset is None:
         return main, None
+    # Each measure value is 1, so the timeline is just its sorted keys and the measure ROWS.
     turned = (
-        by_pair.lazy()
-        .filter(pl.col("__first") & pl.col("__onset").is_not_null())
-        .select(
-            key_of(code_of(key), pl.max_horizontal(day, pl.col("__onset"))).alias(KEY),
-            pl.lit(1, pl.Int64).alias(f"{prefix}_bad_new"),
-        )
+        by_pair.filter(pl.col("__first") & (pl.col("__onset") < _NEVER))
+        .select(key_of(code_of(key), pl.max_horizontal(day, pl.col("__onset"))).alias(KEY))
+        .to_series()
+        .sort()
     )
-    return main, Timeline.from_rows(turned, [f"{prefix}_bad_new"])
+    return main, Timeline(turned.to_frame(), {f"{prefix}_bad_new": ROWS})
 
 
 _GAP_CAP = (1 << 15) - 1
 _K_CAP = (1 << 29) - 1
+_NEVER = 1 << 40  # the onset day of a partner never seen past due: after every real day
 _TAG_TRIES = 4  # hashes tried for a collision-free partner tag before the general sort
 
 
-def _pair_order(partners: pl.Series) -> tuple[pl.Series, pl.Series]:
-    """The stable sort of rows by partner hash, as ``(order, tag)``.
+def _pair_order(partners: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+    """The stable sort of rows by partner hash, as ``(order, tag)`` numpy arrays.
 
     ``order`` lists the rows partner by partner, each partner's rows in their original (key)
     order; ``tag`` is, in that order, a number that is equal for two rows iff they have the
@@ -594,26 +589,19 @@ def _pair_order(partners: pl.Series) -> tuple[pl.Series, pl.Series]:
     """
     n = partners.len()
     bits = max(1, (n - 1).bit_length())
-    frame = partners.cast(pl.UInt64).to_frame("p")
+    frame = partners.cast(pl.UInt64).rechunk().to_frame("p")
     distinct = frame.select(pl.col("p").unique())
     low = pl.lit(1 << bits, pl.UInt64)
     for attempt in range(_TAG_TRIES if bits < 48 else 0):
         hashed = pl.col("p") if attempt == 0 else pl.col("p").hash(seed=_HASH_SEED + attempt)
         tag = hashed // low
         if distinct.select(tag.n_unique()).item() == distinct.height:
-            values = frame.select(tag * low + pl.int_range(pl.len(), dtype=pl.UInt64)).to_series()
-            values = values.sort()
-            return (values % (1 << bits)).cast(pl.get_index_type()), values // (1 << bits)
-    order = frame.select(pl.arg_sort_by("p", maintain_order=True)).to_series()
-    return order, frame["p"].gather(order)
-
-
-def _scatter(values: pl.Series, order: pl.Series, n: int) -> pl.Series:
-    """Put ``values[i]`` at position ``order[i]``: undo the gather by ``order``."""
-    out = pl.repeat(None, n, dtype=values.dtype, eager=True).alias(values.name)
-    if n == 0:
-        return out
-    return out.scatter(order, values)
+            values = frame.select(tag * low + pl.int_range(pl.len(), dtype=pl.UInt64))
+            values = values.to_series().sort().to_numpy()
+            return (values & np.uint64((1 << bits) - 1)).astype(np.int64), values >> np.uint64(bits)
+    order = frame.select(pl.arg_sort_by("p", maintain_order=True)).to_series().to_numpy()
+    order = order.astype(np.int64)
+    return order, frame["p"].to_numpy()[order]
 
 
 def read_partners(

@@ -11,9 +11,9 @@ from features import engine
 from features.engine import KEY, partner_measures
 
 
-def _check_pair_order(partners: pl.Series, order: pl.Series, tag: pl.Series) -> None:
+def _check_pair_order(partners: pl.Series, order: np.ndarray, tag: np.ndarray) -> None:
     """Each partner's rows form one run, in row order, and tags are equal iff partners are."""
-    assert sorted(order.to_list()) == list(range(partners.len()))
+    assert sorted(order.tolist()) == list(range(partners.len()))
     frame = pl.DataFrame({"p": partners.gather(order), "row": order, "tag": tag})
     runs = frame.select((pl.col("p") != pl.col("p").shift(1)).fill_null(True).cum_sum())
     per_partner = frame.with_columns(runs.to_series().alias("run")).group_by("p")
@@ -53,7 +53,7 @@ def test_pair_order_falls_back_to_the_stable_sort(monkeypatch: pytest.MonkeyPatc
     order, tag = engine._pair_order(partners)
     _check_pair_order(partners, order, tag)
     stable = partners.to_frame("p").select(pl.arg_sort_by("p", maintain_order=True))
-    assert order.to_list() == stable.to_series().to_list()
+    assert order.tolist() == stable.to_series().to_list()
 
 
 def _log(n: int, entities: int, seed: int = 3) -> pl.DataFrame:
