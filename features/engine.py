@@ -11,8 +11,8 @@ uses only events strictly before ``as_of``. The engine never joins events to sna
 2. A :class:`Timeline` holds integer *measures* of the sorted events (counts, money in fen,
    fixed-point logs). A snapshot reads a measure's running sum at a boundary ``as_of - offset``
    with one binary search of its key and one gather; a window sum is a difference of two
-   reads. Running sums are evaluated inside one parallel polars ``select`` and gathered at the
-   boundaries there, so no table of running sums is ever stored.
+   reads. Measures are evaluated by polars a few at a time and summed by numpy into one
+   reused running-sum buffer, so at most one running sum is held at once.
 3. Only the (measure, window) pairs that the catalog's expressions use are read.
 
 Measures are integers, so running sums are exact: a window sum does not depend on the events
@@ -302,49 +302,39 @@ class Timeline:
     ) -> dict[tuple[str, int], pl.Series]:
         """Each measure's sum over the rows before each snapshot's boundary at each offset.
 
-        The distinct boundary positions cut the rows into segments; ``np.add.reduceat`` sums
-        every segment in one pass over the measure and a running sum over the (few) segments
-        gives the prefix sums, without a running sum over all rows or a random gather from it.
-        Measures are evaluated by polars a few at a time, so at most a few are held at once.
+        One running sum over the rows per measure (``np.cumsum``, a sequential pass), read at
+        the boundary positions of the offsets that measure needs: per snapshot and offset one
+        read, and the positions of one offset are ascending (snapshots are sorted by entity and
+        date), so the reads walk the running sum forward. Measures are evaluated by polars a
+        few at a time, so at most a few are held at once; boolean measures (counts) stay one
+        byte per row until they are summed.
         """
         out: dict[tuple[str, int], pl.Series] = {}
         offsets = sorted({o for name in prefixes for o in prefixes[name]})
         if not offsets:
             return out
-        positions = {o: self.positions(snaps, o).cast(pl.Int64) for o in offsets}
-        every = pl.concat([pl.Series([0], dtype=pl.Int64), *positions.values()])
-        distinct = every.unique().sort().to_numpy()
-        starts = distinct[distinct < self.height]
-        # Where each (offset, snapshot) position sits among the distinct positions: its dense
-        # rank. A position at the end of the rows ranks last and reads the total.
-        rank = (every.rank("dense").cast(pl.Int64) - 1).to_numpy()
-        q = snaps.height
-        slot = {o: rank[1 + i * q : 1 + (i + 1) * q] for i, o in enumerate(offsets)}
-        positions = {o: p.to_numpy() for o, p in positions.items()}
+        positions = {o: self.positions(snaps, o).cast(pl.Int64).to_numpy() for o in offsets}
         names = [m for m in prefixes if self.measures[m] is not ROWS]
         for m in prefixes:
             if self.measures[m] is ROWS:
                 for o in prefixes[m]:
                     out[(m, o)] = pl.Series(m, positions[o])
+        schema = self.frame.lazy().select(self.measures[m].alias(m) for m in names)
+        flags = {m for m, dtype in schema.collect_schema().items() if dtype == pl.Boolean}
+        summable = {
+            m: self.measures[m].fill_null(False)
+            if m in flags
+            else self.measures[m].cast(pl.Int64).fill_null(0)
+            for m in names
+        }
+        running = np.zeros(self.height + 1, dtype=np.int64)
         for batch in range(0, len(names), _MEASURE_BATCH):
             chosen = names[batch : batch + _MEASURE_BATCH]
-            values = (
-                self.frame.select(
-                    self.measures[m].cast(pl.Int64).fill_null(0).alias(m) for m in chosen
-                )
-                if self.height
-                else None
-            )
+            values = self.frame.select(summable[m].alias(m) for m in chosen)
             for m in chosen:
-                if values is None:
-                    for o in prefixes[m]:
-                        out[(m, o)] = pl.Series(m, np.zeros(snaps.height, dtype=np.int64))
-                    continue
-                column = values[m].rechunk().to_numpy()
-                running = np.zeros(len(starts) + 1, dtype=np.int64)
-                np.cumsum(np.add.reduceat(column, starts, dtype=np.int64), out=running[1:])
+                np.cumsum(values[m].rechunk().to_numpy(), dtype=np.int64, out=running[1:])
                 for o in prefixes[m]:
-                    out[(m, o)] = pl.Series(m, running[slot[o]])
+                    out[(m, o)] = pl.Series(m, running[positions[o]])
             del values
         return out
 
