@@ -62,8 +62,9 @@ def _when(condition: pl.Expr, value: pl.Expr | int = 1) -> pl.Expr:
 
 # The day's closing balance is its last reported balance (events are in time order): a row
 # closes its day when the next row reporting a balance is on another day.
+# Evaluated once per event among the DERIVED columns (three measures read it).
 _next_balance_key = pl.when(_balance.is_not_null()).then(_key).shift(-1).backward_fill()
-_closes_day = _balance.is_not_null() & (_next_balance_key != _key).fill_null(True)
+_closes_day = pl.col("closes_day")
 
 MEASURES: dict[str, pl.Expr] = {
     "txn_cnt": ROWS,
@@ -121,6 +122,7 @@ def narrow(events: pl.LazyFrame) -> pl.LazyFrame:
 DERIVED: dict[str, pl.Expr] = {
     "log_amount_fx": fixed((pl.col("amount_fen") / FEN).clip(lower_bound=0).log1p()),
     "hour": pl.col(SECOND) // 3600,
+    "closes_day": _balance.is_not_null() & (_next_balance_key != _key).fill_null(True),
 }
 
 
