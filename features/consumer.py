@@ -38,7 +38,6 @@ from features.engine import (
     id_hash,
     needed_columns,
     partner_measures,
-    read_concurrently,
     read_partners,
     read_sums,
 )
@@ -194,8 +193,9 @@ def aggregates(
             by_category, None, snaps, wanted, prefix="cat", windows=windows, partner_windows=()
         )
 
-    columns = read_concurrently(activity, counterparties, categories)
-    return per_snapshot(snaps, columns, inputs, SEGMENT, "registered_on")
+    return per_snapshot(
+        snaps, [activity, counterparties, categories], inputs, SEGMENT, "registered_on"
+    )
 
 
 def policy_inputs() -> list[pl.Expr]:
