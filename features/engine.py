@@ -233,6 +233,7 @@ class Timeline:
         self.frame = frame
         self.measures = dict(measures)
         self._positions: dict[tuple[int, int], pl.Series] = {}
+        self._numbered: pl.DataFrame | None = None
 
     @property
     def height(self) -> int:
@@ -240,10 +241,24 @@ class Timeline:
         return self.frame.height
 
     def positions(self, snaps: Snapshots, offset: int) -> pl.Series:
-        """For each snapshot, how many rows have a key below its boundary at ``offset``."""
+        """For each snapshot, how many rows have a key below its boundary at ``offset``.
+
+        The boundaries of one offset are ascending (snapshots are sorted by entity and date)
+        like the keys, so one as-of join (a merge of two sorted columns) finds them all: the
+        row number of the first key at or after each boundary. It is several times faster
+        than a binary search per snapshot once there are many snapshots.
+        """
         cache_key = (id(snaps), offset)
         if cache_key not in self._positions:
-            found = self.frame[KEY].search_sorted(snaps.boundary(offset), side="left")
+            if self._numbered is None:
+                self._numbered = self.frame.select(KEY).with_row_index("__position")
+            found = (
+                snaps.boundary(offset)
+                .to_frame(KEY)
+                .join_asof(self._numbered, on=KEY, strategy="forward")
+                .select(pl.col("__position").fill_null(self.height).cast(pl.Int64))
+                .to_series()
+            )
             self._positions[cache_key] = found
         return self._positions[cache_key]
 
