@@ -38,6 +38,7 @@ from features.engine import (
     id_hash,
     needed_columns,
     partner_measures,
+    read_mix,
     read_partners,
     read_sums,
 )
@@ -188,10 +189,7 @@ def aggregates(
         purchases = (
             events.lazy().filter(_kind == "purchase").select(KEY, category.alias("category"))
         )
-        by_category, _ = partner_measures(purchases, "category", windows=(), prefix="cat")
-        return read_partners(
-            by_category, None, snaps, wanted, prefix="cat", windows=windows, partner_windows=()
-        )
+        return read_mix(purchases, "category", snaps, wanted, prefix="cat", windows=windows)
 
     return per_snapshot(
         snaps, [activity, counterparties, categories], inputs, SEGMENT, "registered_on"

@@ -636,6 +636,51 @@ def read_partners(
     return out
 
 
+_FEW_VALUES = 64  # up to this many distinct values, read_mix counts each value on its own
+
+
+def read_mix(
+    events: pl.LazyFrame,
+    column: str,
+    snaps: Snapshots,
+    wanted: Iterable[str],
+    *,
+    prefix: str,
+    windows: Sequence[int],
+) -> dict[str, pl.Series]:
+    """How the events before as_of spread over the values of ``column`` (e.g. categories).
+
+    ``{prefix}_new_ever``: distinct values; ``{prefix}_n_ever``: events with a value;
+    ``{prefix}_sq_ever``: the sum over values of their event count squared (for the HHI), the
+    same numbers as :func:`partner_measures` gives for ``column`` as the partner. ``events``
+    are in key order with ``KEY`` and ``column`` (null: no value).
+
+    A column with few distinct values (at most ``_FEW_VALUES``, like industries) needs no
+    sort: each value's count before as_of is the running sum of one 0/1 measure, and the
+    three numbers follow from the counts. Otherwise the partner measures are read.
+    """
+    names = [f"{prefix}_{m}_ever" for m in ("new", "n", "sq")]
+    rows = events.select(KEY, column).filter(pl.col(column).is_not_null()).collect()
+    values = rows[column].unique().sort()
+    if values.len() > _FEW_VALUES:
+        main, _ = partner_measures(rows.lazy(), column, windows=(), prefix=prefix)
+        return read_partners(
+            main, None, snaps, wanted, prefix=prefix, windows=windows, partner_windows=()
+        )
+    measures = {f"__v{i}": pl.col(column) == v for i, v in enumerate(values)}
+    timeline = Timeline(rows.rechunk(), measures)
+    reads = timeline.read(snaps, prefixes={m: (0, EVER) for m in measures})
+    counts = [(reads[(m, 0)] - reads[(m, EVER)]).to_numpy() for m in measures]
+    zero = np.zeros(snaps.height, dtype=np.int64)
+    mix = {
+        names[0]: sum(((c > 0).astype(np.int64) for c in counts), zero),
+        names[1]: sum(counts, zero),
+        names[2]: sum((c * c for c in counts), zero),
+    }
+    wanted = set(wanted)
+    return {name: pl.Series(name, mix[name]) for name in names if name in wanted}
+
+
 def delinquency_onset(loans: pl.LazyFrame, repayments: pl.LazyFrame, dpd: int = 30) -> pl.DataFrame:
     """The first day each borrower (any segment) was ``dpd``+ days past due.
 

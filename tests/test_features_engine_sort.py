@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import numpy as np
 import polars as pl
 import pytest
@@ -84,3 +86,25 @@ def test_partner_measures_do_not_depend_on_the_sort(monkeypatch: pytest.MonkeyPa
     general = measures()
     assert_frame_equal(fast[0], general[0])
     assert_frame_equal(fast[1], general[1])
+
+
+def test_mix_of_few_values_matches_the_partner_measures(monkeypatch: pytest.MonkeyPatch) -> None:
+    events = _log(3_000, 25)
+    category = (pl.col("partner") % 5).alias("category")
+    events = events.select(KEY, pl.when(pl.col("partner").is_not_null()).then(category))
+    keys = pl.DataFrame({engine.ENTITY: [f"E{i}" for i in range(25)]})
+    codes = keys.with_row_index(engine.CODE).with_columns(pl.col(engine.CODE).cast(pl.Int64))
+    spine = keys.join(
+        pl.DataFrame({engine.AS_OF: [dt.date(2023, 6, 1), dt.date(2024, 1, 1)]}), how="cross"
+    )
+    snaps = engine.Snapshots.of(spine, codes)
+    wanted = {"c_new_ever", "c_n_ever", "c_sq_ever"}
+
+    def mix() -> pl.DataFrame:
+        columns = engine.read_mix(events.lazy(), "category", snaps, wanted, prefix="c", windows=())
+        return pl.DataFrame(columns).select(sorted(wanted))
+
+    few = mix()
+    monkeypatch.setattr(engine, "_FEW_VALUES", 0)
+    assert_frame_equal(few, mix())
+    assert few["c_n_ever"].sum() > 0
