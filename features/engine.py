@@ -10,15 +10,16 @@ uses only events strictly before ``as_of``. The engine never joins events to sna
    1900-01-01), so the sorted log is ordered by (entity, day).
 2. A :class:`Timeline` holds integer *measures* of the sorted events (counts, money in fen,
    fixed-point logs). A snapshot reads a measure's running sum at a boundary ``as_of - offset``
-   with one binary search of its key and one gather; a window sum is a difference of two
-   reads. Measures are evaluated by polars a few at a time and summed by numpy into one
-   reused running-sum buffer, so at most one running sum is held at once.
+   found by an as-of join of the sorted boundaries against the sorted keys, and one gather; a
+   window sum is a difference of two reads. Measures are evaluated by polars a few at a time
+   and summed by numpy into one reused running-sum buffer, so at most one running sum is held
+   at once.
 3. Only the (measure, window) pairs that the catalog's expressions use are read.
 
 Measures are integers, so running sums are exact: a window sum does not depend on the events
 of other entities or on later events (no floating-point drift), which is what the point-in-time
-property test checks bit for bit. The cost is one pass and one sort of the log, plus a binary
-search per snapshot and boundary: many snapshots do not cost many times one.
+property test checks bit for bit. The cost is one pass and one sort of the log, plus one
+merge of the sorted boundaries per offset: many snapshots do not cost many times one.
 
 Distinct counts over windows (distinct buyers in the last 90 days) stay linear too: see
 :func:`partner_measures`.
