@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import polars as pl
 
 from features.catalog import declare
-from features.engine import AS_OF, BLOCKS, ENTITY, FEN, Inputs, Snapshots, assemble, fen
+from features.engine import (
+    AS_OF,
+    BLOCKS,
+    ENTITY,
+    FEN,
+    Inputs,
+    Snapshots,
+    assemble,
+    fen,
+    read_concurrently,
+)
 
 # The windows the catalog's windowed features are defined on (params may add more).
 WINDOWS: tuple[int, ...] = (7, 30, 90, 180, 365)
@@ -420,16 +430,36 @@ def declare_identity(segment: str, who: str) -> None:
 
 def per_snapshot(
     snaps: Snapshots,
-    columns: dict[str, pl.Series],
+    tasks: Sequence[Callable[[], Mapping[str, pl.Series]]],
     inputs: Inputs,
     segment: str,
     since_column: str,
 ) -> pl.LazyFrame:
-    """One row per snapshot: the log's columns, credit history and identity (both segments)."""
-    keys = snaps.ids().lazy()
-    return (
-        assemble(snaps, columns)
-        .lazy()
-        .join(credit_history(keys, inputs.loans, inputs.repayments, segment), on=[ENTITY, AS_OF])
-        .join(identity(keys, inputs.entities, since_column), on=[ENTITY, AS_OF])
-    )
+    """One row per snapshot: the columns of the log's reading tasks, credit history, identity.
+
+    Credit history and identity do not read the log, so they are one more task run beside
+    the log's reading tasks (:func:`features.engine.read_concurrently`), joined to the
+    snapshots in their order, rather than a join after every read has finished.
+    """
+
+    def context() -> dict[str, pl.Series]:
+        keys = snaps.ids().lazy()
+        frame = (
+            keys.join(
+                credit_history(keys, inputs.loans, inputs.repayments, segment),
+                on=[ENTITY, AS_OF],
+                how="left",
+                maintain_order="left",
+            )
+            .join(
+                identity(keys, inputs.entities, since_column),
+                on=[ENTITY, AS_OF],
+                how="left",
+                maintain_order="left",
+            )
+            .collect()
+        )
+        return {c: frame[c] for c in frame.columns if c not in (ENTITY, AS_OF)}
+
+    columns = read_concurrently(*tasks, context)
+    return assemble(snaps, columns).lazy()

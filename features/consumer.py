@@ -38,7 +38,7 @@ from features.engine import (
     id_hash,
     needed_columns,
     partner_measures,
-    read_concurrently,
+    read_mix,
     read_partners,
     read_sums,
 )
@@ -62,8 +62,9 @@ def _when(condition: pl.Expr, value: pl.Expr | int = 1) -> pl.Expr:
 
 # The day's closing balance is its last reported balance (events are in time order): a row
 # closes its day when the next row reporting a balance is on another day.
+# Evaluated once per event among the DERIVED columns (three measures read it).
 _next_balance_key = pl.when(_balance.is_not_null()).then(_key).shift(-1).backward_fill()
-_closes_day = _balance.is_not_null() & (_next_balance_key != _key).fill_null(True)
+_closes_day = pl.col("closes_day")
 
 MEASURES: dict[str, pl.Expr] = {
     "txn_cnt": ROWS,
@@ -121,6 +122,7 @@ def narrow(events: pl.LazyFrame) -> pl.LazyFrame:
 DERIVED: dict[str, pl.Expr] = {
     "log_amount_fx": fixed((pl.col("amount_fen") / FEN).clip(lower_bound=0).log1p()),
     "hour": pl.col(SECOND) // 3600,
+    "closes_day": _balance.is_not_null() & (_next_balance_key != _key).fill_null(True),
 }
 
 
@@ -187,13 +189,11 @@ def aggregates(
         purchases = (
             events.lazy().filter(_kind == "purchase").select(KEY, category.alias("category"))
         )
-        by_category, _ = partner_measures(purchases, "category", windows=(), prefix="cat")
-        return read_partners(
-            by_category, None, snaps, wanted, prefix="cat", windows=windows, partner_windows=()
-        )
+        return read_mix(purchases, "category", snaps, wanted, prefix="cat", windows=windows)
 
-    columns = read_concurrently(activity, counterparties, categories)
-    return per_snapshot(snaps, columns, inputs, SEGMENT, "registered_on")
+    return per_snapshot(
+        snaps, [activity, counterparties, categories], inputs, SEGMENT, "registered_on"
+    )
 
 
 def policy_inputs() -> list[pl.Expr]:

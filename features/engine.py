@@ -10,15 +10,16 @@ uses only events strictly before ``as_of``. The engine never joins events to sna
    1900-01-01), so the sorted log is ordered by (entity, day).
 2. A :class:`Timeline` holds integer *measures* of the sorted events (counts, money in fen,
    fixed-point logs). A snapshot reads a measure's running sum at a boundary ``as_of - offset``
-   with one binary search of its key and one gather; a window sum is a difference of two
-   reads. Running sums are evaluated inside one parallel polars ``select`` and gathered at the
-   boundaries there, so no table of running sums is ever stored.
+   found by an as-of join of the sorted boundaries against the sorted keys, and one gather; a
+   window sum is a difference of two reads. Measures are evaluated by polars a few at a time
+   and summed by numpy into one reused running-sum buffer, so at most one running sum is held
+   at once.
 3. Only the (measure, window) pairs that the catalog's expressions use are read.
 
 Measures are integers, so running sums are exact: a window sum does not depend on the events
 of other entities or on later events (no floating-point drift), which is what the point-in-time
-property test checks bit for bit. The cost is one pass and one sort of the log, plus a binary
-search per snapshot and boundary: many snapshots do not cost many times one.
+property test checks bit for bit. The cost is one pass and one sort of the log, plus one
+merge of the sorted boundaries per offset: many snapshots do not cost many times one.
 
 Distinct counts over windows (distinct buyers in the last 90 days) stay linear too: see
 :func:`partner_measures`.
@@ -233,12 +234,7 @@ class Timeline:
         self.frame = frame
         self.measures = dict(measures)
         self._positions: dict[tuple[int, int], pl.Series] = {}
-
-    @classmethod
-    def from_rows(cls, rows: pl.LazyFrame, measures: Sequence[str]) -> Timeline:
-        """A timeline of unsorted rows holding ``KEY`` and the measure columns."""
-        frame = rows.select(KEY, *measures).sort(KEY).collect()
-        return cls(frame, {m: pl.col(m) for m in measures})
+        self._numbered: pl.DataFrame | None = None
 
     @property
     def height(self) -> int:
@@ -246,10 +242,24 @@ class Timeline:
         return self.frame.height
 
     def positions(self, snaps: Snapshots, offset: int) -> pl.Series:
-        """For each snapshot, how many rows have a key below its boundary at ``offset``."""
+        """For each snapshot, how many rows have a key below its boundary at ``offset``.
+
+        The boundaries of one offset are ascending (snapshots are sorted by entity and date)
+        like the keys, so one as-of join (a merge of two sorted columns) finds them all: the
+        row number of the first key at or after each boundary. It is several times faster
+        than a binary search per snapshot once there are many snapshots.
+        """
         cache_key = (id(snaps), offset)
         if cache_key not in self._positions:
-            found = self.frame[KEY].search_sorted(snaps.boundary(offset), side="left")
+            if self._numbered is None:
+                self._numbered = self.frame.select(KEY).with_row_index("__position")
+            found = (
+                snaps.boundary(offset)
+                .to_frame(KEY)
+                .join_asof(self._numbered, on=KEY, strategy="forward")
+                .select(pl.col("__position").fill_null(self.height).cast(pl.Int64))
+                .to_series()
+            )
             self._positions[cache_key] = found
         return self._positions[cache_key]
 
@@ -308,49 +318,39 @@ class Timeline:
     ) -> dict[tuple[str, int], pl.Series]:
         """Each measure's sum over the rows before each snapshot's boundary at each offset.
 
-        The distinct boundary positions cut the rows into segments; ``np.add.reduceat`` sums
-        every segment in one pass over the measure and a running sum over the (few) segments
-        gives the prefix sums, without a running sum over all rows or a random gather from it.
-        Measures are evaluated by polars a few at a time, so at most a few are held at once.
+        One running sum over the rows per measure (``np.cumsum``, a sequential pass), read at
+        the boundary positions of the offsets that measure needs: per snapshot and offset one
+        read, and the positions of one offset are ascending (snapshots are sorted by entity and
+        date), so the reads walk the running sum forward. Measures are evaluated by polars a
+        few at a time, so at most a few are held at once; boolean measures (counts) stay one
+        byte per row until they are summed.
         """
         out: dict[tuple[str, int], pl.Series] = {}
         offsets = sorted({o for name in prefixes for o in prefixes[name]})
         if not offsets:
             return out
-        positions = {o: self.positions(snaps, o).cast(pl.Int64) for o in offsets}
-        every = pl.concat([pl.Series([0], dtype=pl.Int64), *positions.values()])
-        distinct = every.unique().sort().to_numpy()
-        starts = distinct[distinct < self.height]
-        # Where each (offset, snapshot) position sits among the distinct positions: its dense
-        # rank. A position at the end of the rows ranks last and reads the total.
-        rank = (every.rank("dense").cast(pl.Int64) - 1).to_numpy()
-        q = snaps.height
-        slot = {o: rank[1 + i * q : 1 + (i + 1) * q] for i, o in enumerate(offsets)}
-        positions = {o: p.to_numpy() for o, p in positions.items()}
+        positions = {o: self.positions(snaps, o).cast(pl.Int64).to_numpy() for o in offsets}
         names = [m for m in prefixes if self.measures[m] is not ROWS]
         for m in prefixes:
             if self.measures[m] is ROWS:
                 for o in prefixes[m]:
                     out[(m, o)] = pl.Series(m, positions[o])
+        schema = self.frame.lazy().select(self.measures[m].alias(m) for m in names)
+        flags = {m for m, dtype in schema.collect_schema().items() if dtype == pl.Boolean}
+        summable = {
+            m: self.measures[m].fill_null(False)
+            if m in flags
+            else self.measures[m].cast(pl.Int64).fill_null(0)
+            for m in names
+        }
+        running = np.zeros(self.height + 1, dtype=np.int64)
         for batch in range(0, len(names), _MEASURE_BATCH):
             chosen = names[batch : batch + _MEASURE_BATCH]
-            values = (
-                self.frame.select(
-                    self.measures[m].cast(pl.Int64).fill_null(0).alias(m) for m in chosen
-                )
-                if self.height
-                else None
-            )
+            values = self.frame.select(summable[m].alias(m) for m in chosen)
             for m in chosen:
-                if values is None:
-                    for o in prefixes[m]:
-                        out[(m, o)] = pl.Series(m, np.zeros(snaps.height, dtype=np.int64))
-                    continue
-                column = values[m].rechunk().to_numpy()
-                running = np.zeros(len(starts) + 1, dtype=np.int64)
-                np.cumsum(np.add.reduceat(column, starts, dtype=np.int64), out=running[1:])
+                np.cumsum(values[m].rechunk().to_numpy(), dtype=np.int64, out=running[1:])
                 for o in prefixes[m]:
-                    out[(m, o)] = pl.Series(m, running[slot[o]])
+                    out[(m, o)] = pl.Series(m, running[positions[o]])
             del values
         return out
 
@@ -487,25 +487,32 @@ def partner_measures(
     order, where the measures are summed.
     """
     rows = events.select(KEY, partner).filter(pl.col(partner).is_not_null()).collect()
-    order = rows.select(pl.arg_sort_by(partner, maintain_order=True)).to_series()
+    order, tag = _pair_order(rows[partner])
     key = pl.col(KEY)
     day = day_of(key)
-    same = (pl.col(partner) == pl.col(partner).shift(1)) & (code_of(key) == code_of(key).shift(1))
+    tags = pl.col("__tag")
+    same = (tags == tags.shift(1)) & (code_of(key) == code_of(key).shift(1))
     first = ~same.fill_null(False)
     run = pl.int_range(pl.len(), dtype=pl.Int64)
+    # numpy gathers and scatters contiguous arrays several times faster than Series.gather
+    keys = rows[KEY].rechunk().to_numpy()
+    onset_day = np.full(len(order), _NEVER, dtype=np.int64)
+    if onset is not None:
+        # Each partner's rows are one run in pair order: its onset is looked up once, by the
+        # partner hash of the run's first row, and spread over the run.
+        starts = np.flatnonzero(np.diff(tag, prepend=tag[:1] + 1) != 0)
+        hashes = rows[partner].rechunk().to_numpy()[order[starts]]
+        onset_of_run = pl.Series(hashes).replace_strict(
+            onset["__hash"], onset["__onset"], default=_NEVER, return_dtype=pl.Int64
+        )
+        counts = np.diff(starts, append=len(tag))
+        onset_day = np.repeat(onset_of_run.fill_null(_NEVER).to_numpy(), counts)
+    by_pair = pl.DataFrame({KEY: keys[order], "__tag": tag, "__onset": onset_day})
     by_pair = (
-        rows.lazy()
-        .select(key.gather(order), pl.col(partner).gather(order))
+        by_pair.lazy()
         .with_columns(first.alias("__first"))
         .with_columns(pl.col("__first").shift(-1, fill_value=True).alias("__last"))
     )
-    if onset is not None:
-        onset_day = pl.col(partner).replace_strict(
-            onset["__hash"], onset["__onset"], default=None, return_dtype=pl.Int64
-        )
-        by_pair = by_pair.with_columns(onset_day.alias("__onset"))
-    else:
-        by_pair = by_pair.with_columns(pl.lit(None, pl.Int64).alias("__onset"))
     # The facts found in pair order travel back to key order packed in one integer (one
     # scatter instead of seven): the pair's earlier events k, the gaps in days to the pair's
     # previous and next trading day (capped: only comparisons with windows < _GAP_CAP matter),
@@ -513,7 +520,7 @@ def partner_measures(
     gap_before = (day - day.shift(1)).clip(0, _GAP_CAP).fill_null(_GAP_CAP)
     gap_after = (day.shift(-1) - day).clip(0, _GAP_CAP).fill_null(_GAP_CAP)
     repeat = day > pl.when("__first").then(day).forward_fill()
-    risky = (pl.col("__onset") <= day).fill_null(False)
+    risky = pl.col("__onset") <= day
     k = (run - pl.when("__first").then(run).forward_fill()).clip(0, _K_CAP)
     packed = (
         k * (1 << 34)
@@ -525,9 +532,9 @@ def partner_measures(
         + risky.cast(pl.Int64)
     )
     by_pair = by_pair.with_columns(packed.alias("__packed")).collect()
-    back = rows.select(KEY).with_columns(
-        _scatter(by_pair["__packed"], order, rows.height).alias("__packed")
-    )
+    back_packed = np.empty(rows.height, dtype=np.int64)
+    back_packed[order] = by_pair["__packed"].rechunk().to_numpy()
+    back = pl.DataFrame({KEY: keys, "__packed": back_packed})
     bits = pl.col("__packed")
     facts = {
         "first": (bits & 8) != 0,
@@ -554,27 +561,53 @@ def partner_measures(
     main = Timeline(back, measures)
     if onset is None:
         return main, None
+    # Each measure value is 1, so the timeline is just its sorted keys and the measure ROWS.
     turned = (
-        by_pair.lazy()
-        .filter(pl.col("__first") & pl.col("__onset").is_not_null())
-        .select(
-            key_of(code_of(key), pl.max_horizontal(day, pl.col("__onset"))).alias(KEY),
-            pl.lit(1, pl.Int64).alias(f"{prefix}_bad_new"),
-        )
+        by_pair.filter(pl.col("__first") & (pl.col("__onset") < _NEVER))
+        .select(key_of(code_of(key), pl.max_horizontal(day, pl.col("__onset"))).alias(KEY))
+        .to_series()
+        .sort()
     )
-    return main, Timeline.from_rows(turned, [f"{prefix}_bad_new"])
+    return main, Timeline(turned.to_frame(), {f"{prefix}_bad_new": ROWS})
 
 
 _GAP_CAP = (1 << 15) - 1
 _K_CAP = (1 << 29) - 1
+_NEVER = 1 << 40  # the onset day of a partner never seen past due: after every real day
+_TAG_TRIES = 4  # hashes tried for a collision-free partner tag before the general sort
 
 
-def _scatter(values: pl.Series, order: pl.Series, n: int) -> pl.Series:
-    """Put ``values[i]`` at position ``order[i]``: undo the gather by ``order``."""
-    out = pl.repeat(None, n, dtype=values.dtype, eager=True).alias(values.name)
-    if n == 0:
-        return out
-    return out.scatter(order, values)
+def _pair_order(partners: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+    """The stable sort of rows by partner hash, as ``(order, tag)`` numpy arrays.
+
+    ``order`` lists the rows partner by partner, each partner's rows in their original (key)
+    order; ``tag`` is, in that order, a number that is equal for two rows iff they have the
+    same partner. Which partner comes first does not matter to any measure, only that each
+    partner's rows are contiguous and in key order.
+
+    A stable arg sort of 64-bit hashes is several times slower than sorting plain integers, so
+    each row gets one unique integer ``tag << b | row`` (``b`` bits for the row number) and the
+    integers are sorted: the sort is then stable by construction and the row numbers read off
+    the low bits are ``order``. The tag is the partner hash cut to its top ``64 - b`` bits,
+    which must not merge two of the partners present: that is checked on the distinct
+    partners, and on a clash a few re-hashes are tried before falling back to the stable arg
+    sort of the full hashes (same result, slower).
+    """
+    n = partners.len()
+    bits = max(1, (n - 1).bit_length())
+    frame = partners.cast(pl.UInt64).rechunk().to_frame("p")
+    distinct = frame.select(pl.col("p").unique())
+    low = pl.lit(1 << bits, pl.UInt64)
+    for attempt in range(_TAG_TRIES if bits < 48 else 0):
+        hashed = pl.col("p") if attempt == 0 else pl.col("p").hash(seed=_HASH_SEED + attempt)
+        tag = hashed // low
+        if distinct.select(tag.n_unique()).item() == distinct.height:
+            values = frame.select(tag * low + pl.int_range(pl.len(), dtype=pl.UInt64))
+            values = values.to_series().sort().to_numpy()
+            return (values & np.uint64((1 << bits) - 1)).astype(np.int64), values >> np.uint64(bits)
+    order = frame.select(pl.arg_sort_by("p", maintain_order=True)).to_series().to_numpy()
+    order = order.astype(np.int64)
+    return order, frame["p"].to_numpy()[order]
 
 
 def read_partners(
@@ -602,6 +635,51 @@ def read_partners(
     if bad is not None:
         out.update(read_sums(bad, snaps, wanted, windows=windows, blocks=0))
     return out
+
+
+_FEW_VALUES = 64  # up to this many distinct values, read_mix counts each value on its own
+
+
+def read_mix(
+    events: pl.LazyFrame,
+    column: str,
+    snaps: Snapshots,
+    wanted: Iterable[str],
+    *,
+    prefix: str,
+    windows: Sequence[int],
+) -> dict[str, pl.Series]:
+    """How the events before as_of spread over the values of ``column`` (e.g. categories).
+
+    ``{prefix}_new_ever``: distinct values; ``{prefix}_n_ever``: events with a value;
+    ``{prefix}_sq_ever``: the sum over values of their event count squared (for the HHI), the
+    same numbers as :func:`partner_measures` gives for ``column`` as the partner. ``events``
+    are in key order with ``KEY`` and ``column`` (null: no value).
+
+    A column with few distinct values (at most ``_FEW_VALUES``, like industries) needs no
+    sort: each value's count before as_of is the running sum of one 0/1 measure, and the
+    three numbers follow from the counts. Otherwise the partner measures are read.
+    """
+    names = [f"{prefix}_{m}_ever" for m in ("new", "n", "sq")]
+    rows = events.select(KEY, column).filter(pl.col(column).is_not_null()).collect()
+    values = rows[column].unique().sort()
+    if values.len() > _FEW_VALUES:
+        main, _ = partner_measures(rows.lazy(), column, windows=(), prefix=prefix)
+        return read_partners(
+            main, None, snaps, wanted, prefix=prefix, windows=windows, partner_windows=()
+        )
+    measures = {f"__v{i}": pl.col(column) == v for i, v in enumerate(values)}
+    timeline = Timeline(rows.rechunk(), measures)
+    reads = timeline.read(snaps, prefixes={m: (0, EVER) for m in measures})
+    counts = [(reads[(m, 0)] - reads[(m, EVER)]).to_numpy() for m in measures]
+    zero = np.zeros(snaps.height, dtype=np.int64)
+    mix = {
+        names[0]: sum(((c > 0).astype(np.int64) for c in counts), zero),
+        names[1]: sum(counts, zero),
+        names[2]: sum((c * c for c in counts), zero),
+    }
+    wanted = set(wanted)
+    return {name: pl.Series(name, mix[name]) for name in names if name in wanted}
 
 
 def delinquency_onset(loans: pl.LazyFrame, repayments: pl.LazyFrame, dpd: int = 30) -> pl.DataFrame:

@@ -43,7 +43,6 @@ from features.engine import (
     id_hash,
     needed_columns,
     partner_measures,
-    read_concurrently,
     read_partners,
     read_sums,
     weekday_of,
@@ -150,8 +149,7 @@ def aggregates(
             partner_windows=PARTNER_WINDOWS,
         )
 
-    columns = read_concurrently(activity, buyers)
-    return per_snapshot(snaps, columns, inputs, SEGMENT, "onboarded_on")
+    return per_snapshot(snaps, [activity, buyers], inputs, SEGMENT, "onboarded_on")
 
 
 NET_MARGIN = 0.2  # share of net sales assumed free to service debt (no cost data in the log)
