@@ -93,6 +93,46 @@ def block_min(column: str, n: int = BLOCKS) -> pl.Expr:
     return pl.min_horizontal(_blocks(column, n))
 
 
+def active_block_mean(column: str, active: str, n: int = BLOCKS) -> pl.Expr:
+    """Mean of ``column`` over the last ``n`` blocks in which ``active`` was positive.
+
+    An entity's usual month, measured only over the months it was there: a young entity's
+    blocks before its first event do not drag the mean down (null when no block was active).
+    """
+    flags = [pl.col(f"{active}_b{k}") > 0 for k in range(n)]
+    total = pl.sum_horizontal(
+        [pl.when(f).then(v).otherwise(0) for f, v in zip(flags, _blocks(column, n), strict=True)]
+    )
+    return safe_ratio(total, pl.sum_horizontal([f.cast(pl.Int32) for f in flags]))
+
+
+def last_over_usual(column: str, active: str, n: int = BLOCKS) -> pl.Expr:
+    """The latest 30-day block over the usual active block (1 = an ordinary month, 0 = none)."""
+    return safe_ratio(pl.col(f"{column}_b0"), active_block_mean(column, active, n))
+
+
+def block_shortfall(column: str, active: str, n: int = BLOCKS) -> pl.Expr:
+    """Share of the usual count missing, over the last ``n`` blocks in which ``active`` was seen.
+
+    The usual count is the median of the active blocks (robust to a block that caught two
+    monthly events); each active block short of it adds its shortfall. 0 means no block fell
+    short; 0.25 means a quarter of the expected events did not happen.
+    """
+    flags = [pl.col(f"{active}_b{k}") > 0 for k in range(n)]
+    values = _blocks(column, n)
+    typical = pl.concat_list(
+        [pl.when(f).then(v.cast(pl.Float64)) for f, v in zip(flags, values, strict=True)]
+    ).list.median()
+    short = pl.sum_horizontal(
+        [
+            pl.when(f).then((typical - v).clip(lower_bound=0)).otherwise(0)
+            for f, v in zip(flags, values, strict=True)
+        ]
+    )
+    expected = typical * pl.sum_horizontal([f.cast(pl.Int32) for f in flags])
+    return safe_ratio(short, expected)
+
+
 def hhi(counts: Sequence[pl.Expr]) -> pl.Expr:
     """Herfindahl index of a few counts (1 = all in one; null when all are zero)."""
     total = pl.sum_horizontal(counts)

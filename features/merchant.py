@@ -14,6 +14,7 @@ import polars as pl
 from features.catalog import declare
 from features.common import (
     WINDOWS,
+    active_block_mean,
     active_blocks,
     block_cv,
     block_max,
@@ -24,6 +25,7 @@ from features.common import (
     declare_identity,
     hhi,
     last_minus_mean,
+    last_over_usual,
     per_snapshot,
     per_window,
     safe_ratio,
@@ -522,6 +524,70 @@ def _declare() -> None:
             "Transactions of any kind in the 365 days before as_of.",
             "overall activity",
             "windowed count",
+        ),
+        # counts, not amounts: a refund or an order is one event whatever its size, so rates
+        # and trends of counts are far less noisy than those of money for small merchants
+        (
+            "refund_count_rate_365d",
+            safe_ratio(_col("refund_cnt_365d"), _col("sale_cnt_365d")),
+            ATP,
+            -1,
+            365,
+            "Refunds per sale in the 365 days before as_of.",
+            "many orders refunded in the last year",
+            "refund and chargeback ratio",
+        ),
+        (
+            "refund_count_rate_ever",
+            safe_ratio(_col("refund_cnt_ever"), _col("sale_cnt_ever")),
+            ATP,
+            -1,
+            None,
+            "Refunds per sale over the merchant's whole history before as_of.",
+            "many orders refunded over the merchant's history",
+            "refund and chargeback ratio",
+        ),
+        (
+            "chargeback_rate_ever",
+            safe_ratio(_col("chargeback_cnt_ever"), _col("sale_cnt_ever")),
+            ATP,
+            -1,
+            None,
+            "Chargebacks per sale over the merchant's whole history before as_of.",
+            "many chargebacks over the merchant's history",
+            "refund and chargeback ratio",
+        ),
+        (
+            "orders_per_active_month_12m",
+            active_block_mean("sale_cnt", "sale_cnt"),
+            ATP,
+            1,
+            360,
+            "Mean number of sales per 30-day block with any sales, among the last twelve.",
+            "few orders in a typical month",
+            "windowed mean",
+        ),
+        (
+            "orders_last_over_usual_12m",
+            last_over_usual("sale_cnt", "sale_cnt"),
+            BEH,
+            1,
+            360,
+            "Sales in the last 30 days over the mean of the last twelve 30-day blocks with "
+            "sales (1 = an ordinary month).",
+            "far fewer orders than usual in the last month",
+            "last minus mean",
+        ),
+        (
+            "trading_days_last_over_usual_12m",
+            last_over_usual("sale_day", "sale_day"),
+            BEH,
+            1,
+            360,
+            "Trading days in the last 30 days over the mean of the last twelve 30-day blocks "
+            "with sales (1 = an ordinary month).",
+            "far fewer trading days than usual in the last month",
+            "last minus mean",
         ),
         # connections: the buyer network
         (

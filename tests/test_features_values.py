@@ -86,6 +86,13 @@ def test_hand_computed_merchant_values(merchant_case: pl.DataFrame) -> None:
         "tenure_days": (AS_OF - dt.date(2022, 1, 1)).days,
         "current_dpd": 122,
         "monthly_inflow": (180 - 20) / 3,
+        # blocks of 30 days back from as_of: sales 2 in block 0 (Jun 1, Jun 25), 1 in block 2
+        "refund_count_rate_365d": 1 / 3,
+        "refund_count_rate_ever": 1 / 3,
+        "chargeback_rate_ever": 1 / 3,
+        "orders_per_active_month_12m": 1.5,
+        "orders_last_over_usual_12m": 2 / 1.5,
+        "trading_days_last_over_usual_12m": 2 / 1.5,
     }
     for name, value in expected.items():
         assert m1[name] == pytest.approx(value), name
@@ -132,9 +139,34 @@ def test_hand_computed_consumer_values() -> None:
         "days_since_last_txn": 1,
         "income_months_12m": 3,
         "age_years": 34,
+        "spend_to_income_90d": 200 / 14000,
+        "bill_to_income_365d": 0.0,
+        "income_count_last_over_usual_12m": 1.0,  # one income in each active block
+        "income_overdue_ratio": 3 / 30.5,
     }
     for name, value in expected.items():
         assert row[name] == pytest.approx(value), name
+    assert row["bill_shortfall_12m"] is None  # no bills: nothing was expected
+
+
+def test_bill_shortfall_and_last_over_usual() -> None:
+    """Bills per 30-day block 2, 1, 2, 2 (block 0 first): the usual month is the median, 2."""
+    bill_days = [D(2024, 6, 10), D(2024, 6, 20), D(2024, 5, 10)]
+    bill_days += [D(2024, 4, 10), D(2024, 4, 20), D(2024, 3, 10), D(2024, 3, 20)]
+    events = consumer_events(
+        [("C1", ts, "bill_payment", 100.0, None, None) for ts in bill_days]
+        + [("C1", D(2024, 6, 5), "purchase", 300.0, "M1", None)]
+        + [("C1", D(2024, 6, 1), "income", 3000.0, None, None)]
+    )
+    spine = pl.DataFrame({"entity_id": ["C1"], "as_of": [AS_OF]})
+    row = build("consumer", spine, inputs("consumer", events, ["C1"]), windows=WINDOWS).row(
+        0, named=True
+    )
+    assert row["bill_shortfall_12m"] == pytest.approx(1 / 8)  # one of 4 x 2 expected missing
+    assert row["bills_last_over_usual_12m"] == pytest.approx(2 / (7 / 4))
+    assert row["income_count_last_over_usual_12m"] == pytest.approx(1 / (1 / 4))
+    assert row["spend_to_income_365d"] == pytest.approx(300 / 3000)
+    assert row["bill_to_income_365d"] == pytest.approx(700 / 3000)
 
 
 def _random_log(seed: int, n: int = 400) -> pl.DataFrame:
