@@ -117,12 +117,21 @@ def code_of(key: pl.Expr) -> pl.Expr:
 
 def day_of(key: pl.Expr) -> pl.Expr:
     """The day number of a key."""
-    return key % _SHIFT
+    return key & (_SHIFT - 1)  # keys are never negative: the low bits, as ``key % _SHIFT``
 
 
 def weekday_of(key: pl.Expr) -> pl.Expr:
     """The ISO weekday (Monday 1 ... Sunday 7) of a key's day (1900-01-01 was a Monday)."""
-    return day_of(key) % 7 + 1
+    return _mod(day_of(key), 7) + 1
+
+
+def _mod(value: pl.Expr, divisor: int) -> pl.Expr:
+    """``value % divisor`` for values that are never negative.
+
+    polars' integer remainder by a scalar is several times slower than its floor division
+    (about 30 ms against 6 ms per 10M rows), and the engine takes a few per event.
+    """
+    return value - value // divisor * divisor
 
 
 @dataclass(frozen=True)
@@ -199,7 +208,7 @@ def encode_events(
     seconds = pl.col("ts").dt.epoch("s") + _EPOCH * 86_400
     code = id_hash(ENTITY).replace_strict(codes["__hash"], codes[CODE], default=None)
     order = pl.col("__order")
-    at = order % (1 << _SECOND_BITS)
+    at = order & ((1 << _SECOND_BITS) - 1)  # ``order % 2**37``: order is never negative
     return (
         narrow.with_columns(code.alias(CODE))
         .filter(pl.col(CODE).is_not_null())
@@ -208,7 +217,7 @@ def encode_events(
         .sort("__order", maintain_order=True)
         .with_columns(
             key_of(order // (1 << _SECOND_BITS), at // 86_400).alias(KEY),
-            (at % 86_400).cast(pl.Int32).alias(SECOND),
+            _mod(at, 86_400).cast(pl.Int32).alias(SECOND),
         )
         .drop("__order")
         .with_columns(**(derive or {}))
@@ -541,8 +550,8 @@ def partner_measures(
         "last": (bits & 4) != 0,
         "repeat": (bits & 2) != 0,
         "risky": (bits & 1) != 0,
-        "gap_before": (bits // (1 << 19)) % (1 << 15),
-        "gap_after": (bits // (1 << 4)) % (1 << 15),
+        "gap_before": (bits // (1 << 19)) & ((1 << 15) - 1),
+        "gap_after": (bits // (1 << 4)) & ((1 << 15) - 1),
         "k": bits // (1 << 34),
     }
     measures: dict[str, pl.Expr] = {
