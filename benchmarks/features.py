@@ -39,6 +39,9 @@ sys.path.insert(0, str(ROOT))
 # inherits it from this process's environment.
 import pipeline  # noqa: E402, F401
 
+# as set here; importing polars later prepends polars' own defaults (the last setting wins)
+MALLOC_CONF = os.environ.get("_RJEM_MALLOC_CONF", "")
+
 SEGMENTS = {
     "merchant": ("merchant_transactions", "merchants", "merchant_id"),
     "consumer": ("consumer_transactions", "consumers", "consumer_id"),
@@ -282,7 +285,7 @@ def main() -> None:
     threads = os.environ.get("POLARS_MAX_THREADS", "2")
     print(f"features benchmark: {args.transactions:,} transactions, {args.entities:,} entities, "
           f"{threads} threads, median of {args.runs} runs, "
-          f"_RJEM_MALLOC_CONF={os.environ.get('_RJEM_MALLOC_CONF', '')!r}")  # fmt: skip
+          f"_RJEM_MALLOC_CONF={MALLOC_CONF!r}")  # fmt: skip
     plan = [("scan", 1), ("polars", 1)]
     if "duckdb" not in args.skip:
         plan.append(("duckdb", 1))

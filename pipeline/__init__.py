@@ -8,7 +8,8 @@ import os
 # third of its CPU time went to the kernel faulting those pages in again. Keeping freed memory
 # in the process (never purged, reused by the next allocation) costs some peak memory and saves
 # that time. jemalloc reads this variable once, when it initialises (on polars' first
-# allocation), so it is set here, before any module of the package imports polars; a value
-# already in the environment wins. See docs/operations.md, "Feature jobs at scale".
+# allocation), so it is set here, before any module of the package imports polars; `import
+# polars` puts its own defaults in front of it (the last setting of an option wins). A value
+# already in the environment is kept. See docs/operations.md, "Feature jobs at scale".
 JEMALLOC_CONF = "dirty_decay_ms:-1,muzzy_decay_ms:-1"
 os.environ.setdefault("_RJEM_MALLOC_CONF", JEMALLOC_CONF)
