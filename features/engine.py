@@ -505,11 +505,15 @@ def partner_measures(
     run = pl.int_range(pl.len(), dtype=pl.Int64)
     # numpy gathers and scatters contiguous arrays several times faster than Series.gather
     keys = rows[KEY].rechunk().to_numpy()
-    onset_day = np.full(len(order), _NEVER, dtype=np.int64)
-    if onset is not None:
+    if onset is None:
+        onset_day = np.full(len(order), _NEVER, dtype=np.int64)
+    else:
         # Each partner's rows are one run in pair order: its onset is looked up once, by the
         # partner hash of the run's first row, and spread over the run.
-        starts = np.flatnonzero(np.diff(tag, prepend=tag[:1] + 1) != 0)
+        opens = np.empty(len(tag), dtype=bool)  # a run opens where the tag changes
+        opens[:1] = True
+        np.not_equal(tag[1:], tag[:-1], out=opens[1:])
+        starts = np.flatnonzero(opens)
         hashes = rows[partner].rechunk().to_numpy()[order[starts]]
         onset_of_run = pl.Series(hashes).replace_strict(
             onset["__hash"], onset["__onset"], default=_NEVER, return_dtype=pl.Int64
@@ -613,7 +617,9 @@ def _pair_order(partners: pl.Series) -> tuple[np.ndarray, np.ndarray]:
         if distinct.select(tag.n_unique()).item() == distinct.height:
             values = frame.select(tag * low + pl.int_range(pl.len(), dtype=pl.UInt64))
             values = values.to_series().sort().to_numpy()
-            return (values & np.uint64((1 << bits) - 1)).astype(np.int64), values >> np.uint64(bits)
+            # row numbers are below 2**63: the masked values read as int64 without a copy
+            order = (values & np.uint64((1 << bits) - 1)).view(np.int64)
+            return order, values >> np.uint64(bits)
     order = frame.select(pl.arg_sort_by("p", maintain_order=True)).to_series().to_numpy()
     order = order.astype(np.int64)
     return order, frame["p"].to_numpy()[order]
