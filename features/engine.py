@@ -28,7 +28,7 @@ Distinct counts over windows (distinct buyers in the last 90 days) stay linear t
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -327,23 +327,37 @@ class Timeline:
     ) -> dict[tuple[str, int], pl.Series]:
         """Each measure's sum over the rows before each snapshot's boundary at each offset.
 
+        See :meth:`prefix_reads`, which yields the same reads one measure at a time.
+        """
+        out: dict[tuple[str, int], pl.Series] = {}
+        for m, reads in self.prefix_reads(snaps, prefixes):
+            out.update(((m, o), read) for o, read in reads.items())
+        return out
+
+    def prefix_reads(
+        self, snaps: Snapshots, prefixes: Mapping[str, Sequence[int]]
+    ) -> Iterator[tuple[str, dict[int, pl.Series]]]:
+        """Yield ``(measure, {offset: sum before each snapshot's boundary})``, measure by measure.
+
         One running sum over the rows per measure (``np.cumsum``, a sequential pass), read at
         the boundary positions of the offsets that measure needs: per snapshot and offset one
         read, and the positions of one offset are ascending (snapshots are sorted by entity and
         date), so the reads walk the running sum forward. Measures are evaluated by polars a
         few at a time, so at most a few are held at once; boolean measures (counts) stay one
-        byte per row until they are summed.
+        byte per row until they are summed. A caller that turns each measure's reads into its
+        window sums before taking the next holds one measure's reads at a time (with many
+        snapshots, all reads at once would be most of the job's memory).
         """
-        out: dict[tuple[str, int], pl.Series] = {}
         offsets = sorted({o for name in prefixes for o in prefixes[name]})
         if not offsets:
-            return out
+            return
         positions = {o: self.positions(snaps, o).cast(pl.Int64).to_numpy() for o in offsets}
         names = [m for m in prefixes if self.measures[m] is not ROWS]
         for m in prefixes:
             if self.measures[m] is ROWS:
-                for o in prefixes[m]:
-                    out[(m, o)] = pl.Series(m, positions[o])
+                yield m, {o: pl.Series(m, positions[o]) for o in prefixes[m]}
+        if not names:
+            return
         schema = self.frame.lazy().select(self.measures[m].alias(m) for m in names)
         flags = {m for m, dtype in schema.collect_schema().items() if dtype == pl.Boolean}
         summable = {
@@ -358,10 +372,8 @@ class Timeline:
             values = self.frame.select(summable[m].alias(m) for m in chosen)
             for m in chosen:
                 np.cumsum(values[m].rechunk().to_numpy(), dtype=np.int64, out=running[1:])
-                for o in prefixes[m]:
-                    out[(m, o)] = pl.Series(m, running[positions[o]])
+                yield m, {o: pl.Series(m, running[positions[o]]) for o in prefixes[m]}
             del values
-        return out
 
 
 def _before(expr: pl.Expr) -> pl.Expr:
@@ -428,14 +440,23 @@ def read_sums(
     for starts, ends, w in spells.values():
         offsets.setdefault(starts, set()).add(0)
         offsets.setdefault(ends, set()).add(w)
-    reads = timeline.read(snaps, prefixes={c: sorted(o) for c, o in offsets.items()})
-    out = {
-        name: _scaled(c, reads[(c, near)] - reads[(c, far)])
-        for name, (c, near, far) in spans.items()
-    }
+    by_measure: dict[str, list[str]] = {}
+    for name, (c, _, _) in spans.items():
+        by_measure.setdefault(c, []).append(name)
+    kept = {(starts, 0) for starts, _, _ in spells.values()}
+    kept.update((ends, w) for _, ends, w in spells.values())
+    out: dict[str, pl.Series] = {}
+    spell_reads: dict[tuple[str, int], pl.Series] = {}
+    # each measure's reads become its window sums before the next measure is read
+    for c, reads in timeline.prefix_reads(snaps, {c: sorted(o) for c, o in offsets.items()}):
+        for name in by_measure.get(c, ()):
+            _, near, far = spans[name]
+            out[name] = _scaled(c, reads[near] - reads[far])
+        spell_reads.update(((c, o), read) for o, read in reads.items() if (c, o) in kept)
+        del reads
     for name, (starts, ends, w) in spells.items():
-        out[name] = reads[(starts, 0)] - reads[(ends, w)]
-    return out
+        out[name] = spell_reads[(starts, 0)] - spell_reads[(ends, w)]
+    return {name: out[name] for name in [*spans, *spells]}
 
 
 def read_concurrently(*tasks: Callable[[], Mapping[str, pl.Series]]) -> dict[str, pl.Series]:
