@@ -796,12 +796,23 @@ def build(
         )
         aggregates = definitions.aggregates(snaps, events, inputs, windows=windows)
         del events
-        frame = (
-            part.lazy()
-            .join(aggregates, on=[ENTITY, AS_OF], how="left")
-            .with_columns(*catalog.expressions(segment), *definitions.policy_inputs())
-        )
-        parts.append(
-            frame.select(row, *spine.columns, *catalog.names(segment), *POLICY_INPUTS).collect()
-        )
+        expressions = [*catalog.expressions(segment), *definitions.policy_inputs()]
+        outputs = [*catalog.names(segment), *POLICY_INPUTS]
+        columns = set(aggregates.collect_schema().names())
+        roots = {r for expr in expressions for r in expr.meta.root_names()}
+        if roots <= columns and not (set(spine.columns) - {ENTITY, AS_OF}) & columns:
+            # The expressions read only the per-snapshot aggregates: evaluate them once per
+            # snapshot and join just the outputs to the spine (the aggregates hold several
+            # times more columns, which the join would otherwise copy for every spine row).
+            values = aggregates.with_columns(*expressions).select(ENTITY, AS_OF, *outputs)
+            frame = part.lazy().join(values, on=[ENTITY, AS_OF], how="left", maintain_order="left")
+        else:
+            frame = (
+                part.lazy()
+                .join(aggregates, on=[ENTITY, AS_OF], how="left")
+                .with_columns(*expressions)
+            )
+        parts.append(frame.select(row, *spine.columns, *outputs).collect())
+    if chunks == 1 and parts[0][row].is_sorted():  # the spine's order already
+        return parts[0].drop(row)
     return pl.concat(parts).sort(row).drop(row)
