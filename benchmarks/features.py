@@ -267,21 +267,28 @@ def main() -> None:
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     data = args.data or Path(f"/tmp/longtail-bench-{args.transactions}-{args.entities}")
+    if args.child == "generate":
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("bench_world", HERE / "world.py")
+        world = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(world)
+        start = time.perf_counter()
+        counts = world.write_world(data, args.transactions, args.entities)
+        print(f"generated {counts} in {time.perf_counter() - start:.1f}s -> {data}")
+        return
     if args.child:
         _child(args.child, data, args.snapshots, args.chunks)
         return
 
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("bench_world", HERE / "world.py")
-    world = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(world)
-    write_world = world.write_world
-
     if not (data / "repayments.parquet").exists():
-        start = time.perf_counter()
-        counts = write_world(data, args.transactions, args.entities)
-        print(f"generated {counts} in {time.perf_counter() - start:.1f}s -> {data}")
+        # in its own process: this one stays small (the allocator keeps what it frees) and
+        # never imports polars, so every measured child starts alike
+        subprocess.run(
+            [sys.executable, __file__, "--child", "generate", "--data", str(data),
+             "--transactions", str(args.transactions), "--entities", str(args.entities)],
+            check=True,
+        )  # fmt: skip
     threads = os.environ.get("POLARS_MAX_THREADS", "2")
     print(f"features benchmark: {args.transactions:,} transactions, {args.entities:,} entities, "
           f"{threads} threads, median of {args.runs} runs, "
