@@ -2,7 +2,7 @@ r"""Benchmark the feature job against DuckDB and a bare Parquet scan, measured i
 
     uv run python benchmarks/features.py                      # 20M transactions, 200k entities
     uv run python benchmarks/features.py --transactions 100000000 --entities 1000000 \
-        --runs 1 --skip duckdb x12            # 100M: ~9 GB peak (--chunks 4: ~6 GB)
+        --runs 1 --skip duckdb x12            # 100M: ~16 GB peak (--chunks 4: ~9 GB)
 
 The world is generated once under /tmp (benchmarks/world.py, contract schema). Each
 measurement runs in its own subprocess (same thread count for everyone) so its peak memory
@@ -316,6 +316,14 @@ def main() -> None:
             f"  {rate / 1e6:6.2f} M txn/s  peak {peak / 1024:5.2f} GB  "
             f"{median[name] / scan:5.2f}x scan  rows {runs[0]['rows']:,}"
         )  # fmt: skip
+    # the same ratio within each run (the scan just before), which load swings distort less
+    for name, runs in results.items():
+        if name != "scan":
+            each = ", ".join(
+                f"{r['seconds'] / s['seconds']:.2f}x"
+                for r, s in zip(runs, results["scan"], strict=True)
+            )
+            print(f"  {name} / scan, per run: {each}")
     polars_s = median["polars"]
     if "duckdb" in median:
         print(f"  polars vs duckdb slice: {median['duckdb'] / polars_s:.2f}x faster")
