@@ -2,7 +2,7 @@ r"""Benchmark the feature job against DuckDB and a bare Parquet scan, measured i
 
     uv run python benchmarks/features.py                      # 20M transactions, 200k entities
     uv run python benchmarks/features.py --transactions 100000000 --entities 1000000 \
-        --runs 1 --skip duckdb x12            # 100M: ~9 GB peak (--chunks 4: ~6 GB)
+        --runs 1 --skip duckdb x12            # 100M: ~16 GB peak (--chunks 4: ~9 GB)
 
 The world is generated once under /tmp (benchmarks/world.py, contract schema). Each
 measurement runs in its own subprocess (same thread count for everyone) so its peak memory
@@ -34,6 +34,13 @@ ROOT = HERE.parent
 # Keep this folder off the path so `features` always resolves to the package.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 sys.path.insert(0, str(ROOT))
+# The project's allocator setting (pipeline/__init__.py), before anything imports polars: the
+# `longtail` CLI runs under it, and every measured child process (scan, job and DuckDB alike)
+# inherits it from this process's environment.
+import pipeline  # noqa: E402, F401
+
+# as set here; importing polars later prepends polars' own defaults (the last setting wins)
+MALLOC_CONF = os.environ.get("_RJEM_MALLOC_CONF", "")
 
 SEGMENTS = {
     "merchant": ("merchant_transactions", "merchants", "merchant_id"),
@@ -208,8 +215,20 @@ def _child(task: str, data: Path, snapshots: int, chunks: int) -> None:
     else:
         rows = TASKS[task](data, snapshots)
     seconds = time.perf_counter() - start
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"seconds": seconds, "rows": rows, "peak_mb": peak_mb}))
+    print(json.dumps({"seconds": seconds, "rows": rows, "peak_mb": _peak_mb()}))
+
+
+def _peak_mb() -> float:
+    """Peak resident memory of this process, in MB.
+
+    ``VmHWM`` belongs to the process's own address space, which ``exec`` starts afresh;
+    ``ru_maxrss`` is carried over from the parent across the spawn, so it would report the
+    parent's peak (the world generation) when that was larger.
+    """
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def measure(task: str, data: Path, *, snapshots: int = 1, chunks: int = 1) -> dict:
@@ -248,24 +267,32 @@ def main() -> None:
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     data = args.data or Path(f"/tmp/longtail-bench-{args.transactions}-{args.entities}")
+    if args.child == "generate":
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("bench_world", HERE / "world.py")
+        world = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(world)
+        start = time.perf_counter()
+        counts = world.write_world(data, args.transactions, args.entities)
+        print(f"generated {counts} in {time.perf_counter() - start:.1f}s -> {data}")
+        return
     if args.child:
         _child(args.child, data, args.snapshots, args.chunks)
         return
 
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("bench_world", HERE / "world.py")
-    world = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(world)
-    write_world = world.write_world
-
     if not (data / "repayments.parquet").exists():
-        start = time.perf_counter()
-        counts = write_world(data, args.transactions, args.entities)
-        print(f"generated {counts} in {time.perf_counter() - start:.1f}s -> {data}")
+        # in its own process: this one stays small (the allocator keeps what it frees) and
+        # never imports polars, so every measured child starts alike
+        subprocess.run(
+            [sys.executable, __file__, "--child", "generate", "--data", str(data),
+             "--transactions", str(args.transactions), "--entities", str(args.entities)],
+            check=True,
+        )  # fmt: skip
     threads = os.environ.get("POLARS_MAX_THREADS", "2")
     print(f"features benchmark: {args.transactions:,} transactions, {args.entities:,} entities, "
-          f"{threads} threads, median of {args.runs} runs")  # fmt: skip
+          f"{threads} threads, median of {args.runs} runs, "
+          f"_RJEM_MALLOC_CONF={MALLOC_CONF!r}")  # fmt: skip
     plan = [("scan", 1), ("polars", 1)]
     if "duckdb" not in args.skip:
         plan.append(("duckdb", 1))
@@ -289,6 +316,14 @@ def main() -> None:
             f"  {rate / 1e6:6.2f} M txn/s  peak {peak / 1024:5.2f} GB  "
             f"{median[name] / scan:5.2f}x scan  rows {runs[0]['rows']:,}"
         )  # fmt: skip
+    # the same ratio within each run (the scan just before), which load swings distort less
+    for name, runs in results.items():
+        if name != "scan":
+            each = ", ".join(
+                f"{r['seconds'] / s['seconds']:.2f}x"
+                for r, s in zip(runs, results["scan"], strict=True)
+            )
+            print(f"  {name} / scan, per run: {each}")
     polars_s = median["polars"]
     if "duckdb" in median:
         print(f"  polars vs duckdb slice: {median['duckdb'] / polars_s:.2f}x faster")
