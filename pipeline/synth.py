@@ -73,6 +73,14 @@ MERCHANT_YOUNG_SMALL = 4.0
 MERCHANT_SMALL_SALES = 4.0  # guest sales a month under which a merchant counts as small
 MERCHANT_SLUMP_DEPTH = 2.0  # a distress episode cuts sales by this much, in log
 MERCHANT_REFUND_RATE = 0.06  # the refund rate of a merchant of average discipline and health
+# Loose merchants fulfil badly: each SD less discipline multiplies refunds by e^0.8 and
+# chargebacks by e (a SD less health, both by e^0.3), so the refund history is the log's clearest
+# read of discipline, the trait the slump interaction turns on.
+MERCHANT_REFUND_DISCIPLINE = 0.8
+MERCHANT_CHARGEBACK_DISCIPLINE = 1.0
+# Punctuality is mostly habit: lateness on instalments follows the risk index plus this much per
+# SD of (lack of) discipline, so an earlier loan's repayment record reads discipline too.
+LATE_HABIT = 0.6
 CONSUMER_INTERCEPT = -6.5
 CONSUMER_TRAIT_WEIGHT = 0.6
 CONSUMER_HIDDEN_WEIGHT = 0.25
@@ -335,8 +343,14 @@ def _merchants(rng: np.random.Generator, n: int, cal: _Calendar, months: int, ma
     onboarded, first_month = _onboarding(rng, n, cal, months, joined_share=0.35)
     guest_rate = np.exp(rng.normal(np.log(6.0), 0.8, n) + 0.4 * health)
     ticket = np.exp(rng.normal(np.log(70.0), 0.6, n))
-    refund_p = np.clip(MERCHANT_REFUND_RATE * np.exp(0.5 * -discipline - 0.3 * health), 0.0, 0.4)
-    chargeback_p = np.clip(0.003 * np.exp(0.7 * -discipline - 0.3 * health), 0.0, 0.1)
+    refund_p = np.clip(
+        MERCHANT_REFUND_RATE * np.exp(-MERCHANT_REFUND_DISCIPLINE * discipline - 0.3 * health),
+        0.0,
+        0.4,
+    )
+    chargeback_p = np.clip(
+        0.003 * np.exp(-MERCHANT_CHARGEBACK_DISCIPLINE * discipline - 0.3 * health), 0.0, 0.1
+    )
     # Monthly activity: growth trend, AR(1) wobble scaled by volatility, distress episodes.
     slope = 0.025 * growth + 0.015 * health
     sigma = 0.12 * np.exp(0.5 * volatility)
@@ -540,6 +554,7 @@ def _issue_loans(
     apply_p: np.ndarray,
     capacity: np.ndarray,
     risk_now: RiskParts,
+    habit: np.ndarray,
     intercept: float,
     macro: np.ndarray,
     principal_factor: float,
@@ -566,7 +581,7 @@ def _issue_loans(
         "principal": principal,
         "term": term,
         "true_pd": _sigmoid(loan_part + risk + macro_part),
-        "lateness": risk,
+        "lateness": risk + LATE_HABIT * habit[who],
         **risk_now.at(who),
         "logit_loan": loan_part,
         "logit_macro": macro_part,
@@ -871,7 +886,7 @@ def _months(
                     )
                     apply_p = 0.40 * np.exp(0.25 * mer.risk) * np.where(busy_m > m, 0.6, 1.0)
                     kw = {"principal_factor": 1.5, "cap": 5_000_000.0, "floor": 1_000.0}
-                    intercept, owner = MERCHANT_INTERCEPT, mer.ids
+                    intercept, owner, habit = MERCHANT_INTERCEPT, mer.ids, -mer.discipline
                 else:
                     cap = income_hist[hist].mean(axis=0)
                     elig = (con.first_month <= m - MIN_HISTORY_MONTHS) & (cap > 0)
@@ -881,9 +896,9 @@ def _months(
                         unemployed=unemployed_hist[m - 1],
                         today=int(cal.month_start[m]),
                     )
-                    apply_p = 0.10 * np.exp(0.25 * con.risk) * np.where(busy_c > m, 0.5, 1.0)
+                    apply_p = 0.18 * np.exp(0.25 * con.risk) * np.where(busy_c > m, 0.5, 1.0)
                     kw = {"principal_factor": 1.2, "cap": 200_000.0, "floor": 500.0}
-                    intercept, owner = CONSUMER_INTERCEPT, con.ids
+                    intercept, owner, habit = CONSUMER_INTERCEPT, con.ids, -con.discipline
                 issued = _issue_loans(
                     r,
                     cal,
@@ -892,6 +907,7 @@ def _months(
                     apply_p=apply_p,
                     capacity=cap,
                     risk_now=risk_now,
+                    habit=habit,
                     intercept=intercept,
                     macro=macro,
                     terms=seg_terms[seg],

@@ -200,6 +200,38 @@ def test_loans_schedules_and_observation(tables: dict[str, pl.DataFrame]) -> Non
     assert caps["consumer"] <= 200_000
 
 
+def test_discipline_shows_in_refunds_and_in_punctuality(
+    world: Path, tables: dict[str, pl.DataFrame]
+) -> None:
+    """The trait the interactions turn on leaves traces: refunds per order and late instalments."""
+    truth = pl.read_parquet(world / "truth" / "loans.parquet")
+    discipline = truth.select("segment", "entity_id", "discipline").unique(["segment", "entity_id"])
+    txns = tables["merchant_transactions"]
+    refunds = (
+        txns.group_by(pl.col("merchant_id").alias("entity_id"))
+        .agg(
+            (pl.col("kind") == "refund").sum().alias("refunds"),
+            (pl.col("kind") == "sale").sum().alias("sales"),
+        )
+        .filter(pl.col("sales") >= 100)
+        .join(discipline.filter(pl.col("segment") == "merchant"), on="entity_id")
+        .with_columns((pl.col("refunds") / pl.col("sales")).alias("rate"))
+    )
+    rho = refunds.select(pl.corr("rate", "discipline", method="spearman")).item()
+    assert rho < -0.85, rho  # e^-0.8 per SD of discipline, read through Poisson counts
+    late = (
+        tables["repayments"]
+        .filter(pl.col("paid_on").is_not_null())
+        .group_by("loan_id")
+        .agg((pl.col("paid_on") > pl.col("due_on")).mean().alias("late_share"))
+        .join(tables["loans"].select("loan_id", "segment", "entity_id"), on="loan_id")
+        .join(discipline, on=["segment", "entity_id"])
+    )
+    for segment, part in late.group_by("segment"):
+        rho = part.select(pl.corr("late_share", "discipline", method="spearman")).item()
+        assert rho < -0.35, (segment, rho)  # lateness is risk plus a habit term
+
+
 def test_default_rates_in_range_and_match_the_truth(closed: pl.DataFrame) -> None:
     rates = closed.group_by("segment").agg(
         pl.len(), pl.col("bad").mean().alias("rate"), pl.col("true_pd").mean().alias("pd")
