@@ -114,19 +114,18 @@ def last_over_usual(column: str, active: str, n: int = BLOCKS) -> pl.Expr:
 def block_shortfall(column: str, active: str, n: int = BLOCKS) -> pl.Expr:
     """Share of the usual count missing, over the last ``n`` blocks in which ``active`` was seen.
 
-    The usual count is the median of the active blocks (robust to a block that caught two
-    monthly events); each active block short of it adds its shortfall. 0 means no block fell
-    short; 0.25 means a quarter of the expected events did not happen.
+    The usual count is the mean over the active blocks, rounded: a monthly event that falls
+    twice into one 30-day block leaves the next one short, which moves the mean but not the
+    rounded count (a maximum would be inflated by it). Each active block short of the usual count
+    adds its shortfall; 0 means no block fell short, 0.25 that a quarter of the expected events
+    did not happen (null when nothing was expected).
     """
     flags = [pl.col(f"{active}_b{k}") > 0 for k in range(n)]
-    values = _blocks(column, n)
-    typical = pl.concat_list(
-        [pl.when(f).then(v.cast(pl.Float64)) for f, v in zip(flags, values, strict=True)]
-    ).list.median()
+    typical = active_block_mean(column, active, n).round(0)
     short = pl.sum_horizontal(
         [
             pl.when(f).then((typical - v).clip(lower_bound=0)).otherwise(0)
-            for f, v in zip(flags, values, strict=True)
+            for f, v in zip(flags, _blocks(column, n), strict=True)
         ]
     )
     expected = typical * pl.sum_horizontal([f.cast(pl.Int32) for f in flags])

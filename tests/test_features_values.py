@@ -150,7 +150,7 @@ def test_hand_computed_consumer_values() -> None:
 
 
 def test_bill_shortfall_and_last_over_usual() -> None:
-    """Bills per 30-day block 2, 1, 2, 2 (block 0 first): the usual month is the median, 2."""
+    """Bills per 30-day block 2, 1, 2, 2 (block 0 first): the usual month is 7/4, rounded to 2."""
     bill_days = [D(2024, 6, 10), D(2024, 6, 20), D(2024, 5, 10)]
     bill_days += [D(2024, 4, 10), D(2024, 4, 20), D(2024, 3, 10), D(2024, 3, 20)]
     events = consumer_events(
