@@ -34,10 +34,12 @@ ROOT = HERE.parent
 # Keep this folder off the path so `features` always resolves to the package.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 sys.path.insert(0, str(ROOT))
-# The project's allocator setting (pipeline/__init__.py), before anything imports polars: the
-# `longtail` CLI runs under it, and every measured child process (scan, job and DuckDB alike)
-# inherits it from this process's environment.
-import pipeline  # noqa: E402, F401
+# The allocator setting `longtail features` runs under (pipeline.keep_freed_memory), set before
+# anything imports polars; every measured child process (scan, job and DuckDB alike) inherits it
+# from this process's environment.
+import pipeline  # noqa: E402
+
+pipeline.keep_freed_memory()
 
 # as set here; importing polars later prepends polars' own defaults (the last setting wins)
 MALLOC_CONF = os.environ.get("_RJEM_MALLOC_CONF", "")

@@ -19,6 +19,8 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from pipeline import keep_freed_memory
+
 app = typer.Typer(
     name="longtail",
     help="Credit scoring for long-tail lending from merchant and consumer transaction logs.",
@@ -191,6 +193,7 @@ def features(
         page.write_text(markdown() + "\n")
         out.print(f"  catalog -> {page}")
         return
+    keep_freed_memory()  # before polars is imported (see pipeline/__init__.py)
     from pipeline import steps
 
     date = _date(as_of)
@@ -334,6 +337,7 @@ def score(
     Exit codes: 0 done (or already done), 1 error (nothing published), 3 drift alert (scores
     published, manifest says alert; see params.yaml drift).
     """
+    keep_freed_memory()  # scoring builds features: before polars is imported
     from pipeline import batch, steps
 
     date = _date(as_of)

@@ -24,3 +24,31 @@ def test_dependency_direction() -> None:
             for other in forbidden:
                 assert f"from {other}" not in text, f"{path} imports {other}"
                 assert f"import {other}" not in text, f"{path} imports {other}"
+
+
+def _run(code: str) -> str:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "_RJEM_MALLOC_CONF"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, check=True
+    )
+    return done.stdout.strip()
+
+
+def test_allocator_setting_is_only_for_feature_commands() -> None:
+    """`import pipeline` (and the CLI) leave jemalloc alone; keep_freed_memory sets it in time.
+
+    The setting must reach the environment before polars is imported, or jemalloc never sees it.
+    """
+    code = "import os, pipeline.cli; print(os.environ.get('_RJEM_MALLOC_CONF'))"
+    assert _run(code) == "None"
+    code = (
+        "import os, pipeline; ok = pipeline.keep_freed_memory(); import polars; "
+        "print(ok, os.environ['_RJEM_MALLOC_CONF'].endswith(pipeline.JEMALLOC_CONF))"
+    )
+    assert _run(code) == "True True"
+    code = "import polars, pipeline; print(pipeline.keep_freed_memory())"
+    assert _run(code) == "False"
