@@ -34,9 +34,15 @@ class TrainParams(BaseModel):
     num_threads: int = Field(2, ge=1)
 
 
-def lgb_params(params: TrainParams, pd_monotone: Sequence[int]) -> dict:
-    """The LightGBM parameter dict: deterministic, binary, monotone-constrained."""
-    return {
+def lgb_params(params: TrainParams, pd_monotone: Sequence[int], *, additive: bool = False) -> dict:
+    """The LightGBM parameter dict: deterministic, binary, monotone-constrained.
+
+    ``additive`` lets every tree split on one feature only (``interaction_constraints``): the
+    booster is then a sum of one-feature shape functions, a generalised additive model with the
+    same features, constraints and budget, whose AUC tells how much the full model owes to
+    interactions rather than to better shapes than a scorecard's bins.
+    """
+    out = {
         "objective": "binary",
         "metric": "auc",
         "num_leaves": params.num_leaves,
@@ -57,6 +63,9 @@ def lgb_params(params: TrainParams, pd_monotone: Sequence[int]) -> dict:
         "num_threads": params.num_threads,
         "verbosity": -1,
     }
+    if additive:
+        out["interaction_constraints"] = [[j] for j in range(len(pd_monotone))]
+    return out
 
 
 def fit_booster(
@@ -68,11 +77,13 @@ def fit_booster(
     feature_names: Sequence[str],
     pd_monotone: Sequence[int],
     params: TrainParams,
+    additive: bool = False,
 ) -> lgb.Booster:
     """Train with early stopping on the out-of-time validation slice.
 
     ``pd_monotone`` gives, per feature, the constraint on the predicted PD (+1 increasing,
-    -1 decreasing, 0 free). The returned booster keeps only the best iteration.
+    -1 decreasing, 0 free); ``additive`` fits one feature per tree (see :func:`lgb_params`).
+    The returned booster keeps only the best iteration.
     """
     if len(feature_names) != x_train.shape[1] or len(pd_monotone) != x_train.shape[1]:
         raise ValueError(
@@ -90,7 +101,7 @@ def fit_booster(
     )
     valid = lgb.Dataset(x_valid, y_valid, reference=train)
     booster = lgb.train(
-        lgb_params(params, pd_monotone),
+        lgb_params(params, pd_monotone, additive=additive),
         train,
         num_boost_round=params.max_rounds,
         valid_sets=[valid],

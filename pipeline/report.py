@@ -17,8 +17,18 @@ from pathlib import Path
 import polars as pl
 
 # metrics.json key -> column title: "test" is the model on the test slice.
-WHO = {"test": "LightGBM", "baseline": "WoE scorecard", "ceiling": "true PD (ceiling)"}
-CARD_WHO = {"model": "LightGBM", "baseline": "WoE scorecard", "ceiling": "true PD (ceiling)"}
+WHO = {
+    "test": "LightGBM",
+    "baseline": "WoE scorecard",
+    "additive": "additive LightGBM",
+    "ceiling": "true PD (ceiling)",
+}
+CARD_WHO = {
+    "model": "LightGBM",
+    "baseline": "WoE scorecard",
+    "additive": "additive LightGBM",
+    "ceiling": "true PD (ceiling)",
+}
 
 
 @dataclass(frozen=True)
@@ -105,6 +115,19 @@ def _headline(metrics: dict) -> pl.DataFrame:
                 if key in metrics
             },
         }
+    )
+
+
+def _lift_sources(metrics: dict) -> str:
+    """One sentence: how much of the lift over the scorecard is shapes, how much interactions."""
+    lift = metrics.get("lift_sources")
+    if not lift:
+        return ""
+    return (
+        "<p>Lift over the scorecard: "
+        f"{lift['shapes']:+.4f} AUC from finer one-feature shapes (additive LightGBM, one "
+        f"feature per tree, minus the scorecard) and {lift['interactions']:+.4f} from "
+        "interactions (LightGBM minus the additive LightGBM).</p>"
     )
 
 
@@ -224,7 +247,7 @@ def render_html(
 {html.escape(str(m["slices"].get("test", {}).get("last_month", "")))};
 {m["training"]["features"]} features, {m["training"]["trees"]} trees. {verdict}</p>
 {tiles}
-<h2>Headline metrics (test slice)</h2>{table_html(_headline(m))}
+<h2>Headline metrics (test slice)</h2>{table_html(_headline(m))}{_lift_sources(m)}
 <h2>Acceptance checks</h2>{_checks(m)}
 <h2>Discrimination and calibration</h2>
 <div class="grid">{img["roc"]}{img["ks"]}</div>

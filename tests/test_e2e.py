@@ -46,6 +46,13 @@ def test_pipeline_end_to_end(trained_world, segment: str) -> None:
         "AUC of what the log could reveal" in (layout.report(segment) / "report.html").read_text()
     )
     assert (layout.report(segment) / "report.html").stat().st_size > 1000
+    # The lift over the scorecard splits exactly into shapes (additive LightGBM, one feature per
+    # tree, minus the scorecard) and interactions (the model minus the additive LightGBM).
+    sources = metrics["lift_sources"]
+    lift = metrics["test"]["auc"] - metrics["baseline"]["auc"]
+    assert sources["shapes"] + sources["interactions"] == pytest.approx(lift, abs=1e-12)
+    assert 0.5 < metrics["additive"]["auc"] < 0.99, metrics["additive"]
+    assert "from interactions" in (layout.report(segment) / "report.html").read_text()
     registered = json.loads(layout.registered(segment).read_text())
     assert registered["alias"] == "challenger"  # the gate (run_promote) made it champion
 

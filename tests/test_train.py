@@ -114,3 +114,22 @@ def test_mismatched_names_are_refused(data) -> None:
             pd_monotone=PD_MONOTONE,
             params=FAST,
         )
+
+
+def test_additive_booster_splits_on_one_feature_per_tree(data) -> None:
+    """additive=True gives a sum of one-feature shapes: no tree mixes features."""
+    x_train, y_train, x_valid, y_valid = data
+    # debt x income interaction in the truth, so a free booster would mix them in one tree
+    y_train = (y_train + (x_train[:, 0] * np.nan_to_num(x_train[:, 1]) > 1)).clip(0, 1)
+    common = {"feature_names": NAMES, "pd_monotone": PD_MONOTONE, "params": FAST}
+    additive = fit_booster(x_train, y_train, x_valid, y_valid, additive=True, **common)
+    free = fit_booster(x_train, y_train, x_valid, y_valid, **common)
+
+    def features_per_tree(booster) -> list[int]:
+        trees = booster.trees_to_dataframe()
+        splits = trees[trees["split_feature"].notna()]
+        return splits.groupby("tree_index")["split_feature"].nunique().tolist()
+
+    assert max(features_per_tree(additive)) == 1
+    assert max(features_per_tree(free)) > 1
+    assert monotonicity_violations(additive, x_train, PD_MONOTONE) == []
