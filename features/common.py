@@ -93,17 +93,26 @@ def block_min(column: str, n: int = BLOCKS) -> pl.Expr:
     return pl.min_horizontal(_blocks(column, n))
 
 
+def _active_flags(active: str, n: int) -> list[pl.Expr]:
+    """Per block, whether ``active`` was positive in it (the entity was there that month)."""
+    return [pl.col(f"{active}_b{k}") > 0 for k in range(n)]
+
+
+def _when_active(flags: list[pl.Expr], values: list[pl.Expr]) -> pl.Expr:
+    """The sum over the active blocks of ``values`` (one expression per block)."""
+    return pl.sum_horizontal(
+        [pl.when(f).then(v).otherwise(0) for f, v in zip(flags, values, strict=True)]
+    )
+
+
 def active_block_mean(column: str, active: str, n: int = BLOCKS) -> pl.Expr:
     """Mean of ``column`` over the last ``n`` blocks in which ``active`` was positive.
 
     An entity's usual month, measured only over the months it was there: a young entity's
     blocks before its first event do not drag the mean down (null when no block was active).
     """
-    flags = [pl.col(f"{active}_b{k}") > 0 for k in range(n)]
-    total = pl.sum_horizontal(
-        [pl.when(f).then(v).otherwise(0) for f, v in zip(flags, _blocks(column, n), strict=True)]
-    )
-    return safe_ratio(total, pl.sum_horizontal([f.cast(pl.Int32) for f in flags]))
+    flags = _active_flags(active, n)
+    return safe_ratio(_when_active(flags, _blocks(column, n)), _when_active(flags, [1] * n))
 
 
 def last_over_usual(column: str, active: str, n: int = BLOCKS) -> pl.Expr:
@@ -120,16 +129,10 @@ def block_shortfall(column: str, active: str, n: int = BLOCKS) -> pl.Expr:
     adds its shortfall; 0 means no block fell short, 0.25 that a quarter of the expected events
     did not happen (null when nothing was expected).
     """
-    flags = [pl.col(f"{active}_b{k}") > 0 for k in range(n)]
+    flags = _active_flags(active, n)
     typical = active_block_mean(column, active, n).round(0)
-    short = pl.sum_horizontal(
-        [
-            pl.when(f).then((typical - v).clip(lower_bound=0)).otherwise(0)
-            for f, v in zip(flags, _blocks(column, n), strict=True)
-        ]
-    )
-    expected = typical * pl.sum_horizontal([f.cast(pl.Int32) for f in flags])
-    return safe_ratio(short, expected)
+    short = _when_active(flags, [(typical - v).clip(lower_bound=0) for v in _blocks(column, n)])
+    return safe_ratio(short, typical * _when_active(flags, [1] * n))
 
 
 def hhi(counts: Sequence[pl.Expr]) -> pl.Expr:

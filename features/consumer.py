@@ -219,6 +219,10 @@ def _col(name: str) -> pl.Expr:
     return pl.col(name)
 
 
+def _income_gap_mean(w: int) -> pl.Expr:
+    return safe_ratio(_col(f"income_gap_sum_{w}d"), _col(f"income_gap_cnt_{w}d"))
+
+
 def _gap_std(w: int) -> pl.Expr:
     n = _col(f"income_gap_cnt_{w}d")
     mean = _col(f"income_gap_sum_{w}d") / n
@@ -404,7 +408,7 @@ def _declare() -> None:
         ),
         (
             "income_gap_mean_365d",
-            safe_ratio(_col("income_gap_sum_365d"), _col("income_gap_cnt_365d")),
+            _income_gap_mean(365),
             ATP,
             0,
             365,
@@ -496,8 +500,7 @@ def _declare() -> None:
         ),
         (
             "income_overdue_ratio",
-            safe_ratio(days_since("last_income_cnt_day"), _col("income_gap_sum_365d"))
-            * _col("income_gap_cnt_365d"),
+            safe_ratio(days_since("last_income_cnt_day"), _income_gap_mean(365)),
             ATP,
             -1,
             365,

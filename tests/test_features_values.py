@@ -105,6 +105,10 @@ def test_entity_without_events_reads_zero_or_null(merchant_case: pl.DataFrame) -
     assert m2["days_since_last_sale"] is None
     assert m2["refund_rate_90d"] is None
     assert m2["prior_loans"] == 0
+    # no month with sales: no usual month to compare with, so no ratio to it
+    for name in ("refund_count_rate_ever", "orders_per_active_month_12m"):
+        assert m2[name] is None, name
+    assert m2["orders_last_over_usual_12m"] is None
 
 
 def test_hand_computed_consumer_values() -> None:
