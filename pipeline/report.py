@@ -125,8 +125,9 @@ def _lift_sources(metrics: dict) -> str:
         return ""
     return (
         "<p>Lift over the scorecard: "
-        f"{lift['shapes']:+.4f} AUC from finer one-feature shapes (additive LightGBM, one "
-        f"feature per tree, minus the scorecard) and {lift['interactions']:+.4f} from "
+        f"{lift['shapes']:+.4f} AUC from an additive model of every feature (additive "
+        "LightGBM, one feature per tree, minus the scorecard: finer shapes than binned WoE and "
+        f"the characteristics the card leaves out) and {lift['interactions']:+.4f} from "
         "interactions (LightGBM minus the additive LightGBM).</p>"
     )
 

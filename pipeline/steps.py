@@ -399,6 +399,7 @@ def run_train(settings: Settings, segment: str) -> dict:
         "train_seconds": round(train_seconds, 3),
         "valid_auc": ev.auc(y_valid, valid_pd),
         "monotone_constrained": sum(1 for d in pd_monotone if d != 0),
+        "scorecard_characteristics": list(card.characteristics),
         "importance": gain_importance(booster),
         "slices": _slice_summary(frame),
         "drift_reference": {"as_of": book_as_of.isoformat(), "rows": int(x_book.shape[0])},
@@ -412,7 +413,13 @@ def run_train(settings: Settings, segment: str) -> dict:
         )
         mlflow.log_params({f"label.{k}": v for k, v in settings.label.model_dump().items()})
         mlflow.log_params({f"split.{k}": v for k, v in settings.split.model_dump().items()})
-        mlflow.log_params({"calibration": settings.model.calibration, "n_features": len(names)})
+        mlflow.log_params(
+            {
+                "calibration": settings.model.calibration,
+                "n_features": len(names),
+                "baseline.characteristics": len(card.characteristics),
+            }
+        )
         mlflow.log_metrics(
             {
                 "train_seconds": train_seconds,
@@ -574,8 +581,13 @@ def run_evaluate(
             "max_csi_top_features": float(csi["csi"].max()) if csi.height else 0.0,
         },
         "monotone_violations": violations,
-        # Where the lift over the scorecard comes from: better one-feature shapes than binned
-        # WoE (additive LightGBM minus scorecard) and interactions (model minus additive).
+        "scorecard": {
+            "characteristics": list(card.characteristics),
+            "information_value": dict(zip(card.features, card.iv, strict=True)) if card.iv else {},
+        },
+        # Where the lift over the scorecard comes from: an additive model on every feature
+        # (finer shapes than binned WoE, and the characteristics the card leaves out: additive
+        # LightGBM minus scorecard) and interactions (model minus additive).
         "lift_sources": {
             "shapes": test_metrics["additive"]["auc"] - test_metrics["baseline"]["auc"],
             "interactions": test_metrics["test"]["auc"] - test_metrics["additive"]["auc"],
@@ -739,7 +751,13 @@ def _model_card(
             "algorithm": "LightGBM binary, monotone-constrained, early-stopped on validation",
             "calibration": settings.model.calibration,
             "trees": info["best_iteration"],
-            "baseline": "WoE logistic scorecard on the same features and slices",
+            "baseline": (
+                f"WoE logistic scorecard on the same candidate features and slices: "
+                f"{len(metrics['scorecard']['characteristics'])} characteristics with "
+                f"IV >= {settings.model.baseline.min_iv}, WoE correlation <= "
+                f"{settings.model.baseline.max_corr}, every coefficient agreeing in sign "
+                "with its WoE"
+            ),
             "additive_reference": (
                 "LightGBM with one feature per tree (no interactions), same features, "
                 "constraints and slices: a diagnostic, not registered"

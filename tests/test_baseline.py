@@ -1,4 +1,4 @@
-"""The WoE logistic scorecard baseline: binning, WoE signs, plain-data round trip."""
+"""The scorecard baseline: binning, WoE signs, characteristic screens, sign agreement, JSON."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import json
 
 import numpy as np
 import pytest
+from sklearn.linear_model import LogisticRegression
 
 from models import evaluate as ev
-from models.baseline import BaselineParams, Scorecard, fit_scorecard
+from models.baseline import BaselineParams, Scorecard, fit_scorecard, information_value
 
 
 def _data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -54,3 +55,54 @@ def test_bad_inputs_are_refused() -> None:
         fit_scorecard(x, y, ["a", "b"], BaselineParams())
     with pytest.raises(ValueError, match="expected both goods and bads"):
         fit_scorecard(x, np.zeros(100), ["a", "b", "c"], BaselineParams())
+
+
+def test_information_value_matches_hand_computation() -> None:
+    # Two bins: goods 30/10 and bads 5/15 -> shares (0.75, 0.25) and (0.25, 0.75).
+    woe = np.log(np.array([0.75 / 0.25, 0.25 / 0.75]))
+    col = np.repeat(woe, [35, 25])
+    y = np.concatenate([np.zeros(30), np.ones(5), np.zeros(10), np.ones(15)])
+    expected = (0.75 - 0.25) * np.log(3.0) + (0.25 - 0.75) * np.log(1 / 3)
+    assert information_value(col, y) == pytest.approx(expected, rel=1e-12)
+
+
+def test_weak_and_duplicate_characteristics_are_screened_out() -> None:
+    rng = np.random.default_rng(4)
+    x, y = _data(40000, 4)
+    noise = rng.normal(size=(40000, 1))
+    wide = np.hstack([x, x[:, :1] * 2.0 + 1.0, noise])  # a rescaled copy of "a", and noise
+    card = fit_scorecard(wide, y, ["a", "b", "c", "a2", "noise"], BaselineParams())
+    assert card.characteristics == ("a", "b", "c")
+    assert card.iv[4] < 0.02 < card.iv[1]
+    assert card.iv[0] == pytest.approx(card.iv[3])
+    capped = fit_scorecard(wide, y, ["a", "b", "c", "a2", "noise"], BaselineParams(max_corr=1.0))
+    assert "noise" not in capped.characteristics
+    one = fit_scorecard(x, y, ["a", "b", "c"], BaselineParams(max_characteristics=1))
+    assert one.characteristics == ("a",)
+
+
+def test_every_coefficient_keeps_the_sign_of_its_woe() -> None:
+    # b tracks a closely but, given a, lowers risk: on its own it looks risky (positive WoE
+    # slope), in the regression it takes the opposite sign. A plain fit keeps the reversed
+    # sign; the scorecard drops b.
+    rng = np.random.default_rng(5)
+    n = 20000
+    a = rng.normal(size=n)
+    b = a + 0.6 * rng.normal(size=n)
+    logit = -3 + 2.0 * a - 0.8 * b
+    y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(float)
+    x = np.column_stack([a, b])
+    params = BaselineParams(max_corr=0.99)
+    card = fit_scorecard(x, y, ["a", "b"], params)
+    woe = card.transform(x)
+    plain = LogisticRegression(C=params.c, max_iter=2000).fit(woe, y).coef_[0]
+    assert plain[1] > 0, plain  # the reversed sign a plain regression gives
+    assert card.characteristics == ("a",)
+    assert all(c <= 0 for c in card.coef)
+
+
+def test_a_card_without_characteristics_scores_the_bad_rate() -> None:
+    x, y = _data(2000, 6)
+    card = fit_scorecard(x, y, ["a", "b", "c"], BaselineParams(min_iv=100.0))
+    assert card.characteristics == ()
+    np.testing.assert_allclose(card.predict_pd(x), y.mean(), rtol=1e-12)

@@ -53,6 +53,13 @@ def test_pipeline_end_to_end(trained_world, segment: str) -> None:
     assert sources["shapes"] + sources["interactions"] == pytest.approx(lift, abs=1e-12)
     assert 0.5 < metrics["additive"]["auc"] < 0.99, metrics["additive"]
     assert "from interactions" in (layout.report(segment) / "report.html").read_text()
+    # The scorecard keeps a screened subset of the features, and the saved card scores on
+    # exactly those (the model card says how many).
+    kept = metrics["scorecard"]["characteristics"]
+    features = json.loads((layout.report(segment) / "model_card.json").read_text())
+    assert 0 < len(kept) < features["features"]["count"], kept
+    assert f"{len(kept)} characteristics" in features["model"]["baseline"]
+    assert all(metrics["scorecard"]["information_value"][f] >= 0.02 for f in kept)
     registered = json.loads(layout.registered(segment).read_text())
     assert registered["alias"] == "challenger"  # the gate (run_promote) made it champion
 
