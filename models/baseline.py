@@ -22,8 +22,10 @@ Everything learned is plain numbers, saved as JSON (no pickles).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from itertools import pairwise
 
 import numpy as np
+import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 from sklearn.linear_model import LogisticRegression
 
@@ -88,6 +90,41 @@ class Scorecard:
     def predict_pd(self, x: np.ndarray) -> np.ndarray:
         """The (uncalibrated) probability of bad."""
         return 1.0 / (1.0 + np.exp(-np.clip(self.log_odds(x), -50.0, 50.0)))
+
+    def points_table(self, factor: float, offset: float) -> pl.DataFrame:
+        """The card as a points table: one row per bin of every characteristic.
+
+        With the score scaled as ``offset + factor * ln(good:bad odds)``, a bin is worth
+        ``-factor * coef * woe`` plus an equal share of ``offset - factor * intercept``, so an
+        applicant's points add up to the card's own score (before calibration). Because every
+        coefficient agrees in sign with its WoE, a bin with better odds never earns fewer points.
+        """
+        used = [j for j, c in enumerate(self.coef) if c != 0.0]
+        share = (offset - factor * self.intercept) / max(len(used), 1)
+        rows: dict[str, list] = {k: [] for k in ("characteristic", "bin", "woe", "points", "iv")}
+        for j in used:
+            edges = [f"{e:.6g}" for e in self.edges[j]]
+            if edges:
+                bins = [f"< {edges[0]}", *(f"[{a}, {b})" for a, b in pairwise(edges))]
+                bins.append(f">= {edges[-1]}")
+            else:
+                bins = ["any value"]
+            for label, woe in zip([*bins, "missing"], self.woe[j], strict=True):
+                rows["characteristic"].append(self.features[j])
+                rows["bin"].append(label)
+                rows["woe"].append(woe)
+                rows["points"].append(-factor * self.coef[j] * woe + share)
+                rows["iv"].append(self.iv[j] if self.iv else None)
+        return pl.DataFrame(
+            rows,
+            schema={
+                "characteristic": pl.String,
+                "bin": pl.String,
+                "woe": pl.Float64,
+                "points": pl.Float64,
+                "iv": pl.Float64,
+            },
+        )
 
     def to_dict(self) -> dict:
         """Plain-data form for JSON."""

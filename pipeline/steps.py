@@ -615,6 +615,8 @@ def run_evaluate(
         "importance": importance,
         # What each approval cut-off would mean on the test slice: approvals, bad rate, limits.
         "cutoffs": scorer_cutoff_table(scorer, test, y),
+        # The baseline as a signable scorecard: points per bin on the model's score scale.
+        "scorecard_points": card.points_table(scorer.scaling.factor, scorer.scaling.offset),
     }
     model_card = _model_card(settings, segment, scorer, info, metrics)
     out = layout.report(segment)
@@ -641,6 +643,20 @@ def run_evaluate(
                 "<p>For each score cut-off: the share approved, the bad rate among the approved "
                 "and the total limit granted (limits as if approved, knock-outs applied).</p>"
                 + report_table(tables["cutoffs"]),
+            ),
+            (
+                "Scorecard baseline: points per bin",
+                f"<p>The baseline scorecard's {len(card.characteristics)} characteristics "
+                "(information value at least "
+                f"{settings.model.baseline.min_iv}, WoE correlation at most "
+                f"{settings.model.baseline.max_corr}, every sign agreeing with its WoE). An "
+                "applicant's points add up to the card's score on the model's scale, before "
+                "calibration; scorecard_points.csv has the same table.</p>"
+                "<details><summary>Show the points table</summary>"
+                + report_table(
+                    tables["scorecard_points"].with_columns(pl.col("woe", "points", "iv").round(2))
+                )
+                + "</details>",
             ),
             *extra_sections,
         ],

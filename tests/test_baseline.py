@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import polars as pl
 import pytest
 from sklearn.linear_model import LogisticRegression
 
@@ -106,3 +107,27 @@ def test_a_card_without_characteristics_scores_the_bad_rate() -> None:
     card = fit_scorecard(x, y, ["a", "b", "c"], BaselineParams(min_iv=100.0))
     assert card.characteristics == ()
     np.testing.assert_allclose(card.predict_pd(x), y.mean(), rtol=1e-12)
+
+
+def test_points_add_up_to_the_cards_score_and_follow_the_woe() -> None:
+    x, y = _data(6000, 7)
+    card = fit_scorecard(x, y, ["a", "b", "c"], BaselineParams())
+    factor, offset = 40 / np.log(2), 375.0
+    table = card.points_table(factor, offset)
+    assert table["characteristic"].unique(maintain_order=True).to_list() == list(
+        card.characteristics
+    )
+    # Every row's points: look up each characteristic's bin and add them up.
+    total = np.zeros(len(x))
+    for j, name in enumerate(card.features):
+        if name not in card.characteristics:
+            continue
+        rows = table.filter(pl.col("characteristic") == name)["points"].to_numpy()
+        idx = np.searchsorted(np.asarray(card.edges[j]), x[:, j], side="right")
+        idx[np.isnan(x[:, j])] = len(card.woe[j]) - 1
+        total += rows[idx]
+    np.testing.assert_allclose(total, offset - factor * card.log_odds(x), rtol=1e-12)
+    # Better odds (higher WoE) never earn fewer points within a characteristic.
+    for _, group in table.group_by("characteristic"):
+        ordered = group.sort("woe")
+        assert (ordered["points"].diff().drop_nulls() >= -1e-9).all()

@@ -60,6 +60,10 @@ def test_pipeline_end_to_end(trained_world, segment: str) -> None:
     assert 0 < len(kept) < features["features"]["count"], kept
     assert f"{len(kept)} characteristics" in features["model"]["baseline"]
     assert all(metrics["scorecard"]["information_value"][f] >= 0.02 for f in kept)
+    points = pl.read_csv(layout.report(segment) / "scorecard_points.csv")
+    assert points["characteristic"].unique(maintain_order=True).to_list() == kept
+    page = (layout.report(segment) / "report.html").read_text()
+    assert "Scorecard baseline: points per bin" in page
     registered = json.loads(layout.registered(segment).read_text())
     assert registered["alias"] == "challenger"  # the gate (run_promote) made it champion
 
