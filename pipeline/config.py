@@ -57,7 +57,7 @@ class FeatureParams(_Frozen):
 class ModelParams(_Frozen):
     """Training, calibration and the scorecard baseline."""
 
-    calibration: Literal["isotonic", "platt"] = "isotonic"
+    calibration: Literal["isotonic", "platt"] = "platt"
     train: TrainParams = TrainParams()
     baseline: BaselineParams = BaselineParams()
 

@@ -581,6 +581,13 @@ def run_evaluate(
             "max_csi_top_features": float(csi["csi"].max()) if csi.height else 0.0,
         },
         "monotone_violations": violations,
+        # The integer score is what lenders cut on: how many distinct scores the test loans get
+        # and how much ranking survives the rounding (a calibration with plateaus loses some).
+        "score_resolution": {
+            "distinct_scores": int(test["score"].n_unique()),
+            "auc_of_score": ev.auc(y, -test["score"].to_numpy().astype(np.float64)),
+            "auc_of_pd": test_metrics["test"]["auc"],
+        },
         "scorecard": {
             "characteristics": list(card.characteristics),
             "information_value": dict(zip(card.features, card.iv, strict=True)) if card.iv else {},
@@ -789,6 +796,7 @@ def _model_card(
             )
             if key in metrics
         },
+        "score_resolution": metrics["score_resolution"],
         "limitations": limitations,
         "monitoring": {
             "score_psi": (

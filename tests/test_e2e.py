@@ -60,6 +60,9 @@ def test_pipeline_end_to_end(trained_world, segment: str) -> None:
     assert 0 < len(kept) < features["features"]["count"], kept
     assert f"{len(kept)} characteristics" in features["model"]["baseline"]
     assert all(metrics["scorecard"]["information_value"][f] >= 0.02 for f in kept)
+    resolution = metrics["score_resolution"]
+    assert resolution["distinct_scores"] > 20, resolution
+    assert abs(resolution["auc_of_score"] - resolution["auc_of_pd"]) < 0.01, resolution
     points = pl.read_csv(layout.report(segment) / "scorecard_points.csv")
     assert points["characteristic"].unique(maintain_order=True).to_list() == kept
     page = (layout.report(segment) / "report.html").read_text()
