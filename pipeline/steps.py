@@ -8,6 +8,7 @@ half-written output.
 from __future__ import annotations
 
 import datetime as dt
+import html
 import json
 import logging
 import shutil
@@ -23,7 +24,7 @@ from features import catalog
 from features.engine import Inputs
 from features.engine import build as build_features
 from models import evaluate as ev
-from models.baseline import BASELINE_FILE, Scorecard, fit_scorecard
+from models.baseline import BASELINE_FILE, BaselineParams, Scorecard, fit_scorecard
 from models.calibrate import Calibrator, fit_calibrator
 from models.labels import label_loans
 from models.scaling import pd_to_score, score_to_band
@@ -388,7 +389,11 @@ def run_train(settings: Settings, segment: str) -> dict:
     )
     drift.write_reference(tmp, x_book, names, book_scores, bins=settings.drift.bins)
     _write_json(
-        {"scorecard": card.to_dict(), "calibrator": card_calibrator.to_dict()},
+        {
+            "scorecard": card.to_dict(),
+            "calibrator": card_calibrator.to_dict(),
+            "params": settings.model.baseline.model_dump(),
+        },
         tmp / BASELINE_FILE,
     )
     info = {
@@ -399,7 +404,6 @@ def run_train(settings: Settings, segment: str) -> dict:
         "train_seconds": round(train_seconds, 3),
         "valid_auc": ev.auc(y_valid, valid_pd),
         "monotone_constrained": sum(1 for d in pd_monotone if d != 0),
-        "scorecard_characteristics": list(card.characteristics),
         "importance": gain_importance(booster),
         "slices": _slice_summary(frame),
         "drift_reference": {"as_of": book_as_of.isoformat(), "rows": int(x_book.shape[0])},
@@ -510,6 +514,10 @@ def run_evaluate(
     baseline = json.loads((folder / BASELINE_FILE).read_text())
     card = Scorecard.from_dict(baseline["scorecard"])
     card_calibrator = Calibrator.from_dict(baseline["calibrator"])
+    # The screens the card was built with (cards saved before they were kept: today's params).
+    screens = BaselineParams.model_validate(
+        baseline.get("params", settings.model.baseline.model_dump())
+    )
     monitoring = settings.monitoring
 
     frame = _sliced(settings, segment)
@@ -589,6 +597,12 @@ def run_evaluate(
             "auc_of_pd": test_metrics["test"]["auc"],
         },
         "scorecard": {
+            "description": (
+                f"WoE logistic scorecard on the same candidate features and slices: "
+                f"{len(card.characteristics)} characteristics with IV >= {screens.min_iv}, "
+                f"WoE correlation <= {screens.max_corr}, every coefficient agreeing in sign "
+                "with its WoE"
+            ),
             "characteristics": list(card.characteristics),
             "information_value": dict(zip(card.features, card.iv, strict=True)) if card.iv else {},
         },
@@ -653,12 +667,9 @@ def run_evaluate(
             ),
             (
                 "Scorecard baseline: points per bin",
-                f"<p>The baseline scorecard's {len(card.characteristics)} characteristics "
-                "(information value at least "
-                f"{settings.model.baseline.min_iv}, WoE correlation at most "
-                f"{settings.model.baseline.max_corr}, every sign agreeing with its WoE). An "
-                "applicant's points add up to the card's score on the model's scale, before "
-                "calibration; scorecard_points.csv has the same table.</p>"
+                f"<p>{html.escape(metrics['scorecard']['description'])}. An applicant's points "
+                "add up to the card's score on the model's scale, before calibration; "
+                "scorecard_points.csv has the same table.</p>"
                 "<details><summary>Show the points table</summary>"
                 + report_table(
                     tables["scorecard_points"].with_columns(pl.col("woe", "points", "iv").round(2))
@@ -774,13 +785,7 @@ def _model_card(
             "algorithm": "LightGBM binary, monotone-constrained, early-stopped on validation",
             "calibration": settings.model.calibration,
             "trees": info["best_iteration"],
-            "baseline": (
-                f"WoE logistic scorecard on the same candidate features and slices: "
-                f"{len(metrics['scorecard']['characteristics'])} characteristics with "
-                f"IV >= {settings.model.baseline.min_iv}, WoE correlation <= "
-                f"{settings.model.baseline.max_corr}, every coefficient agreeing in sign "
-                "with its WoE"
-            ),
+            "baseline": metrics["scorecard"]["description"],
             "additive_reference": (
                 "LightGBM with one feature per tree (no interactions), same features, "
                 "constraints and slices: a diagnostic, not registered"
