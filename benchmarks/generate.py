@@ -27,7 +27,7 @@ TARGET_SECONDS = 60.0
 
 
 def child(args: argparse.Namespace) -> None:
-    from pipeline.synth import WorldSpec, generate
+    from world.synth import WorldSpec, generate
 
     spec = WorldSpec(
         merchants=args.merchants,

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-HELPERS = {"run_all.py", "world.py"}
+HELPERS = {"run_all.py"}
 
 
 def main() -> int:

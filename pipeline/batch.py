@@ -39,9 +39,9 @@ import numpy as np
 import polars as pl
 
 from features import catalog
+from features.contract.tables import ENTITY_TABLE
 from pipeline import drift, registry
 from pipeline.config import Settings
-from pipeline.contract import ENTITY_TABLE
 
 log = logging.getLogger(__name__)
 

@@ -21,6 +21,8 @@ import numpy as np
 import polars as pl
 
 from features import catalog
+from features.contract.tables import ENTITY_ID, ENTITY_TABLE, TXN_TABLE
+from features.contract.truth import KNOWABLE_PARTS
 from features.engine import Inputs
 from features.engine import build as build_features
 from models import evaluate as ev
@@ -33,8 +35,6 @@ from models.split import TEST, TRAIN, VALID, assign_slices, complete_months
 from models.train import fit_booster, gain_importance, monotonicity_violations
 from pipeline import drift, registry
 from pipeline.config import MonitoringParams, Settings
-from pipeline.contract import ENTITY_ID, ENTITY_TABLE, TXN_TABLE
-from pipeline.synth import KNOWABLE_PARTS
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
@@ -116,7 +116,7 @@ def _require(path: Path, stage: str) -> Path:
 
 def run_generate(settings: Settings, progress: Progress | None = None) -> dict[str, int]:
     """Generate the synthetic world into data/raw (and its true PDs into data/truth)."""
-    from pipeline.synth import WorldSpec, generate
+    from world.synth import WorldSpec, generate
 
     layout = Layout(settings.data_dir)
     spec = WorldSpec(**settings.world.model_dump())
@@ -210,7 +210,7 @@ def training_spine(settings: Settings, segment: str) -> pl.DataFrame:
         columns = [pl.col("loan_id"), pl.col("true_pd")]
         if set(KNOWABLE_PARTS) <= set(known.columns):
             # What the log could reveal at issue: the true log-odds without the hidden part and
-            # the macro path after issue (synthetic worlds only; see pipeline/synth.py).
+            # the macro path after issue (synthetic worlds only; see features/contract/truth.py).
             columns.append(pl.sum_horizontal(KNOWABLE_PARTS).alias("knowable_log_odds"))
         spine = spine.join(known.select(columns), on="loan_id", how="left")
     return spine.sort("as_of", "loan_id")

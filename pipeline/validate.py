@@ -11,8 +11,8 @@ The run, table by table:
    belongs to them (their transactions, their loans, those loans' repayments and outcomes), and
    references to them in other entities' rows (``buyer_id``, ``counterparty_id``) are blanked.
    Nothing downstream, quarantine included, sees them; the summary counts them.
-3. **Single-table rules** (``pipeline.schemas``, dataframely): nulls, types, positive amounts,
-   allowed values, duplicate keys (every copy of a duplicated key is quarantined), in-row
+3. **Single-table rules** (``features.contract.schemas``, dataframely): nulls, types, positive
+   amounts, allowed values, duplicate keys (every copy of a duplicated key is quarantined), in-row
    consistency.
 4. **Cross-table and clock rules**: transactions and loans of unknown entities (or of entities
    whose own row was quarantined), events in the future or before the entity existed,
@@ -38,8 +38,8 @@ from typing import Any
 import dataframely as dy
 import polars as pl
 
-from pipeline import contract
-from pipeline.schemas import SCHEMAS, rule_name
+from features.contract import tables as contract
+from features.contract.schemas import SCHEMAS, rule_name
 
 __all__ = ["SchemaDriftError", "validate"]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from pipeline.synth import WorldSpec, generate, world_end
+from world.synth import WorldSpec, generate, world_end
 
 WINDOW_DAYS = 365
 
@@ -152,7 +152,7 @@ def clean_tables() -> dict[str, pl.DataFrame]:
     Row positions matter: the validation tests break one cell of one row and expect exactly
     that row (its 0-based ``source_row``) to be quarantined.
     """
-    from pipeline import contract
+    from features.contract import tables as contract
 
     frames = {
         "merchants": {

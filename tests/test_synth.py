@@ -11,8 +11,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from pipeline import contract
-from pipeline.synth import FIRST_LOAN_MONTH, LOGIT_PARTS, WorldSpec, generate, world_end
+from features.contract import tables as contract
 from pipeline.validate import validate
 from tests.synth_fixtures import (
     auc,
@@ -21,6 +20,7 @@ from tests.synth_fixtures import (
     make_world,
     merchant_features,
 )
+from world.synth import FIRST_LOAN_MONTH, LOGIT_PARTS, WorldSpec, generate, world_end
 
 TABLES = [t for t in contract.TABLES if t != "outcomes"]
 SEED = int(os.environ.get("LONGTAIL_TEST_SEED", "11"))

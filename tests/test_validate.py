@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from pipeline import contract
+from features.contract import tables as contract
 from pipeline.validate import SchemaDriftError, validate
 from tests.synth_fixtures import REFERENCE_TIME, clean_tables, write_tables
 
@@ -309,7 +309,7 @@ def test_date_only_timestamp_is_a_bad_value(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", list(contract.TABLES))
 def test_schemas_match_the_contract(name: str) -> None:
-    from pipeline.schemas import SCHEMAS
+    from features.contract.schemas import SCHEMAS
 
     schema = SCHEMAS[name]
     table = contract.TABLES[name]

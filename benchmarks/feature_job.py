@@ -1,10 +1,10 @@
 r"""Benchmark the feature job against DuckDB and a bare Parquet scan, measured in the same run.
 
-    uv run python benchmarks/features.py                      # 20M transactions, 200k entities
-    uv run python benchmarks/features.py --transactions 100000000 --entities 1000000 \
+    uv run python benchmarks/feature_job.py                      # 20M transactions, 200k entities
+    uv run python benchmarks/feature_job.py --transactions 100000000 --entities 1000000 \
         --runs 1 --skip duckdb x12            # 100M: ~16 GB peak (--chunks 4: ~9 GB)
 
-The world is generated once under /tmp (benchmarks/world.py, contract schema). Each
+The world is generated once under /tmp (benchmarks/_plain_world.py, contract schema). Each
 measurement runs in its own subprocess (same thread count for everyone) so its peak memory
 (max RSS) is its own. Reported, as medians of ``--runs`` runs:
 
@@ -272,7 +272,7 @@ def main() -> None:
     if args.child == "generate":
         import importlib.util
 
-        spec = importlib.util.spec_from_file_location("bench_world", HERE / "world.py")
+        spec = importlib.util.spec_from_file_location("bench_world", HERE / "_plain_world.py")
         world = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(world)
         start = time.perf_counter()

@@ -1,6 +1,6 @@
 """A fast, vectorised synthetic world in the contract schema, for benchmarks only.
 
-It is not realistic (that is pipeline/synth.py's job); it has the contract's tables, columns
+It is not realistic (that is world/synth.py's job); it has the contract's tables, columns
 and types, skewed activity per entity, and enough loans and repayments for credit history and
 connection features, at any size (20M transactions in about ten seconds).
 """

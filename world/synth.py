@@ -48,7 +48,8 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline import contract
+from features.contract import tables as contract
+from features.contract.truth import KNOWABLE_PARTS, LOGIT_PARTS
 
 __all__ = ["KNOWABLE_PARTS", "LOGIT_PARTS", "WorldSpec", "generate", "world_end"]
 
@@ -89,17 +90,6 @@ CONSUMER_SPEND_KINK = 0.6
 CONSUMER_OVERSPEND = 5.0
 CONSUMER_THIN_FILE = 3.0
 PARQUET_COMPRESSION = "zstd"
-#: The parts of a loan's true log-odds of default saved in truth/loans.parquet (they sum to it).
-LOGIT_PARTS = (
-    "logit_loan",
-    "logit_traits",
-    "logit_state",
-    "logit_interactions",
-    "logit_hidden",
-    "logit_macro",
-)
-#: The parts a log could reveal at issue: all but the hidden part and the macro path after issue.
-KNOWABLE_PARTS = ("logit_loan", "logit_traits", "logit_state", "logit_interactions")
 
 # Spring Festival (Chinese New Year's Day); the dip and the run-up follow it.
 SPRING_FESTIVAL: dict[int, datetime.date] = {

@@ -1,0 +1,1 @@
+"""What the data is: the canonical tables, their schemas, the segments, repayment facts."""
