@@ -12,6 +12,9 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from features.contract.segments import NAMES
+from features.contract.segments import SEGMENTS as _SEGMENTS
+
 TS = pl.Datetime("us", "UTC")
 
 MERCHANT_TXN_KINDS: tuple[str, ...] = ("sale", "refund", "chargeback", "payout", "fee")
@@ -32,7 +35,7 @@ CONSUMER_KIND_DIRECTION: dict[str, str] = {
     "repayment": "out",
 }
 DIRECTIONS: tuple[str, ...] = ("in", "out")
-SEGMENTS: tuple[str, ...] = ("merchant", "consumer")
+SEGMENTS: tuple[str, ...] = NAMES
 CHANNELS: tuple[str, ...] = ("app", "web", "pos", "mini_program")
 # Suggested (not enforced) values: the synthetic world uses these; users may bring their own.
 INDUSTRIES: tuple[str, ...] = (
@@ -166,9 +169,7 @@ TABLES: dict[str, Table] = {
     )
 }
 
-ENTITY_TABLE: dict[str, str] = {"merchant": "merchants", "consumer": "consumers"}
-ENTITY_ID: dict[str, str] = {"merchant": "merchant_id", "consumer": "consumer_id"}
-TXN_TABLE: dict[str, str] = {
-    "merchant": "merchant_transactions",
-    "consumer": "consumer_transactions",
-}
+# Per-segment table and column names, derived from features.contract.segments.
+ENTITY_TABLE: dict[str, str] = {n: s.entity_table for n, s in _SEGMENTS.items()}
+ENTITY_ID: dict[str, str] = {n: s.entity_id for n, s in _SEGMENTS.items()}
+TXN_TABLE: dict[str, str] = {n: s.txn_table for n, s in _SEGMENTS.items()}
