@@ -1,4 +1,4 @@
-"""Discrimination, calibration and stability metrics for a PD model.
+"""Discrimination and calibration metrics for a PD model (stability: :mod:`models.stability`).
 
 Pure functions over numpy arrays and polars frames; the report and ``metrics.json`` are built
 from them. Conventions: ``y`` is 1 for a bad loan and 0 for a good one, ``pd_`` the predicted
@@ -12,10 +12,6 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import polars as pl
 from sklearn.metrics import roc_auc_score, roc_curve
-
-# Conventional PSI / CSI thresholds: under 0.10 stable, 0.10-0.25 watch, over 0.25 shifted.
-PSI_WATCH = 0.10
-PSI_SHIFT = 0.25
 
 
 def _arrays(y: np.ndarray, pd_: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -157,100 +153,6 @@ def gains_table(y: np.ndarray, pd_: np.ndarray, bins: int = 10) -> pl.DataFrame:
             (pl.col("bad_rate") / overall).alias("lift"),
         )
         .with_columns((pl.col("cum_bad_share") - pl.col("cum_good_share")).alias("ks"))
-    )
-
-
-STABILITY_FLOOR = 1e-6  # share given to an empty bin, so the log stays finite
-
-
-def bin_edges(values: np.ndarray, bins: int) -> list[float]:
-    """Interior quantile edges of the non-missing values (fewer when values repeat)."""
-    values = np.asarray(values, dtype=float)
-    values = values[~np.isnan(values)]
-    if values.size == 0:
-        return []
-    quantiles = np.quantile(values, np.linspace(0, 1, bins + 1))[1:-1]
-    return [float(e) for e in np.unique(quantiles)]
-
-
-def bin_shares(values: np.ndarray, edges: Sequence[float]) -> np.ndarray:
-    """Share of values in each bin ``(-inf, e0], (e0, e1], ... (e_last, inf)`` plus missing.
-
-    The last entry is the share of missing (NaN) values: a feature that goes missing more
-    often has shifted too.
-    """
-    values = np.asarray(values, dtype=float)
-    missing = np.isnan(values)
-    index = np.searchsorted(np.asarray(edges, dtype=float), values[~missing], side="left")
-    counts = np.bincount(index, minlength=len(edges) + 1).astype(float)
-    counts = np.append(counts, float(missing.sum()))
-    total = counts.sum()
-    return counts / total if total else counts
-
-
-def stability_index(expected: Sequence[float], actual: Sequence[float]) -> float:
-    """PSI (for a score) or CSI (for a feature) from bin shares: sum of (a - e) * ln(a / e).
-
-    Shares are floored at 1e-6 so an empty bin gives a large, finite index. By convention
-    under 0.10 is stable, 0.10-0.25 worth watching, over 0.25 a shift.
-    """
-    e = np.clip(np.asarray(expected, dtype=float), STABILITY_FLOOR, None)
-    a = np.clip(np.asarray(actual, dtype=float), STABILITY_FLOOR, None)
-    return float(np.sum((a - e) * np.log(a / e)))
-
-
-def psi(expected: np.ndarray, actual: np.ndarray, bins: int = 10) -> float:
-    """Population stability index of ``actual`` against ``expected`` on expected's quantile bins.
-
-    The same binning (:func:`bin_edges`, :func:`bin_shares`) and index
-    (:func:`stability_index`) as production drift monitoring, so a PSI in the report and one
-    in a scoring manifest mean the same thing.
-    """
-    expected = np.asarray(expected, dtype=float)
-    actual = np.asarray(actual, dtype=float)
-    if expected.size == 0 or actual.size == 0:
-        return float("nan")
-    edges = bin_edges(expected, bins)
-    return stability_index(bin_shares(expected, edges), bin_shares(actual, edges))
-
-
-def csi(
-    expected: np.ndarray,
-    actual: np.ndarray,
-    names: Sequence[str],
-    bins: int = 10,
-    *,
-    watch: float = PSI_WATCH,
-    shift: float = PSI_SHIFT,
-) -> pl.DataFrame:
-    """Characteristic stability index: the PSI of each feature column, largest first.
-
-    ``status`` is 'stable', 'watch' (at least ``watch``) or 'shift' (at least ``shift``).
-    """
-    expected = np.asarray(expected, dtype=float)
-    actual = np.asarray(actual, dtype=float)
-    if expected.ndim != 2 or actual.ndim != 2 or expected.shape[1] != len(names):
-        raise ValueError(
-            f"expected two matrices with {len(names)} columns; got {expected.shape} and "
-            f"{actual.shape}"
-        )
-    values = [psi(expected[:, j], actual[:, j], bins) for j in range(len(names))]
-    return (
-        pl.DataFrame({"feature": list(names), "csi": values})
-        .with_columns(stability_expr("csi", watch=watch, shift=shift).alias("status"))
-        .sort("csi", descending=True, maintain_order=True)
-    )
-
-
-def stability_expr(column: str, *, watch: float = PSI_WATCH, shift: float = PSI_SHIFT) -> pl.Expr:
-    """'stable', 'watch' or 'shift' by PSI thresholds (the conventional 0.10 and 0.25)."""
-    value = pl.col(column)
-    return (
-        pl.when(value >= shift)
-        .then(pl.lit("shift"))
-        .when(value >= watch)
-        .then(pl.lit("watch"))
-        .otherwise(pl.lit("stable"))
     )
 
 

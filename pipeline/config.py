@@ -18,6 +18,7 @@ from models.labels import LabelParams
 from models.limits import LimitPolicy
 from models.scaling import ScalingParams
 from models.split import SplitParams
+from models.stability import Levels
 from models.train import TrainParams
 
 Segment = Literal["merchant", "consumer"]
@@ -65,14 +66,14 @@ class ModelParams(_Frozen):
 class MonitoringParams(_Frozen):
     """Thresholds the evaluation checks on the out-of-time test.
 
-    ``max_ece`` and ``max_score_psi`` are acceptance limits; ``min_auc_lift`` is
+    ``max_ece`` is an acceptance limit (the score's train-to-test PSI is judged by the one
+    stability rule at the ``drift`` levels); ``min_auc_lift`` is
     how far the model must beat the scorecard baseline and ``max_ceiling_gap`` how close it
     must come to the true-PD ceiling (synthetic data only); ``auc_drop_alert`` is the fall in
     AUC from the test figure that should trigger a review in production.
     """
 
     max_ece: float = Field(0.01, gt=0)
-    max_score_psi: float = Field(0.10, gt=0)
     min_auc_lift: float = Field(0.02, ge=0)
     max_ceiling_gap: float = Field(0.03, ge=0)
     auc_drop_alert: float = Field(0.03, gt=0)
@@ -92,24 +93,26 @@ class RegistryParams(_Frozen):
     """The promotion gate: what a challenger must pass to become champion.
 
     ``auc_tolerance``: the challenger's out-of-time AUC may be at most this much below the
-    champion's on the same rows. ``max_score_psi``: the challenger's score PSI between its
-    training rows and the out-of-time test rows must stay under this (a stable model).
+    champion's on the same rows. The challenger's score PSI between its training rows and the
+    out-of-time test rows must not reach the ``drift`` alert level (the one stability rule).
     ``require_monotone``: the challenger must keep every catalog monotone constraint.
     """
 
     auc_tolerance: float = Field(default=0.005, ge=0)
-    max_score_psi: float = Field(default=0.25, gt=0)
     require_monotone: bool = True
 
 
 class DriftParams(_Frozen):
-    """Population drift at scoring time: score PSI and feature CSI against training.
+    """The stability levels (PSI of the score, CSI of a feature) every stage judges by.
 
-    Above ``warn`` a warning is logged and recorded; above ``alert`` the manifest records an
-    alert. ``fail_on`` decides which alerts make ``longtail score`` exit non-zero (exit code 3,
-    after publishing), so the scheduler marks the run failed and someone looks: ``score`` (the
-    score PSI, the default: features such as tenure drift by construction between loan
-    applicants and the whole book), ``any`` (score or any feature) or ``never``.
+    From ``warn`` on a population is ``warning``, from ``alert`` on ``alert``
+    (:func:`models.stability.status`): in the evaluation report (training vs out-of-time
+    rows), in the promotion gate (a challenger at ``alert`` is refused) and at scoring time,
+    where a warning is logged and recorded and the manifest records an alert. ``fail_on``
+    decides which alerts make ``longtail score`` exit non-zero (exit code 3, after
+    publishing), so the scheduler marks the run failed and someone looks: ``score`` (the score
+    PSI, the default: features such as tenure drift by construction between loan applicants
+    and the whole book), ``any`` (score or any feature) or ``never``.
     """
 
     bins: int = Field(default=10, ge=2)
@@ -118,6 +121,16 @@ class DriftParams(_Frozen):
     feature_csi_warn: float = Field(default=0.10, gt=0)
     feature_csi_alert: float = Field(default=0.25, gt=0)
     fail_on: Literal["score", "any", "never"] = "score"
+
+    @property
+    def score_levels(self) -> Levels:
+        """The levels for the score's PSI."""
+        return Levels(warn=self.score_psi_warn, alert=self.score_psi_alert)
+
+    @property
+    def feature_levels(self) -> Levels:
+        """The levels for a feature's CSI."""
+        return Levels(warn=self.feature_csi_warn, alert=self.feature_csi_alert)
 
 
 class MlflowParams(_Frozen):

@@ -4,8 +4,9 @@ At train time :func:`write_reference` saves, beside the Scorer, each feature's q
 edges and the share of reference rows in each bin (plus a bin for missing values), and the same
 for the score; the reference rows are the whole book when the model was built. At scoring time
 :func:`assess` bins the scored population on those same edges and reports the score PSI and
-each feature's CSI (the same formula applied to one feature), with a status: ``ok``,
-``warning`` (above the warning threshold) or ``alert``.
+each feature's CSI (the same formula applied to one feature), with the status of
+:func:`models.stability.status` (``ok``, ``warning``, ``alert``) at the levels of params.yaml
+``drift:``, the same index and rule as the evaluation report and the promotion gate.
 
 Missing values get their own bin: a feature that suddenly goes missing is drift too.
 The reference is plain JSON (no pickles) and travels with the registered model.
@@ -16,20 +17,13 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
-from models.evaluate import bin_edges, bin_shares, stability_index
+from models import stability
 from pipeline.config import DriftParams
 
 REFERENCE_FILE = "reference.json"
-Status = Literal["ok", "warning", "alert"]
-
-
-def _profile(values: np.ndarray, bins: int) -> dict:
-    edges = bin_edges(values, bins)
-    return {"edges": edges, "shares": [float(s) for s in bin_shares(values, edges)]}
 
 
 def reference_profile(
@@ -45,8 +39,10 @@ def reference_profile(
         "bins": bins,
         "rows": int(x.shape[0]),
         "features": list(feature_names),
-        "score": _profile(np.asarray(scores, dtype=float), bins),
-        "feature_bins": {name: _profile(x[:, j], bins) for j, name in enumerate(feature_names)},
+        "score": stability.profile(np.asarray(scores, dtype=float), bins),
+        "feature_bins": {
+            name: stability.profile(x[:, j], bins) for j, name in enumerate(feature_names)
+        },
     }
 
 
@@ -74,17 +70,6 @@ def read_reference(folder: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def _status(value: float, warn: float, alert: float) -> Status:
-    if np.isfinite(value) and value > alert:
-        return "alert"
-    if np.isfinite(value) and value > warn:
-        return "warning"
-    return "ok"
-
-
-_RANK: dict[str, int] = {"ok": 0, "warning": 1, "alert": 2}
-
-
 def assess(
     reference: dict,
     scores: np.ndarray,
@@ -98,23 +83,17 @@ def assess(
     Returns the indices, the thresholds, the features above each threshold and the overall
     status (the worst of the score's and the features').
     """
-    score_ref = reference["score"]
-    score_psi = stability_index(score_ref["shares"], bin_shares(scores, score_ref["edges"]))
+    score_psi = stability.against(reference["score"], scores)
     csi: dict[str, float] = {}
     if x is not None:
         for j, name in enumerate(feature_names):
             ref = reference.get("feature_bins", {}).get(name)
             if ref is not None:
-                csi[name] = round(
-                    stability_index(ref["shares"], bin_shares(x[:, j], ref["edges"])), 6
-                )
-    score_status = _status(score_psi, params.score_psi_warn, params.score_psi_alert)
-    feature_status = {
-        n: _status(v, params.feature_csi_warn, params.feature_csi_alert) for n, v in csi.items()
-    }
-    worst = max([score_status, *feature_status.values()], key=_RANK.__getitem__)
+                csi[name] = round(stability.against(ref, x[:, j]), 6)
+    score_status = stability.status(score_psi, params.score_levels)
+    feature_status = {n: stability.status(v, params.feature_levels) for n, v in csi.items()}
     return {
-        "status": worst,
+        "status": stability.worst([score_status, *feature_status.values()]),
         "score_psi": round(score_psi, 6),
         "score_status": score_status,
         "feature_csi": csi,
@@ -131,4 +110,4 @@ def assess(
 
 def reference_from_scores(scores: np.ndarray, bins: int) -> dict:
     """A score-only reference, for models saved before ``reference.json`` existed."""
-    return {"bins": bins, "rows": len(scores), "score": _profile(scores, bins)}
+    return {"bins": bins, "rows": len(scores), "score": stability.profile(scores, bins)}

@@ -14,7 +14,9 @@ import numpy as np
 import polars as pl
 
 from features.engine import POLICY_INPUTS
+from models import stability
 from models.scorer import Scorer
+from models.stability import Levels
 from pipeline.config import RegistryParams
 
 # MLflow reads these when it is first imported: keep its own logging and progress bars quiet.
@@ -254,7 +256,7 @@ def reference_scores(scorer_dir: Path) -> np.ndarray:
     return pl.read_parquet(scorer_dir / "reference_scores.parquet")["score"].to_numpy()
 
 
-def promotion_gate(checks: dict, params: RegistryParams) -> list[str]:
+def promotion_gate(checks: dict, params: RegistryParams, score_levels: Levels) -> list[str]:
     """Why a challenger may not become champion (empty: it may), from its measured checks.
 
     With no champion, AUC is not compared (an undefined AUC from one-class rows is then no
@@ -262,7 +264,8 @@ def promotion_gate(checks: dict, params: RegistryParams) -> list[str]:
     ``checks`` holds ``challenger_auc``, ``champion_auc`` (None when there is no champion),
     ``champion_error`` (why the champion could not be scored on the same rows, if so),
     ``monotone_violations`` and ``challenger_score_psi``; the thresholds come from params.yaml
-    ``registry``.
+    ``registry``, and the score PSI is judged by :func:`models.stability.status` at
+    ``score_levels`` (params.yaml ``drift``): an ``alert`` is refused.
     """
     refusals: list[str] = []
     chall, champ = checks["challenger_auc"], checks.get("champion_auc")
@@ -285,9 +288,9 @@ def promotion_gate(checks: dict, params: RegistryParams) -> list[str]:
             f"the challenger breaks monotone constraints on {checks['monotone_violations']}"
         )
     psi = checks["challenger_score_psi"]
-    if not np.isfinite(psi) or psi > params.max_score_psi:
+    if stability.status(psi, score_levels) == "alert":
         refusals.append(
             f"the challenger's score PSI between its training rows and the out-of-time rows is "
-            f"{psi:.3f}, above the stability limit {params.max_score_psi}"
+            f"{psi:.3f}, at or above the alert level {score_levels.alert}"
         )
     return refusals

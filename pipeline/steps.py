@@ -26,12 +26,14 @@ from features.contract.truth import KNOWABLE_PARTS
 from features.engine import Inputs
 from features.engine import build as build_features
 from models import evaluate as ev
+from models import stability
 from models.baseline import BASELINE_FILE, BaselineParams, Scorecard, fit_scorecard
 from models.calibrate import Calibrator, fit_calibrator
 from models.labels import label_loans
 from models.scaling import pd_to_score, score_to_band
 from models.scorer import Scorer
 from models.split import TEST, TRAIN, VALID, assign_slices, complete_months
+from models.stability import Levels
 from models.train import fit_booster, gain_importance, monotonicity_violations
 from pipeline import drift, registry
 from pipeline.config import MonitoringParams, Settings
@@ -447,14 +449,19 @@ def run_train(settings: Settings, segment: str) -> dict:
     return info
 
 
-def _checks(metrics: dict, monitoring: MonitoringParams) -> dict[str, dict]:
-    """The acceptance limits of ``monitoring`` applied to the test metrics."""
+def _checks(metrics: dict, monitoring: MonitoringParams, levels: Levels) -> dict[str, dict]:
+    """The acceptance limits of ``monitoring`` applied to the test metrics.
+
+    The score's train-to-test PSI passes unless :func:`models.stability.status` calls it an
+    ``alert`` at ``levels`` (params.yaml ``drift``), the same rule the promotion gate refuses by.
+    """
     checks = {
         "ece": {"value": metrics["test"]["ece"], "limit": monitoring.max_ece, "rule": "<"},
         "score_psi_train_test": {
             "value": metrics["stability"]["score_psi_train_test"],
-            "limit": monitoring.max_score_psi,
+            "limit": levels.alert,
             "rule": "<",
+            "status": metrics["stability"]["score_psi_status"],
         },
         "auc_lift_over_baseline": {
             "value": metrics["test"]["auc"] - metrics["baseline"]["auc"],
@@ -562,29 +569,32 @@ def run_evaluate(
     ).sort("gain_share", descending=True, maintain_order=True)
     top = importance.head(monitoring.top_features)["feature"].to_list()
     top_idx = [names.index(f) for f in top]
-    csi = ev.csi(
+    csi = stability.csi(
         x[is_train][:, top_idx],
         x[is_test][:, top_idx],
         top,
+        settings.drift.feature_levels,
         bins=settings.drift.bins,
-        watch=settings.drift.feature_csi_warn,
-        shift=settings.drift.feature_csi_alert,
     )
     violations = monotonicity_violations(
         scorer.booster, x[is_test], [s.pd_monotone for s in scorer.specs]
+    )
+    score_psi = stability.psi(
+        frame.filter(pl.col("slice") == TRAIN)["score"].to_numpy(),
+        test["score"].to_numpy(),
+        bins=settings.drift.bins,
     )
     metrics: dict = {
         "segment": segment,
         **test_metrics,
         "valid": ev.summary(valid["bad"].to_numpy(), valid["pd"].to_numpy()),
         "stability": {
-            "score_psi_train_test": ev.psi(
-                frame.filter(pl.col("slice") == TRAIN)["score"].to_numpy(),
-                test["score"].to_numpy(),
-            ),
-            "score_psi_train_valid": ev.psi(
+            "score_psi_train_test": score_psi,
+            "score_psi_status": stability.status(score_psi, settings.drift.score_levels),
+            "score_psi_train_valid": stability.psi(
                 frame.filter(pl.col("slice") == TRAIN)["score"].to_numpy(),
                 valid["score"].to_numpy(),
+                bins=settings.drift.bins,
             ),
             "max_csi_top_features": float(csi["csi"].max()) if csi.height else 0.0,
         },
@@ -620,7 +630,7 @@ def run_evaluate(
         },
         "slices": info["slices"],
     }
-    metrics["checks"] = _checks(metrics, monitoring)
+    metrics["checks"] = _checks(metrics, monitoring, settings.drift.score_levels)
     # Kept for readers of the spine's metrics.json layout.
     metrics["score_psi_train_test"] = metrics["stability"]["score_psi_train_test"]
 
@@ -687,7 +697,7 @@ def run_evaluate(
             for k, v in values.items()
             if isinstance(v, float)
         }
-        flat |= metrics["stability"]
+        flat |= {k: v for k, v in metrics["stability"].items() if isinstance(v, float)}
         mlflow.log_metrics({k: float(v) for k, v in flat.items() if np.isfinite(v)})
         mlflow.set_tags(
             {f"check.{k}": "pass" if c["passed"] else "fail" for k, c in metrics["checks"].items()}
@@ -890,13 +900,11 @@ def run_promote(settings: Settings, segment: str, *, force: bool = False) -> dic
     Both models rescore the same out-of-time test rows (the test slice of the current training
     features). The challenger must not lose more than ``registry.auc_tolerance`` of AUC to the
     champion, must keep its monotone constraints on those rows, and its score PSI between its
-    training rows and those rows must stay under ``registry.max_score_psi``. With no champion
+    training rows and those rows must not reach the ``drift`` alert level. With no champion
     yet, the challenger's own checks decide. Every decision (promoted, refused, forced) is
     recorded as tags on the challenger version and on the registered model; a replaced
     champion keeps the alias ``previous-champion`` for a one-command rollback.
     """
-    from pipeline import drift as drift_
-
     registry.configure(settings.mlflow.tracking_uri, settings.mlflow.experiment)
     name = registry.model_name(segment)
     challenger = registry.version_by_alias(segment, registry.CHALLENGER)
@@ -925,10 +933,6 @@ def run_promote(settings: Settings, segment: str, *, force: bool = False) -> dic
             registry.version_uri(name, challenger.version), Path(tmp) / "challenger"
         )
         chall = Scorer.load(chall_dir)
-        # the gate compares like with like: training loans' scores vs out-of-time test loans'
-        reference = drift_.reference_from_scores(
-            registry.reference_scores(chall_dir), settings.drift.bins
-        )
         chall.check_columns(test)
         chall_pd = chall.predict_pd(test)
         checks["challenger_auc"] = ev.auc(y, chall_pd)
@@ -936,9 +940,9 @@ def run_promote(settings: Settings, segment: str, *, force: bool = False) -> dic
             chall.booster, chall.matrix(test), [s.pd_monotone for s in chall.specs]
         )
         test_scores = pd_to_score(chall_pd, chall.scaling)
-        checks["challenger_score_psi"] = drift_.stability_index(
-            reference["score"]["shares"],
-            drift_.bin_shares(test_scores, reference["score"]["edges"]),
+        # the gate compares like with like: training loans' scores vs out-of-time test loans'
+        checks["challenger_score_psi"] = stability.psi(
+            registry.reference_scores(chall_dir), test_scores, bins=settings.drift.bins
         )
         if champion is not None:
             champ = registry.load_scorer(
@@ -951,7 +955,7 @@ def run_promote(settings: Settings, segment: str, *, force: bool = False) -> dic
                     f"the champion v{champion.version} cannot score the same out-of-time rows "
                     f"({exc}), so the two cannot be compared like for like"
                 )
-    refusals = registry.promotion_gate(checks, settings.registry)
+    refusals = registry.promotion_gate(checks, settings.registry, settings.drift.score_levels)
     promote = force or not refusals
     if not refusals:
         decision = "promoted"

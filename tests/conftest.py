@@ -25,14 +25,15 @@ def make_settings(data_dir: Path, tracking_uri: str, **overrides: object):
     mlflow = base.mlflow.model_copy(update={"tracking_uri": tracking_uri})
     # The small world's out-of-time slice holds a few hundred loans scored by a coarse model:
     # its score PSI measures sampling noise, not instability, so the shared fixture's first
-    # promotion does not gate on it. The gate itself is tested in test_promote.py.
-    gate = base.registry.model_copy(update={"max_score_psi": 10.0})
+    # promotion does not gate on it (the alert level is out of reach). The gate itself is tested
+    # in test_promote.py.
+    drift = base.drift.model_copy(update={"score_psi_alert": 10.0})
     return base.model_copy(
         update={
             "data_dir": data_dir,
             "world": world,
             "mlflow": mlflow,
-            "registry": gate,
+            "drift": drift,
             **overrides,
         }
     )

@@ -59,11 +59,6 @@ def test_a_warning_is_not_an_alert() -> None:
     assert not batch.drift_failed({"drift": report}, "score")
 
 
-def test_bins_are_upper_inclusive_with_a_missing_bin() -> None:
-    shares = drift.bin_shares(np.array([0.0, 1.0, 1.5, 2.0, 3.0, np.nan]), [1.0, 2.0])
-    assert shares.tolist() == pytest.approx([2 / 6, 2 / 6, 1 / 6, 1 / 6])
-
-
 @pytest.fixture
 def world(trained_world, tmp_path: Path):
     return private_world(trained_world, tmp_path)

@@ -33,7 +33,7 @@ def test_dvc_repro_builds_every_stage(tmp_path: Path) -> None:
     params["world"].update(TINY_WORLD)
     # As in conftest: a tiny world's out-of-time slice is a few hundred loans, so its score PSI
     # measures sampling noise; this test checks the DVC wiring, test_promote.py the gate.
-    params["registry"]["max_score_psi"] = 10.0
+    params["drift"]["score_psi_alert"] = 10.0
     (work / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True))
     env = {
         **os.environ,

@@ -66,32 +66,6 @@ def test_gains_table_by_hand() -> None:
     assert_frame_equal(gains, expected, check_dtypes=False)
 
 
-def test_psi_by_hand() -> None:
-    expected = np.arange(100, dtype=float)  # median edge at 49.5: two bins of 50%
-    actual = np.concatenate([np.zeros(75), np.full(25, 99.0)])
-    by_hand = 0.25 * math.log(0.75 / 0.5) + (-0.25) * math.log(0.25 / 0.5)
-    assert ev.psi(expected, actual, bins=2) == pytest.approx(by_hand)
-    assert ev.psi(expected, expected, bins=10) == pytest.approx(0.0)
-
-
-def test_psi_counts_missing_values_as_a_bin() -> None:
-    expected = np.arange(100, dtype=float)
-    actual = np.concatenate([np.zeros(45), np.full(45, 99.0), np.full(10, np.nan)])
-    by_hand = 2 * (0.45 - 0.5) * math.log(0.45 / 0.5) + (0.1 - 1e-6) * math.log(0.1 / 1e-6)
-    assert ev.psi(expected, actual, bins=2) == pytest.approx(by_hand)
-
-
-def test_csi_per_feature_largest_first() -> None:
-    rng = np.random.default_rng(0)
-    train = rng.normal(size=(5000, 2))
-    test = train.copy()
-    test[:, 1] += 1.0
-    table = ev.csi(train, test, ["same", "shifted"])
-    assert table["feature"].to_list() == ["shifted", "same"]
-    assert table["csi"][1] == pytest.approx(0.0)
-    assert table["status"].to_list() == ["shift", "stable"]
-
-
 def test_calibration_bins_wilson_interval() -> None:
     y = np.repeat([1.0, 0.0], [10, 90])
     table = ev.calibration_bins(y, np.full(100, 0.1), bins=1)

@@ -10,6 +10,7 @@ from mlflow import MlflowClient
 from registry_world import private_world, register_folder, worse_scorer
 from typer.testing import CliRunner
 
+from models.stability import Levels
 from pipeline import registry, steps
 from pipeline.cli import app
 from pipeline.config import RegistryParams
@@ -128,15 +129,18 @@ BASE = {
         ({"challenger_auc": 0.69}, "worse than champion"),
         ({"champion_auc": None}, None),
         ({"monotone_violations": ["tenure_days"]}, "monotone"),
-        ({"challenger_score_psi": 0.4}, "stability"),
+        ({"challenger_score_psi": 0.4}, "alert level"),
+        ({"challenger_score_psi": 0.25}, "alert level"),  # the level itself is an alert
+        ({"challenger_score_psi": 0.2}, None),  # a warning is not a refusal
+        ({"challenger_score_psi": float("nan")}, "alert level"),
         ({"challenger_auc": float("nan")}, "undefined"),
         ({"challenger_auc": float("nan"), "champion_auc": None}, None),
         ({"champion_error": "the champion cannot score"}, "cannot score"),
     ],
 )
 def test_gate_rules(change: dict, expected: str | None) -> None:
-    params = RegistryParams(auc_tolerance=0.005, max_score_psi=0.25)
-    refusals = registry.promotion_gate({**BASE, **change}, params)
+    params = RegistryParams(auc_tolerance=0.005)
+    refusals = registry.promotion_gate({**BASE, **change}, params, Levels(warn=0.1, alert=0.25))
     if expected is None:
         assert refusals == []
     else:
