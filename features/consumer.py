@@ -154,7 +154,7 @@ def aggregates(
         return columns
 
     def counterparties() -> dict[str, pl.Series]:
-        onset = delinquency_onset(inputs.loans, inputs.repayments, rules.delinquent_dpd)
+        onset = delinquency_onset(inputs.loans, inputs.repayments, rules)
         main, bad = partner_measures(
             events.lazy(), "counterparty_id", windows=PARTNER_WINDOWS, onset=onset, prefix="cp"
         )

@@ -15,29 +15,32 @@ import polars as pl
 from features.blocks import days_since
 from features.build import Inputs
 from features.catalog import CatalogBuilder
-from features.contract.repayments import RepaymentRules
+from features.contract.repayments import (
+    RepaymentRules,
+    days_past_due,
+    onset_day,
+    reached,
+    settled_before,
+)
 from features.contract.segments import Segment
 from features.keys import AS_OF, ENTITY, FEN, Snapshots, day_number, fen, id_hash
 from features.timeline import assemble, read_concurrently
 
 
-def delinquency_onset(loans: pl.LazyFrame, repayments: pl.LazyFrame, dpd: int) -> pl.DataFrame:
-    """The first day each borrower (any segment) was ``dpd``+ days past due.
+def delinquency_onset(
+    loans: pl.LazyFrame, repayments: pl.LazyFrame, rules: RepaymentRules
+) -> pl.DataFrame:
+    """The first day each borrower (any segment) was ``rules.delinquent_dpd``+ days past due.
 
-    Returns ``__hash`` (the borrower id's :func:`id_hash`) and ``__onset`` (a day number).
-
-    An instalment reaches ``dpd`` days past due on ``due_on + dpd`` unless it was paid before;
-    whether that happened before a given as_of is known at that as_of, so reading
-    ``onset < as_of`` is point-in-time correct.
+    Returns ``__hash`` (the borrower id's :func:`id_hash`) and ``__onset`` (a day number), for
+    the borrowers that ever were (see :func:`features.contract.repayments.onset_day`).
     """
-    late = pl.col("paid_on").is_null() | (
-        (pl.col("paid_on") - pl.col("due_on")).dt.total_days() >= dpd
-    )
+    dpd, tolerance = rules.delinquent_dpd, rules.tolerance
     return (
-        repayments.filter(late)
+        repayments.filter(reached(dpd, tolerance))
         .join(loans.select("loan_id", "entity_id"), on="loan_id")
         .group_by("entity_id")
-        .agg((day_number(pl.col("due_on").min()) + dpd).alias("__onset"))
+        .agg(day_number(onset_day(dpd, tolerance)).alias("__onset"))
         .select(id_hash("entity_id").alias("__hash"), "__onset")
         .collect()
     )
@@ -61,10 +64,13 @@ def credit_history(
 ) -> pl.LazyFrame:
     """Earlier loans and their repayment as observable strictly before as_of.
 
-    A loan counts once issued before as_of; an instalment once it fell due before as_of. Days
-    past due are measured at ``min(paid_on, as_of)``, and a payment counts as made only if
-    ``paid_on < as_of``: a repayment made on or after as_of is not yet known. Snapshot x loan
-    rows are few (a handful of loans per entity), so joining them is cheap.
+    A loan counts once issued before as_of; an instalment once it fell due before as_of. An
+    instalment is paid once settled (paid in full within ``rules.tolerance``) before as_of, and
+    its days past due are measured then or at as_of
+    (:func:`features.contract.repayments.days_past_due`): a repayment made on or after as_of
+    is not yet known, a short one never settles. ``repaid_share`` counts the money received
+    before as_of (short payments included). Snapshot x loan rows are few (a handful of loans
+    per entity), so joining them is cheap.
     """
     late, bad = rules.delinquent_dpd, rules.default_dpd
     seg_loans = loans.filter(pl.col("segment") == segment).select(
@@ -84,9 +90,9 @@ def credit_history(
             (pl.col("last_due") >= pl.col(AS_OF)).sum().cast(pl.Int32).alias("open_loans"),
         )
     )
-    known_paid = pl.col("paid_on").is_not_null() & (pl.col("paid_on") < pl.col(AS_OF))
-    observed_at = pl.when(known_paid).then(pl.col("paid_on")).otherwise(pl.col(AS_OF))
-    dpd = (observed_at - pl.col("due_on")).dt.total_days().clip(lower_bound=0)
+    known_paid = settled_before(pl.col(AS_OF), rules.tolerance)
+    dpd = days_past_due(pl.col(AS_OF), rules.tolerance)
+    received = (pl.col("paid_on") < pl.col(AS_OF)).fill_null(False)  # money, settled or not
     installments = repayments.select("loan_id", "due_on", "paid_on", "amount_due", "amount_paid")
     joined = (
         keys.join(seg_loans.select("loan_id", ENTITY, "issued_on"), on=ENTITY)
@@ -96,7 +102,7 @@ def credit_history(
     recent = pl.col("due_on") >= pl.col(AS_OF) - pl.duration(days=365)
     history = (
         joined.filter(pl.col("due_on") < pl.col(AS_OF))
-        .with_columns(dpd.alias("dpd"), known_paid.alias("known_paid"))
+        .with_columns(dpd.alias("dpd"), known_paid.alias("known_paid"), received.alias("received"))
         .group_by(ENTITY, AS_OF)
         .agg(
             pl.col("dpd").max().alias("prior_max_dpd"),
@@ -108,13 +114,13 @@ def credit_history(
             pl.col("dpd").filter(recent).max().alias("max_dpd_365d"),
             (pl.col("dpd") > 0).filter(recent).sum().cast(pl.Int32).alias("late_365d"),
             pl.col("due_on").filter(pl.col("dpd") > 0).max().alias("last_late_day"),
-            _yuan_sum(pl.col("amount_paid").filter(pl.col("known_paid"))).alias("paid_amt"),
+            _yuan_sum(pl.col("amount_paid").filter(pl.col("received"))).alias("paid_amt"),
             _yuan_sum(pl.col("amount_due")).alias("due_amt"),
             pl.col("dpd").filter(~pl.col("known_paid")).max().alias("current_dpd"),
         )
     )
     outstanding = (
-        joined.filter(~(pl.col("paid_on") < pl.col(AS_OF)).fill_null(False))
+        joined.filter(~known_paid)
         .group_by(ENTITY, AS_OF)
         .agg(_yuan_sum(pl.col("amount_due")).alias("outstanding_due"))
     )

@@ -125,7 +125,7 @@ def aggregates(
         return columns
 
     def buyers() -> dict[str, pl.Series]:
-        onset = delinquency_onset(inputs.loans, inputs.repayments, rules.delinquent_dpd)
+        onset = delinquency_onset(inputs.loans, inputs.repayments, rules)
         main, bad = partner_measures(
             events.lazy().filter(_sale),
             "buyer_id",
