@@ -43,12 +43,15 @@ class FeatureParams:
     - ``windows``: the windows (days) of the catalog's windowed families (``features.windows``);
     - ``rules``: what paid, late and delinquent mean (:class:`RepaymentRules`);
     - ``merchant_net_margin``: share of a merchant's net sales assumed free to service debt,
-      the limit's free cash flow (``features.merchant_net_margin``; no cost data in the log).
+      the limit's free cash flow (``features.merchant_net_margin``; no cost data in the log);
+    - ``consumer_low_balance``: yuan; a consumer's day closing below it is a low-balance day
+      (``features.consumer_low_balance``).
     """
 
     windows: tuple[int, ...]
     rules: RepaymentRules
     merchant_net_margin: float
+    consumer_low_balance: float
 
     def __post_init__(self) -> None:
         """Reject windows and margins that mean nothing."""

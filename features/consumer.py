@@ -34,7 +34,6 @@ from features.timeline import ROWS, Timeline, read_sums, windows_of
 
 SEGMENT = CONSUMER.name
 PARTNER_WINDOWS: tuple[int, ...] = (30, 90, 365)
-LOW_BALANCE = 100.0  # yuan: a day closing below this is a low-balance day
 
 _kind = pl.col("kind")
 _amount = pl.col("amount_fen")
@@ -75,8 +74,14 @@ MEASURES: dict[str, pl.Expr] = {
     "active_day": (_key != _key.shift(1)).fill_null(True),
     "bal_days": _closes_day,
     "bal_sum_amt": _when(_closes_day, _balance),
-    "low_bal_days": _closes_day & (_balance < LOW_BALANCE * FEN),
 }
+
+
+def _low_balance_days(low_balance: float) -> pl.Expr:
+    """A measure: 1 on the row that closes a day below ``low_balance`` yuan."""
+    return _closes_day & (_balance < low_balance * FEN)
+
+
 LAST_DAYS: dict[str, pl.Expr] = {
     "last_txn_cnt_day": _key.is_not_null(),
     "last_income_cnt_day": _kind == "income",
@@ -133,8 +138,11 @@ def aggregates(
     wanted: set[str],
     *,
     rules: RepaymentRules,
+    low_balance: float,
 ) -> pl.LazyFrame:
     """The per-snapshot columns the consumer catalog's expressions read.
+
+    ``low_balance`` (yuan) is the closing balance below which a day is a low-balance day.
 
     ``events`` is the encoded log of the snapshots' entities (:func:`narrow`, then
     :func:`features.keys.encode_events`).
@@ -142,7 +150,7 @@ def aggregates(
     windows = windows_of(wanted)
 
     def activity() -> dict[str, pl.Series]:
-        timeline = Timeline(events, MEASURES)
+        timeline = Timeline(events, {**MEASURES, "low_bal_days": _low_balance_days(low_balance)})
         columns = read_sums(timeline, snaps, wanted, windows=windows)
         columns.update(
             timeline.read(
@@ -224,10 +232,11 @@ def _log_std(w: int) -> pl.Expr:
     return pl.when(n > 1).then(var.clip(lower_bound=0).sqrt())
 
 
-def catalog(windows: Sequence[int], rules: RepaymentRules) -> Catalog:
+def catalog(windows: Sequence[int], rules: RepaymentRules, low_balance: float) -> Catalog:
     """The consumer catalog; ``windows`` are the windows of the windowed families.
 
-    ``rules`` say what late and default mean for the credit-history features.
+    ``rules`` say what late and default mean for the credit-history features; ``low_balance``
+    (yuan) is the closing balance below which a day is a low-balance day.
     """
     b = CatalogBuilder(SEGMENT)
     b.per_window(
@@ -273,7 +282,7 @@ def catalog(windows: Sequence[int], rules: RepaymentRules) -> Catalog:
     b.per_window(
         (30, 90), "low_balance_days_{w}d", lambda w: _col(f"low_bal_days_{w}d"),
         dimension=ATP, monotone=-1, family="windowed count",
-        description=f"Days closing with a balance below {LOW_BALANCE:.0f} yuan in the {{w}} "
+        description=f"Days closing with a balance below {low_balance:.0f} yuan in the {{w}} "
         "days before as_of.",
         reason="often nearly out of money",
     )  # fmt: skip

@@ -36,11 +36,13 @@ def _merchant(segment: Segment, params: FeatureParams) -> Definitions:
 def _consumer(segment: Segment, params: FeatureParams) -> Definitions:
     return Definitions(
         segment=segment,
-        catalog=consumer.catalog(params.windows, params.rules),
+        catalog=consumer.catalog(params.windows, params.rules, params.consumer_low_balance),
         policy_inputs=tuple(consumer.policy_inputs()),
         narrow=consumer.narrow,
         derived=consumer.DERIVED,
-        aggregates=partial(consumer.aggregates, rules=params.rules),
+        aggregates=partial(
+            consumer.aggregates, rules=params.rules, low_balance=params.consumer_low_balance
+        ),
     )
 
 

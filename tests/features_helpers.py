@@ -12,11 +12,12 @@ from features.definitions import definitions
 
 UTC = pl.Datetime("us", "UTC")
 AS_OF = dt.date(2024, 7, 1)
-# Today's params (params.yaml): the features' windows, the label's thresholds, the net margin.
+# Today's params: the features' windows, the label's thresholds, the net margin, low balance.
 PARAMS = FeatureParams(
     windows=(7, 30, 90, 180, 365),
     rules=RepaymentRules(default_dpd=90, delinquent_dpd=30, tolerance=0.01),
     merchant_net_margin=0.2,
+    consumer_low_balance=100.0,
 )
 
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import ast
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from features.build import FeatureParams
 from features.definitions import POLICY_INPUTS, definitions
 from tests.features_helpers import PARAMS
 
@@ -91,9 +91,7 @@ def test_policy_inputs_are_the_limits_columns(segment: str) -> None:
 @pytest.mark.parametrize("segment", ["merchant", "consumer"])
 def test_configured_windows_add_and_remove_windowed_features(segment: str) -> None:
     default = definitions(segment, PARAMS).catalog
-    other = FeatureParams(
-        windows=(14, 30, 90, 180, 365), rules=PARAMS.rules, merchant_net_margin=0.2
-    )
+    other = replace(PARAMS, windows=(14, 30, 90, 180, 365))
     changed = definitions(segment, other).catalog
     added, removed = (
         set(changed.names) - set(default.names),
@@ -115,6 +113,6 @@ def test_default_params_give_todays_catalog() -> None:
 
 def test_feature_params_reject_nonsense() -> None:
     with pytest.raises(ValueError, match="windows"):
-        FeatureParams(windows=(0, 30), rules=PARAMS.rules, merchant_net_margin=0.2)
+        replace(PARAMS, windows=(0, 30))
     with pytest.raises(ValueError, match="margin"):
-        FeatureParams(windows=(30,), rules=PARAMS.rules, merchant_net_margin=1.5)
+        replace(PARAMS, merchant_net_margin=1.5)
