@@ -37,7 +37,7 @@ class Inputs:
 
 
 @dataclass(frozen=True)
-class FeatureParams:
+class DefinitionParams:
     """The configuration of the features (params ``features`` and ``label``).
 
     - ``windows``: the windows (days) of the catalog's windowed families (``features.windows``);

@@ -1,4 +1,9 @@
-"""Consumer features: measures aggregated once, families declared over windows and blocks."""
+"""Consumer features: measures aggregated once, families declared over windows and blocks.
+
+Every feature is declared in the catalog :func:`catalog` returns (its windowed families over
+the configured windows); the expressions read the per-snapshot aggregate frame built by
+:func:`aggregates`. :mod:`features.definitions` assembles these for :func:`features.build.build`.
+"""
 
 from __future__ import annotations
 

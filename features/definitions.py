@@ -13,7 +13,7 @@ from collections.abc import Callable
 from functools import partial
 
 from features import consumer, merchant
-from features.build import Definitions, FeatureParams
+from features.build import DefinitionParams, Definitions
 from features.catalog import markdown
 from features.contract.segments import NAMES, Segment
 from features.contract.segments import segment as segment_named
@@ -22,7 +22,7 @@ from features.contract.segments import segment as segment_named
 POLICY_INPUTS: tuple[str, ...] = ("monthly_inflow", "monthly_free_cash_flow", "current_dpd")
 
 
-def _merchant(segment: Segment, params: FeatureParams) -> Definitions:
+def _merchant(segment: Segment, params: DefinitionParams) -> Definitions:
     return Definitions(
         segment=segment,
         catalog=merchant.catalog(params.windows, params.rules),
@@ -33,7 +33,7 @@ def _merchant(segment: Segment, params: FeatureParams) -> Definitions:
     )
 
 
-def _consumer(segment: Segment, params: FeatureParams) -> Definitions:
+def _consumer(segment: Segment, params: DefinitionParams) -> Definitions:
     return Definitions(
         segment=segment,
         catalog=consumer.catalog(params.windows, params.rules, params.consumer_low_balance),
@@ -46,18 +46,18 @@ def _consumer(segment: Segment, params: FeatureParams) -> Definitions:
     )
 
 
-_DEFINE: dict[str, Callable[[Segment, FeatureParams], Definitions]] = {
+_DEFINE: dict[str, Callable[[Segment, DefinitionParams], Definitions]] = {
     "merchant": _merchant,
     "consumer": _consumer,
 }
 
 
-def definitions(segment: str | Segment, params: FeatureParams) -> Definitions:
+def definitions(segment: str | Segment, params: DefinitionParams) -> Definitions:
     """The feature definitions of a segment (a :class:`Segment` or its name) under ``params``."""
     chosen = segment if isinstance(segment, Segment) else segment_named(segment)
     return _DEFINE[chosen.name](chosen, params)
 
 
-def catalog_page(params: FeatureParams) -> str:
+def catalog_page(params: DefinitionParams) -> str:
     """The catalog page (docs/features.md) of every segment under ``params``."""
     return markdown(definitions(name, params).catalog for name in NAMES)

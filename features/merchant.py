@@ -1,8 +1,9 @@
 """Merchant features: measures aggregated once, families declared over windows and blocks.
 
-Every feature is registered in the catalog with its dimension, window, monotone direction,
-description and reason text; the expressions read the per-snapshot aggregate frame built by
-:func:`aggregates`.
+Every feature is declared in the catalog :func:`catalog` returns (its windowed families over
+the configured windows) with its dimension, window, monotone direction, description and reason
+text; the expressions read the per-snapshot aggregate frame built by :func:`aggregates`.
+:mod:`features.definitions` assembles these for :func:`features.build.build`.
 """
 
 from __future__ import annotations

@@ -6,14 +6,14 @@ import datetime as dt
 
 import polars as pl
 
-from features.build import FeatureParams, Inputs, build
+from features.build import DefinitionParams, Inputs, build
 from features.contract.repayments import RepaymentRules
 from features.definitions import definitions
 
 UTC = pl.Datetime("us", "UTC")
 AS_OF = dt.date(2024, 7, 1)
 # Today's params: the features' windows, the label's thresholds, the net margin, low balance.
-PARAMS = FeatureParams(
+PARAMS = DefinitionParams(
     windows=(7, 30, 90, 180, 365),
     rules=RepaymentRules(default_dpd=90, delinquent_dpd=30, tolerance=0.01),
     merchant_net_margin=0.2,
@@ -130,7 +130,7 @@ def features(
     spine: pl.DataFrame,
     data: Inputs,
     *,
-    params: FeatureParams = PARAMS,
+    params: DefinitionParams = PARAMS,
     chunks: int = 1,
     streaming: bool = False,
 ) -> pl.DataFrame:
