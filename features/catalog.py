@@ -1,19 +1,23 @@
-"""The feature catalog: every feature is one decorated function named for its output column.
+"""The feature catalog as a value: each segment's features with their metadata and expressions.
 
-A feature function returns a polars expression over the per-snapshot aggregate frame built by
-:mod:`features.engine`. Its metadata (segment, dimension, window, monotone direction, reason text)
-sits beside it in the decorator, and the catalog drives LightGBM's monotone constraints, the
-reason codes, the per-dimension sub-scores and the generated catalog page.
+A feature is a polars expression over the per-snapshot aggregate frame of its segment, named
+for its output column, with its metadata (segment, dimension, window, monotone direction,
+reason text) beside it. A segment's definitions build their :class:`Catalog` with a
+:class:`CatalogBuilder` (its ``declare`` / ``per_window`` return what they add); the catalog drives
+LightGBM's monotone constraints, the reason codes, the per-dimension sub-scores and the
+generated catalog page. Nothing here knows any segment's definitions.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
 
 import polars as pl
+
+from features.contract.segments import NAMES as SEGMENTS
 
 DIMENSIONS: tuple[str, ...] = (
     "credit_history",
@@ -22,7 +26,6 @@ DIMENSIONS: tuple[str, ...] = (
     "identity",
     "connections",
 )
-SEGMENTS: tuple[str, ...] = ("merchant", "consumer")
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,12 @@ class FeatureSpec:
         return -self.monotone
 
 
-_REGISTRY: dict[tuple[str, str], tuple[FeatureSpec, Callable[[], pl.Expr]]] = {}
+@dataclass(frozen=True)
+class Feature:
+    """One feature: its metadata and its expression (not yet aliased to its name)."""
+
+    spec: FeatureSpec
+    expression: pl.Expr
 
 
 def _check(segment: str, dimension: str, monotone: int) -> None:
@@ -66,112 +74,120 @@ def _check(segment: str, dimension: str, monotone: int) -> None:
         raise ValueError(f"expected monotone in (-1, 0, 1); got {monotone!r}")
 
 
-def declare(
-    name: str,
-    expression: pl.Expr,
-    *,
-    segment: str,
-    dimension: str,
-    monotone: int,
-    description: str,
-    reason: str,
-    window_days: int | None = None,
-    family: str = "",
-) -> None:
-    """Register one feature given as an expression: how feature families are declared.
+@dataclass(frozen=True)
+class Catalog:
+    """The features of one segment, in definition order (names are unique)."""
 
-    A family (the same measure over several windows, the same ratio, ...) is one loop of
-    ``declare`` calls with names, descriptions and reasons formatted per member.
-    """
-    _check(segment, dimension, monotone)
-    if not description.strip():
-        raise ValueError(f"feature {name} needs a description")
-    key = (segment, name)
-    if key in _REGISTRY:
-        raise ValueError(f"feature {name!r} is defined twice for segment {segment!r}")
-    spec = FeatureSpec(
-        name=name,
-        segment=segment,
-        dimension=dimension,
-        window_days=window_days,
-        monotone=monotone,
-        description=" ".join(description.split()),
-        reason=reason,
-        family=family,
-    )
-    _REGISTRY[key] = (spec, lambda: expression)
+    segment: str
+    features: tuple[Feature, ...]
+
+    def __post_init__(self) -> None:
+        """Reject a feature of another segment and a name defined twice."""
+        seen: set[str] = set()
+        for f in self.features:
+            if f.spec.segment != self.segment:
+                raise ValueError(f"feature {f.spec.name!r} is not a {self.segment} feature")
+            if f.spec.name in seen:
+                raise ValueError(
+                    f"feature {f.spec.name!r} is defined twice for segment {self.segment!r}"
+                )
+            seen.add(f.spec.name)
+
+    @property
+    def specs(self) -> list[FeatureSpec]:
+        """The features' metadata, in definition order."""
+        return [f.spec for f in self.features]
+
+    @property
+    def names(self) -> list[str]:
+        """The ordered feature names."""
+        return [f.spec.name for f in self.features]
+
+    def expressions(self) -> list[pl.Expr]:
+        """The features' expressions, each aliased to its name."""
+        return [f.expression.alias(f.spec.name) for f in self.features]
+
+    @property
+    def hash(self) -> str:
+        """A short hash of the catalog metadata, to tag models with the catalog they used."""
+        payload = json.dumps([asdict(s) for s in self.specs], sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
-def feature(
-    *,
-    segment: str,
-    dimension: str,
-    monotone: int,
-    reason: str,
-    window_days: int | None = None,
-    family: str = "",
-) -> Callable[[Callable[[], pl.Expr]], Callable[[], pl.Expr]]:
-    """Register a feature function in the catalog.
+@dataclass
+class CatalogBuilder:
+    """Collects one segment's features in definition order; :meth:`build` gives the catalog."""
 
-    The function's name is the output column and its docstring the description; ``reason`` is
-    the plain-language text shown when the feature pulls a score down.
-    """
-    _check(segment, dimension, monotone)
+    segment: str
+    features: list[Feature] = field(default_factory=list)
 
-    def register(fn: Callable[[], pl.Expr]) -> Callable[[], pl.Expr]:
-        doc = (fn.__doc__ or "").strip()
-        if not doc:
-            raise ValueError(f"feature {fn.__name__} needs a docstring (its description)")
+    def declare(
+        self,
+        name: str,
+        expression: pl.Expr,
+        *,
+        dimension: str,
+        monotone: int,
+        description: str,
+        reason: str,
+        window_days: int | None = None,
+        family: str = "",
+    ) -> Feature:
+        """Add one feature given as an expression; return it.
+
+        A family (the same measure over several windows, the same ratio, ...) is one loop of
+        ``declare`` calls with names, descriptions and reasons formatted per member.
+        """
+        _check(self.segment, dimension, monotone)
+        if not description.strip():
+            raise ValueError(f"feature {name} needs a description")
         spec = FeatureSpec(
-            name=fn.__name__,
-            segment=segment,
+            name=name,
+            segment=self.segment,
             dimension=dimension,
             window_days=window_days,
             monotone=monotone,
-            description=" ".join(doc.split()),
+            description=" ".join(description.split()),
             reason=reason,
             family=family,
         )
-        key = (segment, spec.name)
-        if key in _REGISTRY and _REGISTRY[key][1].__qualname__ != fn.__qualname__:
-            raise ValueError(f"feature {spec.name!r} is defined twice for segment {segment!r}")
-        _REGISTRY[key] = (spec, fn)
-        return fn
+        feature = Feature(spec, expression)
+        self.features.append(feature)
+        return feature
 
-    return register
+    def per_window(
+        self,
+        windows: Sequence[int],
+        name: str,
+        expression: Callable[[int], pl.Expr],
+        *,
+        dimension: str,
+        monotone: int,
+        description: str,
+        reason: str,
+        family: str,
+    ) -> list[Feature]:
+        """Add one feature per window; ``name``, ``description``, ``reason`` hold ``{w}``."""
+        return [
+            self.declare(
+                name.format(w=w),
+                expression(w),
+                dimension=dimension,
+                monotone=monotone,
+                description=description.format(w=w),
+                reason=reason.format(w=w),
+                window_days=w,
+                family=family,
+            )
+            for w in windows
+        ]
 
-
-def _load_definitions() -> None:
-    # Importing the definition modules fills the registry.
-    from features import consumer, merchant  # noqa: F401
-
-
-def specs(segment: str) -> list[FeatureSpec]:
-    """The catalog of a segment, in definition order."""
-    if segment not in SEGMENTS:
-        raise ValueError(f"expected segment in {SEGMENTS}; got {segment!r}")
-    _load_definitions()
-    return [spec for (seg, _), (spec, _) in _REGISTRY.items() if seg == segment]
-
-
-def expressions(segment: str) -> list[pl.Expr]:
-    """The expressions of a segment's features, each aliased to its name."""
-    _load_definitions()
-    return [fn().alias(spec.name) for (seg, _), (spec, fn) in _REGISTRY.items() if seg == segment]
-
-
-def names(segment: str) -> list[str]:
-    """The ordered feature names of a segment."""
-    return [s.name for s in specs(segment)]
-
-
-def catalog_hash(segment: str) -> str:
-    """A short hash of a segment's catalog metadata, to tag models with the catalog they used."""
-    payload = json.dumps([asdict(s) for s in specs(segment)], sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()[:12]
+    def build(self) -> Catalog:
+        """The catalog of the features added so far."""
+        return Catalog(self.segment, tuple(self.features))
 
 
-def markdown() -> str:
+def markdown(catalogs: Iterable[Catalog]) -> str:
     """The catalog page (docs/features.md): one table per segment, grouped by dimension."""
     lines = [
         "# Feature catalog",
@@ -182,8 +198,8 @@ def markdown() -> str:
         "never raises it, `0` unconstrained. Money is in yuan; windows are in days.",
         "",
     ]
-    for segment in SEGMENTS:
-        segment_specs = specs(segment)
+    for catalog in catalogs:
+        segment, segment_specs = catalog.segment, catalog.specs
         lines += [f"## {segment.capitalize()} ({len(segment_specs)} features)", ""]
         for dimension in DIMENSIONS:
             chosen = [s for s in segment_specs if s.dimension == dimension]

@@ -1,4 +1,9 @@
-"""Consumer features: measures aggregated once, families declared over windows and blocks."""
+"""Consumer features: measures aggregated once, families declared over windows and blocks.
+
+Every feature is declared in the catalog :func:`catalog` returns (its windowed families over
+the configured windows); the expressions read the per-snapshot aggregate frame built by
+:func:`aggregates`. :mod:`features.definitions` assembles these for :func:`features.build.build`.
+"""
 
 from __future__ import annotations
 
@@ -6,49 +11,34 @@ from collections.abc import Sequence
 
 import polars as pl
 
-from features.catalog import declare
-from features.common import (
-    WINDOWS,
+from features.blocks import (
     active_blocks,
     block_cv,
     block_min,
     block_shortfall,
     days_since,
-    declare_credit_history,
-    declare_identity,
     hhi,
     last_minus_mean,
     last_over_usual,
-    per_snapshot,
-    per_window,
     safe_ratio,
 )
-from features.engine import (
-    AS_OF,
-    ENTITY,
-    FEN,
-    KEY,
-    ROWS,
-    SECOND,
-    Inputs,
-    Snapshots,
-    Timeline,
-    code_of,
+from features.build import Inputs
+from features.catalog import Catalog, CatalogBuilder
+from features.contract.repayments import RepaymentRules
+from features.contract.segments import CONSUMER
+from features.contract.tables import CHANNELS
+from features.history import (
+    declare_credit_history,
+    declare_identity,
     delinquency_onset,
-    fen,
-    fixed,
-    id_hash,
-    needed_columns,
-    partner_measures,
-    read_mix,
-    read_partners,
-    read_sums,
+    per_snapshot,
 )
-from features.merchant import CHANNELS
+from features.keys import AS_OF, ENTITY, FEN, KEY, SECOND, Snapshots, code_of, fen, fixed, id_hash
+from features.partners import partner_measures, read_mix, read_partners
+from features.timeline import ROWS, Timeline, read_sums, windows_of
 
-SEGMENT = "consumer"
+SEGMENT = CONSUMER.name
 PARTNER_WINDOWS: tuple[int, ...] = (30, 90, 365)
-LOW_BALANCE = 100.0  # yuan: a day closing below this is a low-balance day
 
 _kind = pl.col("kind")
 _amount = pl.col("amount_fen")
@@ -89,8 +79,14 @@ MEASURES: dict[str, pl.Expr] = {
     "active_day": (_key != _key.shift(1)).fill_null(True),
     "bal_days": _closes_day,
     "bal_sum_amt": _when(_closes_day, _balance),
-    "low_bal_days": _closes_day & (_balance < LOW_BALANCE * FEN),
 }
+
+
+def _low_balance_days(low_balance: float) -> pl.Expr:
+    """A measure: 1 on the row that closes a day below ``low_balance`` yuan."""
+    return _closes_day & (_balance < low_balance * FEN)
+
+
 LAST_DAYS: dict[str, pl.Expr] = {
     "last_txn_cnt_day": _key.is_not_null(),
     "last_income_cnt_day": _kind == "income",
@@ -141,18 +137,25 @@ def _income_days(events: pl.DataFrame) -> pl.DataFrame:
 
 
 def aggregates(
-    snaps: Snapshots, events: pl.DataFrame, inputs: Inputs, *, windows: Sequence[int]
+    snaps: Snapshots,
+    events: pl.DataFrame,
+    inputs: Inputs,
+    wanted: set[str],
+    *,
+    rules: RepaymentRules,
+    low_balance: float,
 ) -> pl.LazyFrame:
     """The per-snapshot columns the consumer catalog's expressions read.
 
+    ``low_balance`` (yuan) is the closing balance below which a day is a low-balance day.
+
     ``events`` is the encoded log of the snapshots' entities (:func:`narrow`, then
-    :func:`features.engine.encode_events`).
+    :func:`features.keys.encode_events`).
     """
-    windows = sorted({*windows, *WINDOWS})
-    wanted = needed_columns(SEGMENT, policy_inputs())
+    windows = windows_of(wanted)
 
     def activity() -> dict[str, pl.Series]:
-        timeline = Timeline(events, MEASURES)
+        timeline = Timeline(events, {**MEASURES, "low_bal_days": _low_balance_days(low_balance)})
         columns = read_sums(timeline, snaps, wanted, windows=windows)
         columns.update(
             timeline.read(
@@ -164,7 +167,7 @@ def aggregates(
         return columns
 
     def counterparties() -> dict[str, pl.Series]:
-        onset = delinquency_onset(inputs.loans, inputs.repayments)
+        onset = delinquency_onset(inputs.loans, inputs.repayments, rules)
         main, bad = partner_measures(
             events.lazy(), "counterparty_id", windows=PARTNER_WINDOWS, onset=onset, prefix="cp"
         )
@@ -193,9 +196,7 @@ def aggregates(
         )
         return read_mix(purchases, "category", snaps, wanted, prefix="cat", windows=windows)
 
-    return per_snapshot(
-        snaps, [activity, counterparties, categories], inputs, SEGMENT, "registered_on"
-    )
+    return per_snapshot(snaps, [activity, counterparties, categories], inputs, CONSUMER, rules)
 
 
 def policy_inputs() -> list[pl.Expr]:
@@ -211,7 +212,6 @@ def policy_inputs() -> list[pl.Expr]:
 
 # --- the catalog ---------------------------------------------------------------------------
 
-S = SEGMENT
 ATP, BEH, CON = "ability_to_pay", "behaviour", "connections"
 
 
@@ -237,108 +237,113 @@ def _log_std(w: int) -> pl.Expr:
     return pl.when(n > 1).then(var.clip(lower_bound=0).sqrt())
 
 
-def _declare() -> None:
-    """Declare the consumer catalog (runs once, at import)."""
-    per_window(
-        S, (30, 90, 180, 365), "income_{w}d", lambda w: _col(f"income_amt_{w}d"),
+def catalog(windows: Sequence[int], rules: RepaymentRules, low_balance: float) -> Catalog:
+    """The consumer catalog; ``windows`` are the windows of the windowed families.
+
+    ``rules`` say what late and default mean for the credit-history features; ``low_balance``
+    (yuan) is the closing balance below which a day is a low-balance day.
+    """
+    b = CatalogBuilder(SEGMENT)
+    b.per_window(
+        (30, 90, 180, 365), "income_{w}d", lambda w: _col(f"income_amt_{w}d"),
         dimension=ATP, monotone=1, family="windowed sum",
         description="Income received (yuan) in the {w} days before as_of.",
         reason="low income over the last {w} days",
     )  # fmt: skip
-    per_window(
-        S, (30, 90, 365), "inflow_{w}d", lambda w: _col(f"in_amt_{w}d"),
+    b.per_window(
+        (30, 90, 365), "inflow_{w}d", lambda w: _col(f"in_amt_{w}d"),
         dimension=ATP, monotone=1, family="windowed sum",
         description="Money in (yuan, income and transfers) in the {w} days before as_of.",
         reason="little money coming in over the last {w} days",
     )  # fmt: skip
-    per_window(
-        S, (30, 90, 365), "net_flow_{w}d", lambda w: _col(f"in_amt_{w}d") - _col(f"out_amt_{w}d"),
+    b.per_window(
+        (30, 90, 365), "net_flow_{w}d", lambda w: _col(f"in_amt_{w}d") - _col(f"out_amt_{w}d"),
         dimension=ATP, monotone=1, family="windowed sum",
         description="Money in minus money out (yuan) in the {w} days before as_of.",
         reason="spending more than coming in over the last {w} days",
     )  # fmt: skip
-    per_window(
-        S, (30, 90, 365), "outflow_to_inflow_{w}d",
+    b.per_window(
+        (30, 90, 365), "outflow_to_inflow_{w}d",
         lambda w: safe_ratio(_col(f"out_amt_{w}d"), _col(f"in_amt_{w}d")),
         dimension=ATP, monotone=-1, family="ratio",
         description="Money out over money in during the {w} days before as_of.",
         reason="spending is high relative to money coming in",
     )  # fmt: skip
-    per_window(
-        S, (90, 365), "repayment_to_income_{w}d",
+    b.per_window(
+        (90, 365), "repayment_to_income_{w}d",
         lambda w: safe_ratio(_col(f"repay_amt_{w}d"), _col(f"income_amt_{w}d")),
         dimension=ATP, monotone=-1, family="ratio",
         description="Loan repayments over income in the {w} days before as_of (debt service).",
         reason="a large share of income goes to repaying debt",
     )  # fmt: skip
-    per_window(
-        S, (30, 90), "mean_balance_{w}d",
+    b.per_window(
+        (30, 90), "mean_balance_{w}d",
         lambda w: safe_ratio(_col(f"bal_sum_amt_{w}d"), _col(f"bal_days_{w}d")),
         dimension=ATP, monotone=1, family="windowed mean",
         description="Mean closing balance (yuan) over days with a reported balance in the {w} "
         "days before as_of.",
         reason="low account balance over the last {w} days",
     )  # fmt: skip
-    per_window(
-        S, (30, 90), "low_balance_days_{w}d", lambda w: _col(f"low_bal_days_{w}d"),
+    b.per_window(
+        (30, 90), "low_balance_days_{w}d", lambda w: _col(f"low_bal_days_{w}d"),
         dimension=ATP, monotone=-1, family="windowed count",
-        description=f"Days closing with a balance below {LOW_BALANCE:.0f} yuan in the {{w}} "
+        description=f"Days closing with a balance below {low_balance:.0f} yuan in the {{w}} "
         "days before as_of.",
         reason="often nearly out of money",
     )  # fmt: skip
-    per_window(
-        S, WINDOWS, "txn_count_{w}d", lambda w: _col(f"txn_cnt_{w}d"),
+    b.per_window(
+        windows, "txn_count_{w}d", lambda w: _col(f"txn_cnt_{w}d"),
         dimension=BEH, monotone=0, family="windowed count",
         description="Transactions of any kind in the {w} days before as_of.",
         reason="account activity in the last {w} days",
     )  # fmt: skip
-    per_window(
-        S, (30, 90, 365), "purchase_amount_{w}d", lambda w: _col(f"purchase_amt_{w}d"),
+    b.per_window(
+        (30, 90, 365), "purchase_amount_{w}d", lambda w: _col(f"purchase_amt_{w}d"),
         dimension=BEH, monotone=0, family="windowed sum",
         description="Purchases (yuan) in the {w} days before as_of.",
         reason="purchase activity in the last {w} days",
     )  # fmt: skip
-    per_window(
-        S, (30, 90), "purchase_count_{w}d", lambda w: _col(f"purchase_cnt_{w}d"),
+    b.per_window(
+        (30, 90), "purchase_count_{w}d", lambda w: _col(f"purchase_cnt_{w}d"),
         dimension=BEH, monotone=0, family="windowed count",
         description="Purchases in the {w} days before as_of.",
         reason="number of purchases in the last {w} days",
     )  # fmt: skip
-    per_window(
-        S, (90, 365), "avg_purchase_{w}d",
+    b.per_window(
+        (90, 365), "avg_purchase_{w}d",
         lambda w: safe_ratio(_col(f"purchase_amt_{w}d"), _col(f"purchase_cnt_{w}d")),
         dimension=BEH, monotone=0, family="windowed mean",
         description="Mean purchase amount (yuan) in the {w} days before as_of.",
         reason="typical purchase size",
     )  # fmt: skip
-    per_window(
-        S, (90, 365), "bill_payments_{w}d", lambda w: _col(f"bill_cnt_{w}d"),
+    b.per_window(
+        (90, 365), "bill_payments_{w}d", lambda w: _col(f"bill_cnt_{w}d"),
         dimension=BEH, monotone=1, family="windowed count",
         description="Bill payments made in the {w} days before as_of.",
         reason="few bills paid in the last {w} days",
     )  # fmt: skip
-    per_window(
-        S, (7, 30, 90, 365), "active_days_{w}d", lambda w: _col(f"active_day_{w}d"),
+    b.per_window(
+        (7, 30, 90, 365), "active_days_{w}d", lambda w: _col(f"active_day_{w}d"),
         dimension=BEH, monotone=1, family="active days",
         description="Days with any transaction in the {w} days before as_of.",
         reason="few active days in the last {w} days",
     )  # fmt: skip
-    per_window(
-        S, PARTNER_WINDOWS, "distinct_counterparties_{w}d", lambda w: _col(f"cp_d{w}_ever"),
+    b.per_window(
+        PARTNER_WINDOWS, "distinct_counterparties_{w}d", lambda w: _col(f"cp_d{w}_ever"),
         dimension=CON, monotone=0, family="network size",
         description="Distinct counterparties (merchants and people) in the {w} days before as_of.",
         reason="size of the recent payment network",
     )  # fmt: skip
-    per_window(
-        S, (90, 365), "repeat_counterparty_share_{w}d",
+    b.per_window(
+        (90, 365), "repeat_counterparty_share_{w}d",
         lambda w: safe_ratio(_col(f"cp_repeat_{w}d"), _col(f"cp_n_{w}d")),
         dimension=CON, monotone=1, family="repeat rate",
         description="Share of transactions with a counterparty in the {w} days before as_of "
         "where the counterparty was seen on an earlier day.",
         reason="few stable counterparties",
     )  # fmt: skip
-    per_window(
-        S, (90, 365), "risky_counterparty_share_{w}d",
+    b.per_window(
+        (90, 365), "risky_counterparty_share_{w}d",
         lambda w: safe_ratio(_col(f"cp_risky_{w}d"), _col(f"cp_n_{w}d")),
         dimension=CON, monotone=-1, family="counterparty quality",
         description="Share of transactions with a counterparty in the {w} days before as_of "
@@ -683,10 +688,9 @@ def _declare() -> None:
         ),
     ]
     for name, expr, dim, monotone, window, description, reason, family in single:
-        declare(
+        b.declare(
             name,
             expr,
-            segment=S,
             dimension=dim,
             monotone=monotone,
             description=description,
@@ -694,26 +698,24 @@ def _declare() -> None:
             window_days=window,
             family=family,
         )
-    declare(
+    b.declare(
         "spending_categories_ever", _col("cat_new_ever"),
-        segment=S, dimension=BEH, monotone=0, family="concentration",
+        dimension=BEH, monotone=0, family="concentration",
         description="Distinct merchant industries the consumer bought from before as_of.",
         reason="narrow spending pattern",
     )  # fmt: skip
-    declare(
+    b.declare(
         "category_hhi_ever", safe_ratio(_col("cat_sq_ever"), _col("cat_n_ever") ** 2),
-        segment=S, dimension=BEH, monotone=0, family="concentration",
+        dimension=BEH, monotone=0, family="concentration",
         description="Herfindahl index of purchases across merchant industries before as_of.",
         reason="spending concentrated in one kind of merchant",
     )  # fmt: skip
-    declare_credit_history(S)
-    declare_identity(S, "consumer")
-    declare(
+    declare_credit_history(b, rules)
+    declare_identity(b, "consumer")
+    b.declare(
         "age_years",
         pl.col(AS_OF).dt.year() - pl.col("birth_year"),
-        segment=S, dimension="identity", monotone=0, family="demographic",
+        dimension="identity", monotone=0, family="demographic",
         description="Age in whole years at as_of, from the birth year.", reason="age",
     )  # fmt: skip
-
-
-_declare()
+    return b.build()

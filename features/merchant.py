@@ -1,8 +1,9 @@
 """Merchant features: measures aggregated once, families declared over windows and blocks.
 
-Every feature is registered in the catalog with its dimension, window, monotone direction,
-description and reason text; the expressions read the per-snapshot aggregate frame built by
-:func:`aggregates`.
+Every feature is declared in the catalog :func:`catalog` returns (its windowed families over
+the configured windows) with its dimension, window, monotone direction, description and reason
+text; the expressions read the per-snapshot aggregate frame built by :func:`aggregates`.
+:mod:`features.definitions` assembles these for :func:`features.build.build`.
 """
 
 from __future__ import annotations
@@ -11,9 +12,7 @@ from collections.abc import Sequence
 
 import polars as pl
 
-from features.catalog import declare
-from features.common import (
-    WINDOWS,
+from features.blocks import (
     active_block_mean,
     active_blocks,
     block_cv,
@@ -21,37 +20,27 @@ from features.common import (
     block_min,
     block_slope,
     days_since,
-    declare_credit_history,
-    declare_identity,
     hhi,
     last_minus_mean,
     last_over_usual,
-    per_snapshot,
-    per_window,
     safe_ratio,
 )
-from features.engine import (
-    ENTITY,
-    FEN,
-    KEY,
-    ROWS,
-    SECOND,
-    Inputs,
-    Snapshots,
-    Timeline,
+from features.build import Inputs
+from features.catalog import Catalog, CatalogBuilder
+from features.contract.repayments import RepaymentRules
+from features.contract.segments import MERCHANT
+from features.contract.tables import CHANNELS
+from features.history import (
+    declare_credit_history,
+    declare_identity,
     delinquency_onset,
-    fen,
-    fixed,
-    id_hash,
-    needed_columns,
-    partner_measures,
-    read_partners,
-    read_sums,
-    weekday_of,
+    per_snapshot,
 )
+from features.keys import ENTITY, FEN, KEY, SECOND, Snapshots, fen, fixed, id_hash, weekday_of
+from features.partners import partner_measures, read_partners
+from features.timeline import ROWS, Timeline, read_sums, windows_of
 
-SEGMENT = "merchant"
-CHANNELS: tuple[str, ...] = ("app", "web", "pos", "mini_program")
+SEGMENT = MERCHANT.name
 PARTNER_WINDOWS: tuple[int, ...] = (30, 90, 365)
 
 _kind = pl.col("kind")
@@ -116,15 +105,19 @@ DERIVED: dict[str, pl.Expr] = {
 
 
 def aggregates(
-    snaps: Snapshots, events: pl.DataFrame, inputs: Inputs, *, windows: Sequence[int]
+    snaps: Snapshots,
+    events: pl.DataFrame,
+    inputs: Inputs,
+    wanted: set[str],
+    *,
+    rules: RepaymentRules,
 ) -> pl.LazyFrame:
     """The per-snapshot columns the merchant catalog's expressions read.
 
     ``events`` is the encoded log of the snapshots' entities (:func:`narrow`, then
-    :func:`features.engine.encode_events`).
+    :func:`features.keys.encode_events`).
     """
-    windows = sorted({*windows, *WINDOWS})
-    wanted = needed_columns(SEGMENT, policy_inputs())
+    windows = windows_of(wanted)
 
     def activity() -> dict[str, pl.Series]:
         timeline = Timeline(events, MEASURES)
@@ -133,7 +126,7 @@ def aggregates(
         return columns
 
     def buyers() -> dict[str, pl.Series]:
-        onset = delinquency_onset(inputs.loans, inputs.repayments)
+        onset = delinquency_onset(inputs.loans, inputs.repayments, rules)
         main, bad = partner_measures(
             events.lazy().filter(_sale),
             "buyer_id",
@@ -151,25 +144,25 @@ def aggregates(
             partner_windows=PARTNER_WINDOWS,
         )
 
-    return per_snapshot(snaps, [activity, buyers], inputs, SEGMENT, "onboarded_on")
+    return per_snapshot(snaps, [activity, buyers], inputs, MERCHANT, rules)
 
 
-NET_MARGIN = 0.2  # share of net sales assumed free to service debt (no cost data in the log)
+def policy_inputs(net_margin: float) -> list[pl.Expr]:
+    """Cash-flow and delinquency inputs of the limit engine (not model features).
 
-
-def policy_inputs() -> list[pl.Expr]:
-    """Cash-flow and delinquency inputs of the limit engine (not model features)."""
+    ``net_margin`` is the share of net sales assumed free to service debt (params
+    ``features.merchant_net_margin``): the log holds no costs.
+    """
     inflow = ((pl.col("sale_amt_90d") - pl.col("refund_amt_90d")) / 3).clip(lower_bound=0)
     return [
         inflow.alias("monthly_inflow"),
-        (inflow * NET_MARGIN).alias("monthly_free_cash_flow"),
+        (inflow * net_margin).alias("monthly_free_cash_flow"),
         pl.col("current_dpd"),
     ]
 
 
 # --- the catalog ---------------------------------------------------------------------------
 
-S = SEGMENT
 ATP, BEH, CON = "ability_to_pay", "behaviour", "connections"
 
 
@@ -186,37 +179,41 @@ def _buyer_sales(w: int | str) -> pl.Expr:
     return _col(f"sale_cnt_{suffix}") - _col(f"anon_sale_cnt_{suffix}")
 
 
-def _declare() -> None:
-    """Declare the merchant catalog (runs once, at import)."""
+def catalog(windows: Sequence[int], rules: RepaymentRules) -> Catalog:
+    """The merchant catalog; ``windows`` are the windows of the windowed families.
+
+    ``rules`` say what late and default mean for the credit-history features.
+    """
+    b = CatalogBuilder(SEGMENT)
     # ability to pay: volume, net volume, losses to refunds and chargebacks
-    per_window(
-        S, WINDOWS, "sales_amount_{w}d", lambda w: _col(f"sale_amt_{w}d"),
+    b.per_window(
+        windows, "sales_amount_{w}d", lambda w: _col(f"sale_amt_{w}d"),
         dimension=ATP, monotone=1, family="windowed sum",
         description="Sales (yuan) in the {w} days before as_of.",
         reason="low sales over the last {w} days",
     )  # fmt: skip
-    per_window(
-        S, (30, 90, 365), "net_sales_{w}d", _net,
+    b.per_window(
+        (30, 90, 365), "net_sales_{w}d", _net,
         dimension=ATP, monotone=1, family="windowed sum",
         description="Sales minus refunds and chargebacks (yuan) in the {w} days before as_of.",
         reason="low net sales over the last {w} days",
     )  # fmt: skip
-    per_window(
-        S, (30, 90, 365), "refund_rate_{w}d",
+    b.per_window(
+        (30, 90, 365), "refund_rate_{w}d",
         lambda w: safe_ratio(_col(f"refund_amt_{w}d"), _col(f"sale_amt_{w}d")),
         dimension=ATP, monotone=-1, family="refund and chargeback ratio",
         description="Refunded amount over sales amount in the {w} days before as_of.",
         reason="a high share of sales refunded in the last {w} days",
     )  # fmt: skip
-    per_window(
-        S, (30, 90, 365), "chargeback_rate_{w}d",
+    b.per_window(
+        (30, 90, 365), "chargeback_rate_{w}d",
         lambda w: safe_ratio(_col(f"chargeback_cnt_{w}d"), _col(f"sale_cnt_{w}d")),
         dimension=ATP, monotone=-1, family="refund and chargeback ratio",
         description="Chargebacks per sale in the {w} days before as_of.",
         reason="many chargebacks in the last {w} days",
     )  # fmt: skip
-    per_window(
-        S, (30, 90), "sales_per_active_day_{w}d",
+    b.per_window(
+        (30, 90), "sales_per_active_day_{w}d",
         lambda w: safe_ratio(_col(f"sale_amt_{w}d"), _col(f"sale_day_{w}d")),
         dimension=ATP, monotone=1, family="windowed mean",
         description="Mean sales (yuan) per trading day in the {w} days before as_of.",
@@ -662,10 +659,9 @@ def _declare() -> None:
         ),
     ]
     for name, expr, dim, monotone, window, description, reason, family in single:
-        declare(
+        b.declare(
             name,
             expr,
-            segment=S,
             dimension=dim,
             monotone=monotone,
             description=description,
@@ -673,56 +669,57 @@ def _declare() -> None:
             window_days=window,
             family=family,
         )
-    per_window(
-        S, WINDOWS, "sales_count_{w}d", lambda w: _col(f"sale_cnt_{w}d"),
+    b.per_window(
+        windows, "sales_count_{w}d", lambda w: _col(f"sale_cnt_{w}d"),
         dimension=BEH, monotone=1, family="windowed count",
         description="Number of sales in the {w} days before as_of.",
         reason="few sales in the last {w} days",
     )  # fmt: skip
-    per_window(
-        S, WINDOWS, "active_days_{w}d", lambda w: _col(f"sale_day_{w}d"),
+    b.per_window(
+        windows, "active_days_{w}d", lambda w: _col(f"sale_day_{w}d"),
         dimension=BEH, monotone=1, family="active days",
         description="Days with at least one sale in the {w} days before as_of.",
         reason="few trading days in the last {w} days",
     )  # fmt: skip
-    per_window(
-        S, (90, 365), "ticket_log_std_{w}d",
+    b.per_window(
+        (90, 365), "ticket_log_std_{w}d",
         lambda w: _log_std(f"sale_log_fx_{w}d", f"sale_logsq_fx_{w}d", f"sale_cnt_{w}d"),
         dimension=BEH, monotone=0, family="dispersion",
         description="Standard deviation of ln(1 + sale amount) over sales in the {w} days "
         "before as_of.",
         reason="sale sizes vary widely",
     )  # fmt: skip
-    per_window(
-        S, PARTNER_WINDOWS, "distinct_buyers_{w}d", lambda w: _col(f"buyer_d{w}_ever"),
+    b.per_window(
+        PARTNER_WINDOWS, "distinct_buyers_{w}d", lambda w: _col(f"buyer_d{w}_ever"),
         dimension=CON, monotone=1, family="network size",
         description="Distinct buyers in the {w} days before as_of.",
         reason="few distinct buyers in the last {w} days",
     )  # fmt: skip
-    per_window(
-        S, (30, 90), "new_buyers_{w}d", lambda w: _col(f"buyer_new_{w}d"),
+    b.per_window(
+        (30, 90), "new_buyers_{w}d", lambda w: _col(f"buyer_new_{w}d"),
         dimension=CON, monotone=1, family="network size",
         description="Buyers seen for the first time in the {w} days before as_of.",
         reason="few new buyers in the last {w} days",
     )  # fmt: skip
-    per_window(
-        S, (90, 365), "repeat_sale_share_{w}d",
+    b.per_window(
+        (90, 365), "repeat_sale_share_{w}d",
         lambda w: safe_ratio(_col(f"buyer_repeat_{w}d"), _buyer_sales(w)),
         dimension=CON, monotone=1, family="repeat rate",
         description="Share of identified sales in the {w} days before as_of made to buyers "
         "seen on an earlier day.",
         reason="few returning buyers",
     )  # fmt: skip
-    per_window(
-        S, (90, 365), "risky_sale_share_{w}d",
+    b.per_window(
+        (90, 365), "risky_sale_share_{w}d",
         lambda w: safe_ratio(_col(f"buyer_risky_{w}d"), _buyer_sales(w)),
         dimension=CON, monotone=-1, family="counterparty quality",
         description="Share of identified sales in the {w} days before as_of made to buyers "
         "already 30+ days past due on a loan at the time of sale.",
         reason="sells to delinquent borrowers",
     )  # fmt: skip
-    declare_credit_history(S)
-    declare_identity(S, "merchant")
+    declare_credit_history(b, rules)
+    declare_identity(b, "merchant")
+    return b.build()
 
 
 def _log_std(log_sum: str, log_sq_sum: str, count: str) -> pl.Expr:
@@ -730,6 +727,3 @@ def _log_std(log_sum: str, log_sq_sum: str, count: str) -> pl.Expr:
     mean = _col(log_sum) / n
     var = (_col(log_sq_sum) / n - mean * mean) * n / (n - 1)
     return pl.when(n > 1).then(var.clip(lower_bound=0).sqrt())
-
-
-_declare()

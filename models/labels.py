@@ -13,6 +13,8 @@ import datetime as dt
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
+from features.contract.repayments import reached, reached_on
+
 GOOD, BAD, INDETERMINATE = "good", "bad", "indeterminate"
 
 
@@ -36,26 +38,23 @@ def label_loans(
     """Label every loan good, bad or indeterminate.
 
     ``observed_until`` is the first day not covered by the log. An instalment paid short of its
-    amount due (beyond the tolerance) counts as unpaid. Returns the loans with ``status`` and
-    ``bad`` (1/0, null when indeterminate).
+    amount due (beyond the tolerance) counts as unpaid: the rules are
+    :mod:`features.contract.repayments`, shared with the credit-history features. Returns the
+    loans with ``status`` and ``bad`` (1/0, null when indeterminate).
     """
     window_end = pl.col("issued_on").dt.offset_by(f"{params.performance_months}mo")
-    threshold = pl.duration(days=params.dpd_threshold)
-    paid = pl.col("paid_on").is_not_null() & (
-        pl.col("amount_paid") >= pl.col("amount_due") - params.partial_payment_tolerance
-    )
-    reached_at = pl.col("due_on") + threshold
-    # The instalment reached the threshold if it was still unpaid on the day it would reach it
-    # (due_on + threshold: paid 89 days late is not 90+ DPD, paid 90 days late is) and that day
-    # was observed and falls inside the half-open performance window [issued_on, window_end).
-    reached = (
-        (~paid | (pl.col("paid_on") >= reached_at))
+    reached_at = reached_on(params.dpd_threshold)
+    # The instalment reached the threshold if it was still not settled on the day it would
+    # reach it (see features.contract.repayments) and that day was observed and falls inside
+    # the half-open performance window [issued_on, window_end).
+    reached_threshold = (
+        reached(params.dpd_threshold, params.partial_payment_tolerance)
         & (reached_at < observed_until)
         & (reached_at < window_end)
     )
     bad_loans = (
         repayments.join(loans.select("loan_id", "issued_on"), on="loan_id")
-        .filter(reached)
+        .filter(reached_threshold)
         .select("loan_id")
         .unique()
         .with_columns(pl.lit(True).alias("_bad"))

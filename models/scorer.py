@@ -22,7 +22,7 @@ import numpy as np
 import polars as pl
 
 from features.catalog import DIMENSIONS, FeatureSpec
-from features.engine import POLICY_INPUTS
+from features.definitions import POLICY_INPUTS
 from models.attribution import ATTRIBUTIONS, Attribution, PathAttribution, exact_contributions
 from models.calibrate import Calibrator
 from models.limits import LimitPolicy, loan_limits

@@ -6,10 +6,19 @@ import datetime as dt
 
 import polars as pl
 
-from features.engine import Inputs
+from features.build import DefinitionParams, Inputs, build
+from features.contract.repayments import RepaymentRules
+from features.definitions import definitions
 
 UTC = pl.Datetime("us", "UTC")
 AS_OF = dt.date(2024, 7, 1)
+# Today's params: the features' windows, the label's thresholds, the net margin, low balance.
+PARAMS = DefinitionParams(
+    windows=(7, 30, 90, 180, 365),
+    rules=RepaymentRules(default_dpd=90, delinquent_dpd=30, tolerance=0.01),
+    merchant_net_margin=0.2,
+    consumer_low_balance=100.0,
+)
 
 
 def merchant_events(rows: list[tuple]) -> pl.DataFrame:
@@ -114,3 +123,16 @@ def inputs(
         loans=(loan_rows if loan_rows is not None else loans([])).lazy(),
         repayments=(repayment_rows if repayment_rows is not None else repayments([])).lazy(),
     )
+
+
+def features(
+    segment: str,
+    spine: pl.DataFrame,
+    data: Inputs,
+    *,
+    params: DefinitionParams = PARAMS,
+    chunks: int = 1,
+    streaming: bool = False,
+) -> pl.DataFrame:
+    """The segment's features for a spine under ``params`` (today's by default)."""
+    return build(definitions(segment, params), spine, data, chunks=chunks, streaming=streaming)

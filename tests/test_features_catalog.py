@@ -8,13 +8,18 @@ import polars as pl
 import pytest
 
 from features import catalog
-from features.catalog import DIMENSIONS, FeatureSpec
-from features.engine import POLICY_INPUTS
+from features.catalog import DIMENSIONS, Catalog, FeatureSpec
+from features.definitions import POLICY_INPUTS, catalog_page, definitions
+from tests.features_helpers import PARAMS
+
+
+def _catalog(segment: str) -> Catalog:
+    return definitions(segment, PARAMS).catalog
 
 
 @pytest.mark.parametrize("segment", ["merchant", "consumer"])
 def test_every_feature_has_complete_metadata(segment: str) -> None:
-    specs = catalog.specs(segment)
+    specs = _catalog(segment).specs
     assert 60 <= len(specs) <= 150
     names = [s.name for s in specs]
     assert len(names) == len(set(names))
@@ -32,7 +37,7 @@ def test_every_feature_has_complete_metadata(segment: str) -> None:
 
 @pytest.mark.parametrize("segment", ["merchant", "consumer"])
 def test_catalog_covers_all_dimensions_and_families(segment: str) -> None:
-    specs = catalog.specs(segment)
+    specs = _catalog(segment).specs
     by_dimension = {d: sum(s.dimension == d for s in specs) for d in DIMENSIONS}
     assert all(n >= 3 for n in by_dimension.values()), by_dimension
     families = {s.family for s in specs}
@@ -58,35 +63,42 @@ def test_catalog_covers_all_dimensions_and_families(segment: str) -> None:
 
 @pytest.mark.parametrize("segment", ["merchant", "consumer"])
 def test_specs_survive_the_scorer_round_trip(segment: str) -> None:
-    specs = catalog.specs(segment)
+    specs = _catalog(segment).specs
     assert [FeatureSpec(**asdict(s)) for s in specs] == specs
     old = {k: v for k, v in asdict(specs[0]).items() if k != "family"}
     assert FeatureSpec(**old).family == ""
-    assert len(catalog.catalog_hash(segment)) == 12
-    assert all(isinstance(e, pl.Expr) for e in catalog.expressions(segment))
+    assert len(_catalog(segment).hash) == 12
+    assert all(isinstance(e, pl.Expr) for e in _catalog(segment).expressions())
 
 
 def test_declare_rejects_bad_metadata() -> None:
     with pytest.raises(ValueError, match="dimension"):
-        catalog.declare(
-            "x", pl.lit(1), segment="merchant", dimension="luck", monotone=0,
+        catalog.CatalogBuilder("merchant").declare(
+            "x", pl.lit(1), dimension="luck", monotone=0,
             description="a feature", reason="r",
         )  # fmt: skip
     with pytest.raises(ValueError, match="monotone"):
-        catalog.declare(
-            "x", pl.lit(1), segment="merchant", dimension="behaviour", monotone=2,
+        catalog.CatalogBuilder("merchant").declare(
+            "x", pl.lit(1), dimension="behaviour", monotone=2,
             description="a feature", reason="r",
         )  # fmt: skip
+    with pytest.raises(ValueError, match="segment"):
+        catalog.CatalogBuilder("pawnshop").declare(
+            "x", pl.lit(1), dimension="behaviour", monotone=0,
+            description="a feature", reason="r",
+        )  # fmt: skip
+    builder = catalog.CatalogBuilder("merchant")
+    for _ in range(2):
+        builder.declare(
+            "x", pl.lit(1), dimension="identity", monotone=0, description="a feature", reason="r"
+        )
     with pytest.raises(ValueError, match="twice"):
-        catalog.declare(
-            "tenure_days", pl.lit(1), segment="merchant", dimension="identity", monotone=0,
-            description="a feature", reason="r",
-        )  # fmt: skip
+        builder.build()
 
 
 def test_catalog_page_lists_every_feature() -> None:
-    page = catalog.markdown()
+    page = catalog_page(PARAMS)
     for segment in ("merchant", "consumer"):
-        for name in catalog.names(segment):
+        for name in _catalog(segment).names:
             assert f"`{name}`" in page
-    assert page == catalog.markdown()
+    assert page == catalog_page(PARAMS)

@@ -16,10 +16,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
-from features.engine import build
-from tests.features_helpers import consumer_events, inputs, loans, merchant_events, repayments
+from tests.features_helpers import (
+    consumer_events,
+    features,
+    inputs,
+    loans,
+    merchant_events,
+    repayments,
+)
 
-WINDOWS = (7, 30, 90, 180, 365)
 START = dt.datetime(2023, 1, 1)
 AS_OF = dt.date(2024, 3, 1)
 AS_OF_DT = dt.datetime(2024, 3, 1)
@@ -96,7 +101,7 @@ def _features(segment, rows, loan_rows, repayment_rows) -> pl.DataFrame:
     data = inputs(
         segment, _frame(segment, rows), IDS[segment], loans(loan_rows), repayments(repayment_rows)
     )
-    return build(segment, spine, data, windows=WINDOWS)
+    return features(segment, spine, data)
 
 
 def _future_changes(segment: str) -> st.SearchStrategy:

@@ -9,17 +9,16 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from features.engine import build
 from tests.features_helpers import (
     AS_OF,
     consumer_events,
+    features,
     inputs,
     loans,
     merchant_events,
     repayments,
 )
 
-WINDOWS = (7, 30, 90, 180, 365)
 D = dt.datetime
 
 
@@ -51,7 +50,7 @@ def merchant_case() -> pl.DataFrame:
     )
     spine = pl.DataFrame({"entity_id": ["M1", "M2"], "as_of": [AS_OF, AS_OF]})
     data = inputs("merchant", events, ["M1", "M2"], loan_rows, repayment_rows)
-    return build("merchant", spine, data, windows=WINDOWS)
+    return features("merchant", spine, data)
 
 
 def test_hand_computed_merchant_values(merchant_case: pl.DataFrame) -> None:
@@ -123,9 +122,7 @@ def test_hand_computed_consumer_values() -> None:
         ]
     )
     spine = pl.DataFrame({"entity_id": ["C1"], "as_of": [AS_OF]})
-    row = build("consumer", spine, inputs("consumer", events, ["C1"]), windows=WINDOWS).row(
-        0, named=True
-    )
+    row = features("consumer", spine, inputs("consumer", events, ["C1"])).row(0, named=True)
     expected = {
         "income_30d": 5000.0,
         "income_90d": 14000.0,
@@ -163,9 +160,7 @@ def test_bill_shortfall_and_last_over_usual() -> None:
         + [("C1", D(2024, 6, 1), "income", 3000.0, None, None)]
     )
     spine = pl.DataFrame({"entity_id": ["C1"], "as_of": [AS_OF]})
-    row = build("consumer", spine, inputs("consumer", events, ["C1"]), windows=WINDOWS).row(
-        0, named=True
-    )
+    row = features("consumer", spine, inputs("consumer", events, ["C1"])).row(0, named=True)
     assert row["bill_shortfall_12m"] == pytest.approx(1 / 8)  # one of 4 x 2 expected missing
     assert row["bills_last_over_usual_12m"] == pytest.approx(2 / (7 / 4))
     assert row["income_count_last_over_usual_12m"] == pytest.approx(1 / (1 / 4))
@@ -202,7 +197,7 @@ def _spine() -> pl.DataFrame:
 def test_window_sums_and_distinct_counts_match_brute_force(seed: int) -> None:
     events = _random_log(seed)
     spine = _spine()
-    got = build("merchant", spine, inputs("merchant", events, []), windows=WINDOWS)
+    got = features("merchant", spine, inputs("merchant", events, []))
     day = pl.col("ts").dt.date()
     pairs = spine.join(events, on="entity_id", how="left").filter(day < pl.col("as_of"))
     aggs = []
@@ -236,19 +231,17 @@ def test_many_snapshots_equal_one_at_a_time() -> None:
     events = _random_log(3)
     data = inputs("merchant", events, [])
     spine = _spine()
-    together = build("merchant", spine, data, windows=WINDOWS)
-    apart = pl.concat(
-        [build("merchant", spine.slice(i, 1), data, windows=WINDOWS) for i in range(spine.height)]
-    )
+    together = features("merchant", spine, data)
+    apart = pl.concat([features("merchant", spine.slice(i, 1), data) for i in range(spine.height)])
     assert_frame_equal(together, apart)
 
 
 def test_same_data_gives_identical_features() -> None:
     events = _random_log(4)
     spine = _spine()
-    first = build("merchant", spine, inputs("merchant", events, []), windows=WINDOWS)
+    first = features("merchant", spine, inputs("merchant", events, []))
     shuffled = events.sample(fraction=1.0, shuffle=True, seed=1)
-    again = build("merchant", spine, inputs("merchant", shuffled, []), windows=WINDOWS)
+    again = features("merchant", spine, inputs("merchant", shuffled, []))
     assert_frame_equal(first, again)
     assert first.select("entity_id", "as_of").equals(spine)
 
@@ -257,9 +250,9 @@ def test_chunked_by_entity_equals_one_pass() -> None:
     events = _random_log(5)
     data = inputs("merchant", events, [])
     spine = _spine()
-    one = build("merchant", spine, data, windows=WINDOWS)
-    assert_frame_equal(one, build("merchant", spine, data, windows=WINDOWS, chunks=3))
-    assert_frame_equal(one, build("merchant", spine, data, windows=WINDOWS, streaming=True))
+    one = features("merchant", spine, data)
+    assert_frame_equal(one, features("merchant", spine, data, chunks=3))
+    assert_frame_equal(one, features("merchant", spine, data, streaming=True))
 
 
 def test_repeated_builds_are_identical() -> None:
@@ -271,9 +264,9 @@ def test_repeated_builds_are_identical() -> None:
     events = _random_log(5)
     data = inputs("merchant", events, [])
     spine = _spine()
-    first = build("merchant", spine, data, windows=WINDOWS)
+    first = features("merchant", spine, data)
     for _ in range(12):
-        assert_frame_equal(first, build("merchant", spine, data, windows=WINDOWS))
+        assert_frame_equal(first, features("merchant", spine, data))
 
 
 def _random_consumer_log(seed: int, n: int = 400) -> pl.DataFrame:
@@ -304,10 +297,8 @@ def test_consumer_snapshots_equal_one_at_a_time_and_a_subset_of_entities() -> No
     spine = pl.DataFrame(
         {"entity_id": [f"C{i}" for i in range(5) for _ in dates], "as_of": dates * 5}
     )
-    together = build("consumer", spine, data, windows=WINDOWS)
-    apart = pl.concat(
-        [build("consumer", spine.slice(i, 1), data, windows=WINDOWS) for i in range(spine.height)]
-    )
+    together = features("consumer", spine, data)
+    apart = pl.concat([features("consumer", spine.slice(i, 1), data) for i in range(spine.height)])
     assert_frame_equal(together, apart)
     assert together["income_90d"].drop_nulls().sum() > 0
 
@@ -324,6 +315,6 @@ def test_closing_balance_is_the_days_last_reported_balance() -> None:
         ]
     )
     spine = pl.DataFrame({"entity_id": ["C1", "C1"], "as_of": [dt.date(2024, 6, 30), AS_OF]})
-    frame = build("consumer", spine, inputs("consumer", events, ["C1"]), windows=WINDOWS)
+    frame = features("consumer", spine, inputs("consumer", events, ["C1"]))
     assert frame["last_balance"].to_list() == [500.0, 80.0]
     assert frame["low_balance_days_30d"].to_list() == [0, 1]

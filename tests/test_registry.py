@@ -15,9 +15,9 @@ from mlflow.exceptions import MlflowException
 from polars.testing import assert_frame_equal
 from registry_world import private_world
 
-from features.catalog import catalog_hash
-from features.engine import POLICY_INPUTS
+from features.definitions import POLICY_INPUTS, definitions
 from pipeline import registry, steps
+from tests.features_helpers import PARAMS
 
 SEGMENT = "merchant"
 NAME = registry.model_name(SEGMENT)
@@ -50,7 +50,7 @@ def test_alias_resolution(world) -> None:
 def test_registered_version_is_tagged(world) -> None:
     record = steps.run_register(world, SEGMENT)
     tags = MlflowClient().get_model_version(NAME, str(record["version"])).tags
-    assert tags["catalog_hash"] == catalog_hash(SEGMENT)
+    assert tags["catalog_hash"] == definitions(SEGMENT, PARAMS).catalog.hash
     assert tags["segment"] == SEGMENT
     assert ".." in tags["data_window_train"]
     assert ".." in tags["data_window_test"]

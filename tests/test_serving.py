@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from registry_world import private_world
 
-from features.engine import POLICY_INPUTS
+from features.definitions import POLICY_INPUTS
 from pipeline import registry
 from pipeline.drift import read_reference
 

@@ -1,4 +1,10 @@
-"""What both segments share: credit history, identity, block statistics and family helpers."""
+"""What a snapshot knows besides the log: credit history, delinquency onset and identity.
+
+The credit history and identity of each snapshot are read from the loans, repayments and
+entity tables (not the transaction log); :func:`per_snapshot` joins them to the columns read
+from the log. The catalog's credit-history and identity features are declared here, the same
+for every segment.
+"""
 
 from __future__ import annotations
 
@@ -6,169 +12,38 @@ from collections.abc import Callable, Mapping, Sequence
 
 import polars as pl
 
-from features.catalog import declare
-from features.engine import (
-    AS_OF,
-    BLOCKS,
-    ENTITY,
-    FEN,
-    Inputs,
-    Snapshots,
-    assemble,
-    fen,
-    read_concurrently,
+from features.blocks import days_since
+from features.build import Inputs
+from features.catalog import CatalogBuilder
+from features.contract.repayments import (
+    RepaymentRules,
+    days_past_due,
+    onset_day,
+    reached,
+    settled_before,
 )
-
-# The windows the catalog's windowed features are defined on (params may add more).
-WINDOWS: tuple[int, ...] = (7, 30, 90, 180, 365)
-DPD_BAD = 30
-
-
-# --- helpers -------------------------------------------------------------------------------
+from features.contract.segments import Segment
+from features.keys import AS_OF, ENTITY, FEN, Snapshots, day_number, fen, id_hash
+from features.timeline import assemble, read_concurrently
 
 
-def safe_ratio(numerator: pl.Expr, denominator: pl.Expr) -> pl.Expr:
-    """``numerator / denominator``, null where the denominator is zero or null."""
-    return pl.when(denominator > 0).then(numerator / denominator).otherwise(None)
+def delinquency_onset(
+    loans: pl.LazyFrame, repayments: pl.LazyFrame, rules: RepaymentRules
+) -> pl.DataFrame:
+    """The first day each borrower (any segment) was ``rules.delinquent_dpd``+ days past due.
 
-
-def days_since(day_column: str) -> pl.Expr:
-    """Days from a date column to as_of (null when the date is null)."""
-    return (pl.col(AS_OF) - pl.col(day_column)).dt.total_days()
-
-
-def _blocks(column: str, n: int) -> list[pl.Expr]:
-    return [pl.col(f"{column}_b{k}") for k in range(n)]
-
-
-def block_mean(column: str, n: int = BLOCKS) -> pl.Expr:
-    """Mean of the last ``n`` 30-day block sums."""
-    return pl.mean_horizontal(_blocks(column, n))
-
-
-def block_std(column: str, n: int = BLOCKS) -> pl.Expr:
-    """Sample standard deviation of the last ``n`` 30-day block sums."""
-    values = _blocks(column, n)
-    mean = pl.mean_horizontal(values)
-    return (pl.sum_horizontal([(v - mean) ** 2 for v in values]) / (n - 1)).sqrt()
-
-
-def block_cv(column: str, n: int = BLOCKS) -> pl.Expr:
-    """Coefficient of variation of the last ``n`` block sums (null on no activity)."""
-    return safe_ratio(block_std(column, n), block_mean(column, n))
-
-
-def active_blocks(column: str, n: int = BLOCKS) -> pl.Expr:
-    """How many of the last ``n`` 30-day blocks had any of the column."""
-    return pl.sum_horizontal([(v > 0).cast(pl.Int32) for v in _blocks(column, n)])
-
-
-def block_slope(column: str, n: int = BLOCKS) -> pl.Expr:
-    """Least-squares slope of the last ``n`` block sums per block, over their mean.
-
-    Time runs forward (the oldest block is t = 0), so a positive value is growth; dividing by
-    the mean makes it a relative monthly growth rate comparable across sizes.
+    Returns ``__hash`` (the borrower id's :func:`id_hash`) and ``__onset`` (a day number), for
+    the borrowers that ever were (see :func:`features.contract.repayments.onset_day`).
     """
-    ts = [n - 1 - k for k in range(n)]  # block k is k blocks before as_of
-    t_mean = sum(ts) / n
-    denom = sum((t - t_mean) ** 2 for t in ts)
-    values = _blocks(column, n)
-    slope = pl.sum_horizontal([(t - t_mean) * v for t, v in zip(ts, values, strict=True)]) / denom
-    return safe_ratio(slope, pl.mean_horizontal(values))
-
-
-def last_minus_mean(column: str, n: int = BLOCKS) -> pl.Expr:
-    """The latest block minus the mean of the last ``n`` blocks, over that mean."""
-    mean = block_mean(column, n)
-    return safe_ratio(pl.col(f"{column}_b0") - mean, mean)
-
-
-def block_max(column: str, n: int = BLOCKS) -> pl.Expr:
-    """The largest of the last ``n`` block sums."""
-    return pl.max_horizontal(_blocks(column, n))
-
-
-def block_min(column: str, n: int = BLOCKS) -> pl.Expr:
-    """The smallest of the last ``n`` block sums."""
-    return pl.min_horizontal(_blocks(column, n))
-
-
-def _active_flags(active: str, n: int) -> list[pl.Expr]:
-    """Per block, whether ``active`` was positive in it (the entity was there that month)."""
-    return [pl.col(f"{active}_b{k}") > 0 for k in range(n)]
-
-
-def _when_active(flags: list[pl.Expr], values: list[pl.Expr]) -> pl.Expr:
-    """The sum over the active blocks of ``values`` (one expression per block)."""
-    return pl.sum_horizontal(
-        [pl.when(f).then(v).otherwise(0) for f, v in zip(flags, values, strict=True)]
+    dpd, tolerance = rules.delinquent_dpd, rules.tolerance
+    return (
+        repayments.filter(reached(dpd, tolerance))
+        .join(loans.select("loan_id", "entity_id"), on="loan_id")
+        .group_by("entity_id")
+        .agg(day_number(onset_day(dpd, tolerance)).alias("__onset"))
+        .select(id_hash("entity_id").alias("__hash"), "__onset")
+        .collect()
     )
-
-
-def active_block_mean(column: str, active: str, n: int = BLOCKS) -> pl.Expr:
-    """Mean of ``column`` over the last ``n`` blocks in which ``active`` was positive.
-
-    An entity's usual month, measured only over the months it was there: a young entity's
-    blocks before its first event do not drag the mean down (null when no block was active).
-    """
-    flags = _active_flags(active, n)
-    return safe_ratio(_when_active(flags, _blocks(column, n)), _when_active(flags, [1] * n))
-
-
-def last_over_usual(column: str, active: str, n: int = BLOCKS) -> pl.Expr:
-    """The latest 30-day block over the usual active block (1 = an ordinary month, 0 = none)."""
-    return safe_ratio(pl.col(f"{column}_b0"), active_block_mean(column, active, n))
-
-
-def block_shortfall(column: str, active: str, n: int = BLOCKS) -> pl.Expr:
-    """Share of the usual count missing, over the last ``n`` blocks in which ``active`` was seen.
-
-    The usual count is the mean over the active blocks, rounded: a monthly event that falls
-    twice into one 30-day block leaves the next one short, which moves the mean but not the
-    rounded count (a maximum would be inflated by it). Each active block short of the usual count
-    adds its shortfall; 0 means no block fell short, 0.25 that a quarter of the expected events
-    did not happen (null when nothing was expected).
-    """
-    flags = _active_flags(active, n)
-    typical = active_block_mean(column, active, n).round(0)
-    short = _when_active(flags, [(typical - v).clip(lower_bound=0) for v in _blocks(column, n)])
-    return safe_ratio(short, typical * _when_active(flags, [1] * n))
-
-
-def hhi(counts: Sequence[pl.Expr]) -> pl.Expr:
-    """Herfindahl index of a few counts (1 = all in one; null when all are zero)."""
-    total = pl.sum_horizontal(counts)
-    return safe_ratio(pl.sum_horizontal([c * c for c in counts]), total * total)
-
-
-def per_window(
-    segment: str,
-    windows: Sequence[int],
-    name: str,
-    expression: Callable[[int], pl.Expr],
-    *,
-    dimension: str,
-    monotone: int,
-    description: str,
-    reason: str,
-    family: str,
-) -> None:
-    """Declare one feature per window; ``name``, ``description``, ``reason`` hold ``{w}``."""
-    for w in windows:
-        declare(
-            name.format(w=w),
-            expression(w),
-            segment=segment,
-            dimension=dimension,
-            monotone=monotone,
-            description=description.format(w=w),
-            reason=reason.format(w=w),
-            window_days=w,
-            family=family,
-        )
-
-
-# --- credit history ------------------------------------------------------------------------
 
 
 def _yuan_sum(amount: pl.Expr) -> pl.Expr:
@@ -181,15 +56,23 @@ def _yuan_sum(amount: pl.Expr) -> pl.Expr:
 
 
 def credit_history(
-    keys: pl.LazyFrame, loans: pl.LazyFrame, repayments: pl.LazyFrame, segment: str
+    keys: pl.LazyFrame,
+    loans: pl.LazyFrame,
+    repayments: pl.LazyFrame,
+    segment: str,
+    rules: RepaymentRules,
 ) -> pl.LazyFrame:
     """Earlier loans and their repayment as observable strictly before as_of.
 
-    A loan counts once issued before as_of; an instalment once it fell due before as_of. Days
-    past due are measured at ``min(paid_on, as_of)``, and a payment counts as made only if
-    ``paid_on < as_of``: a repayment made on or after as_of is not yet known. Snapshot x loan
-    rows are few (a handful of loans per entity), so joining them is cheap.
+    A loan counts once issued before as_of; an instalment once it fell due before as_of. An
+    instalment is paid once settled (paid in full within ``rules.tolerance``) before as_of, and
+    its days past due are measured then or at as_of
+    (:func:`features.contract.repayments.days_past_due`): a repayment made on or after as_of
+    is not yet known, a short one never settles. ``repaid_share`` counts the money received
+    before as_of (short payments included). Snapshot x loan rows are few (a handful of loans
+    per entity), so joining them is cheap.
     """
+    late, bad = rules.delinquent_dpd, rules.default_dpd
     seg_loans = loans.filter(pl.col("segment") == segment).select(
         "loan_id", pl.col("entity_id").alias(ENTITY), "issued_on", "principal"
     )
@@ -207,9 +90,9 @@ def credit_history(
             (pl.col("last_due") >= pl.col(AS_OF)).sum().cast(pl.Int32).alias("open_loans"),
         )
     )
-    known_paid = pl.col("paid_on").is_not_null() & (pl.col("paid_on") < pl.col(AS_OF))
-    observed_at = pl.when(known_paid).then(pl.col("paid_on")).otherwise(pl.col(AS_OF))
-    dpd = (observed_at - pl.col("due_on")).dt.total_days().clip(lower_bound=0)
+    known_paid = settled_before(pl.col(AS_OF), rules.tolerance)
+    dpd = days_past_due(pl.col(AS_OF), rules.tolerance)
+    received = (pl.col("paid_on") < pl.col(AS_OF)).fill_null(False)  # money, settled or not
     installments = repayments.select("loan_id", "due_on", "paid_on", "amount_due", "amount_paid")
     joined = (
         keys.join(seg_loans.select("loan_id", ENTITY, "issued_on"), on=ENTITY)
@@ -219,25 +102,25 @@ def credit_history(
     recent = pl.col("due_on") >= pl.col(AS_OF) - pl.duration(days=365)
     history = (
         joined.filter(pl.col("due_on") < pl.col(AS_OF))
-        .with_columns(dpd.alias("dpd"), known_paid.alias("known_paid"))
+        .with_columns(dpd.alias("dpd"), known_paid.alias("known_paid"), received.alias("received"))
         .group_by(ENTITY, AS_OF)
         .agg(
             pl.col("dpd").max().alias("prior_max_dpd"),
             pl.col("dpd").mean().alias("prior_mean_dpd"),
             (pl.col("dpd") > 0).mean().alias("prior_late_share"),
-            (pl.col("dpd") >= DPD_BAD).sum().cast(pl.Int32).alias("prior_dpd30_count"),
-            (pl.col("dpd") >= 90).any().cast(pl.Int32).alias("prior_dpd90_ever"),
+            (pl.col("dpd") >= late).sum().cast(pl.Int32).alias(f"prior_dpd{late}_count"),
+            (pl.col("dpd") >= bad).any().cast(pl.Int32).alias(f"prior_dpd{bad}_ever"),
             pl.len().cast(pl.Int32).alias("prior_installments_due"),
             pl.col("dpd").filter(recent).max().alias("max_dpd_365d"),
             (pl.col("dpd") > 0).filter(recent).sum().cast(pl.Int32).alias("late_365d"),
             pl.col("due_on").filter(pl.col("dpd") > 0).max().alias("last_late_day"),
-            _yuan_sum(pl.col("amount_paid").filter(pl.col("known_paid"))).alias("paid_amt"),
+            _yuan_sum(pl.col("amount_paid").filter(pl.col("received"))).alias("paid_amt"),
             _yuan_sum(pl.col("amount_due")).alias("due_amt"),
             pl.col("dpd").filter(~pl.col("known_paid")).max().alias("current_dpd"),
         )
     )
     outstanding = (
-        joined.filter(~(pl.col("paid_on") < pl.col(AS_OF)).fill_null(False))
+        joined.filter(~known_paid)
         .group_by(ENTITY, AS_OF)
         .agg(_yuan_sum(pl.col("amount_due")).alias("outstanding_due"))
     )
@@ -247,8 +130,8 @@ def credit_history(
         "open_loans",
         "prior_max_dpd",
         "prior_late_share",
-        "prior_dpd30_count",
-        "prior_dpd90_ever",
+        f"prior_dpd{late}_count",
+        f"prior_dpd{bad}_ever",
         "prior_installments_due",
         "late_365d",
         "current_dpd",
@@ -262,9 +145,9 @@ def credit_history(
     )
 
 
-def declare_credit_history(segment: str) -> None:
-    """Declare the credit-history features (same definitions for both segments)."""
-    s, d = segment, "credit_history"
+def declare_credit_history(b: CatalogBuilder, rules: RepaymentRules) -> None:
+    """Declare the credit-history features (same definitions for every segment)."""
+    late, bad = rules.delinquent_dpd, rules.default_dpd
     items: list[tuple[str, pl.Expr, int, str, str, int | None]] = [
         (
             "prior_loans",
@@ -347,19 +230,19 @@ def declare_credit_history(segment: str) -> None:
             None,
         ),
         (
-            "prior_dpd30_count",
-            pl.col("prior_dpd30_count"),
+            f"prior_dpd{late}_count",
+            pl.col(f"prior_dpd{late}_count"),
             -1,
-            "Earlier instalments that reached 30 or more days past due.",
-            "instalments 30+ days late",
+            f"Earlier instalments that reached {late} or more days past due.",
+            f"instalments {late}+ days late",
             None,
         ),
         (
-            "prior_dpd90_ever",
-            pl.col("prior_dpd90_ever"),
+            f"prior_dpd{bad}_ever",
+            pl.col(f"prior_dpd{bad}_ever"),
             -1,
-            "1 if any earlier instalment reached 90 or more days past due.",
-            "an earlier default (90+ days late)",
+            f"1 if any earlier instalment reached {bad} or more days past due.",
+            f"an earlier default ({bad}+ days late)",
             None,
         ),
         (
@@ -404,11 +287,10 @@ def declare_credit_history(segment: str) -> None:
         ),
     ]
     for name, expr, monotone, description, reason, window in items:
-        declare(
+        b.declare(
             name,
             expr,
-            segment=s,
-            dimension=d,
+            dimension="credit_history",
             monotone=monotone,
             description=description,
             reason=reason,
@@ -429,7 +311,7 @@ def identity(keys: pl.LazyFrame, entities: pl.LazyFrame, since_column: str) -> p
     )
 
 
-def declare_identity(segment: str, who: str) -> None:
+def declare_identity(b: CatalogBuilder, who: str) -> None:
     """Declare the identity features both segments share."""
     items = [
         (
@@ -455,10 +337,9 @@ def declare_identity(segment: str, who: str) -> None:
         ),
     ]
     for name, expr, monotone, description, reason in items:
-        declare(
+        b.declare(
             name,
             expr,
-            segment=segment,
             dimension="identity",
             monotone=monotone,
             description=description,
@@ -474,13 +355,13 @@ def per_snapshot(
     snaps: Snapshots,
     tasks: Sequence[Callable[[], Mapping[str, pl.Series]]],
     inputs: Inputs,
-    segment: str,
-    since_column: str,
+    segment: Segment,
+    rules: RepaymentRules,
 ) -> pl.LazyFrame:
     """One row per snapshot: the columns of the log's reading tasks, credit history, identity.
 
     Credit history and identity do not read the log, so they are one more task run beside
-    the log's reading tasks (:func:`features.engine.read_concurrently`), joined to the
+    the log's reading tasks (:func:`features.timeline.read_concurrently`), joined to the
     snapshots in their order, rather than a join after every read has finished.
     """
 
@@ -488,13 +369,13 @@ def per_snapshot(
         keys = snaps.ids().lazy()
         frame = (
             keys.join(
-                credit_history(keys, inputs.loans, inputs.repayments, segment),
+                credit_history(keys, inputs.loans, inputs.repayments, segment.name, rules),
                 on=[ENTITY, AS_OF],
                 how="left",
                 maintain_order="left",
             )
             .join(
-                identity(keys, inputs.entities, since_column),
+                identity(keys, inputs.entities, segment.since),
                 on=[ENTITY, AS_OF],
                 how="left",
                 maintain_order="left",

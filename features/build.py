@@ -1,0 +1,160 @@
+"""Build a segment's features: the spine, the encoded log, the aggregates, the catalog's values.
+
+:func:`build` is told its segment's :class:`Definitions` (made by
+:func:`features.definitions.definitions`); it knows no segment itself. How the values are
+computed point in time is explained in :mod:`features.timeline`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import polars as pl
+
+from features.catalog import Catalog
+from features.contract.repayments import RepaymentRules
+from features.contract.segments import Segment
+from features.keys import AS_OF, ENTITY, Snapshots, encode_events, entity_codes
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """The validated tables one segment's features are computed from (all lazy).
+
+    ``events`` are the segment's transactions renamed to ``entity_id``; ``entities`` the
+    segment's entity table renamed likewise; ``loans`` and ``repayments`` the whole contract
+    tables (both segments: connection features need the delinquency of counterparties).
+    ``partners`` optionally maps counterparty ids to a category (``partner_id``, ``category``),
+    e.g. merchants to their industry for a consumer's spending concentration.
+    """
+
+    events: pl.LazyFrame
+    entities: pl.LazyFrame
+    loans: pl.LazyFrame
+    repayments: pl.LazyFrame
+    partners: pl.LazyFrame | None = None
+
+
+@dataclass(frozen=True)
+class DefinitionParams:
+    """The configuration of the features (params ``features`` and ``label``).
+
+    - ``windows``: the windows (days) of the catalog's windowed families (``features.windows``);
+    - ``rules``: what paid, late and delinquent mean (:class:`RepaymentRules`);
+    - ``merchant_net_margin``: share of a merchant's net sales assumed free to service debt,
+      the limit's free cash flow (``features.merchant_net_margin``; no cost data in the log);
+    - ``consumer_low_balance``: yuan; a consumer's day closing below it is a low-balance day
+      (``features.consumer_low_balance``).
+    """
+
+    windows: tuple[int, ...]
+    rules: RepaymentRules
+    merchant_net_margin: float
+    consumer_low_balance: float
+
+    def __post_init__(self) -> None:
+        """Reject windows and margins that mean nothing."""
+        if not self.windows or min(self.windows) < 1 or len(set(self.windows)) < len(self.windows):
+            raise ValueError(f"expected distinct positive windows; got {self.windows}")
+        if not 0 < self.merchant_net_margin <= 1:
+            raise ValueError(f"expected a net margin in (0, 1]; got {self.merchant_net_margin}")
+
+
+# (snapshots, encoded log, inputs, the columns wanted) -> one row of aggregates per snapshot
+Aggregates = Callable[[Snapshots, pl.DataFrame, Inputs, set[str]], pl.LazyFrame]
+
+
+@dataclass(frozen=True)
+class Definitions:
+    """Everything :func:`build` needs to know about one segment's features.
+
+    ``narrow`` projects the segment's log to compact columns and ``derived`` adds per-event
+    columns after the sort (see :func:`features.keys.encode_events`); ``aggregates`` reads the
+    per-snapshot columns the expressions need; ``catalog`` holds the model features and
+    ``policy_inputs`` the columns the limit needs that are not model features.
+    """
+
+    segment: Segment
+    catalog: Catalog
+    policy_inputs: tuple[pl.Expr, ...]
+    narrow: Callable[[pl.LazyFrame], pl.LazyFrame]
+    derived: Mapping[str, pl.Expr]
+    aggregates: Aggregates
+
+    @property
+    def outputs(self) -> list[str]:
+        """The output columns: the catalog's features, then the policy inputs."""
+        return [*self.catalog.names, *(e.meta.output_name() for e in self.policy_inputs)]
+
+
+def needed_columns(expressions: Sequence[pl.Expr]) -> set[str]:
+    """Every input column the expressions read."""
+    names: set[str] = set()
+    for expr in expressions:
+        names.update(expr.meta.root_names())
+    return names
+
+
+def build(
+    definitions: Definitions,
+    spine: pl.DataFrame,
+    inputs: Inputs,
+    *,
+    chunks: int = 1,
+    streaming: bool = False,
+) -> pl.DataFrame:
+    """Compute the segment's catalog features and policy inputs for every spine row.
+
+    ``spine`` must hold ``entity_id`` (str) and ``as_of`` (date); other columns are carried
+    through unchanged and the row order is kept. Only events strictly before each row's
+    ``as_of`` are used. ``chunks > 1`` computes entities in that many hash buckets, one after
+    the other (each bucket keeps only its own entities' events), to bound memory on logs
+    larger than RAM; the result is identical. ``streaming`` reads the log with polars'
+    streaming engine.
+    """
+    missing = {ENTITY, AS_OF} - set(spine.columns)
+    if missing:
+        raise ValueError(f"expected spine columns entity_id and as_of; missing {sorted(missing)}")
+    if chunks < 1:
+        raise ValueError(f"expected chunks >= 1; got {chunks}")
+
+    expressions = [*definitions.catalog.expressions(), *definitions.policy_inputs]
+    outputs = definitions.outputs
+    wanted = needed_columns(expressions)
+    row = "__row"
+    numbered = spine.with_row_index(row)
+    engine = "streaming" if streaming else "auto"
+    parts = []
+    for chunk in range(chunks):
+        part = (
+            numbered
+            if chunks == 1
+            else numbered.filter(pl.col(ENTITY).hash(seed=0) % chunks == chunk)
+        )
+        codes = entity_codes(part[ENTITY])
+        keys = part.select(ENTITY, AS_OF).unique(maintain_order=True)
+        snaps = Snapshots.of(keys, codes)
+        events = encode_events(
+            definitions.narrow(inputs.events), codes, derive=definitions.derived, engine=engine
+        )
+        aggregates = definitions.aggregates(snaps, events, inputs, wanted)
+        del events
+        columns = set(aggregates.collect_schema().names())
+        roots = {r for expr in expressions for r in expr.meta.root_names()}
+        if roots <= columns and not (set(spine.columns) - {ENTITY, AS_OF}) & columns:
+            # The expressions read only the per-snapshot aggregates: evaluate them once per
+            # snapshot and join just the outputs to the spine (the aggregates hold several
+            # times more columns, which the join would otherwise copy for every spine row).
+            values = aggregates.with_columns(*expressions).select(ENTITY, AS_OF, *outputs)
+            frame = part.lazy().join(values, on=[ENTITY, AS_OF], how="left", maintain_order="left")
+        else:
+            frame = (
+                part.lazy()
+                .join(aggregates, on=[ENTITY, AS_OF], how="left")
+                .with_columns(*expressions)
+            )
+        parts.append(frame.select(row, *spine.columns, *outputs).collect())
+    if chunks == 1 and parts[0][row].is_sorted():  # the spine's order already
+        return parts[0].drop(row)
+    return pl.concat(parts).sort(row).drop(row)
