@@ -93,7 +93,7 @@ def task_scan(data: Path, _: int) -> int:
 def _inputs(data: Path, segment: str):
     import polars as pl
 
-    from features.engine import Inputs
+    from features.build import Inputs
 
     table, entities, entity_id = SEGMENTS[segment]
     return Inputs(
@@ -114,7 +114,12 @@ def _inputs(data: Path, segment: str):
 def task_polars(data: Path, snapshots: int, chunks: int = 1) -> int:
     import polars as pl
 
-    from features.engine import build
+    from features.build import build
+    from features.definitions import definitions
+    from pipeline.config import load_settings
+    from pipeline.steps import feature_params
+
+    params = feature_params(load_settings(HERE.parent / "params.yaml"))
 
     as_of = _as_of(data)
     dates = [
@@ -124,13 +129,7 @@ def task_polars(data: Path, snapshots: int, chunks: int = 1) -> int:
     for segment, (_, entities, entity_id) in SEGMENTS.items():
         ids = pl.read_parquet(data / f"{entities}.parquet", columns=[entity_id])[entity_id]
         spine = pl.DataFrame({"entity_id": ids}).join(pl.DataFrame({"as_of": dates}), how="cross")
-        frame = build(
-            segment,
-            spine,
-            _inputs(data, segment),
-            windows=(7, 30, 90, 180, 365),
-            chunks=chunks,
-        )
+        frame = build(definitions(segment, params), spine, _inputs(data, segment), chunks=chunks)
         rows += frame.height
     return rows
 

@@ -33,21 +33,26 @@ import lightgbm as lgb
 import numpy as np
 import polars as pl
 
-from features import catalog
-from features.engine import POLICY_INPUTS
+from features.catalog import Catalog
+from features.definitions import POLICY_INPUTS, definitions
 from models.calibrate import fit_calibrator
 from models.reasons import N_REASONS, top_reasons
 from models.scorer import Scorer
 from models.train import lgb_params
 from pipeline.config import load_settings
+from pipeline.steps import feature_params
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def _catalog(segment: str) -> Catalog:
+    return definitions(segment, feature_params(load_settings(REPO / "params.yaml"))).catalog
 
 
 def synthetic_features(segment: str, rows: int, seed: int) -> tuple[pl.DataFrame, np.ndarray]:
     """Features with the catalog's names, a label that respects each monotone direction."""
     rng = np.random.default_rng(seed)
-    specs = catalog.specs(segment)
+    specs = _catalog(segment).specs
     x = rng.normal(size=(rows, len(specs)))
     x[rng.random(x.shape) < 0.03] = np.nan  # some missing values, as in real logs
     weights = rng.uniform(0.1, 0.6, len(specs)) * np.array(
@@ -68,7 +73,7 @@ def synthetic_features(segment: str, rows: int, seed: int) -> tuple[pl.DataFrame
 def train_scorer(segment: str, trees: int, seed: int) -> Scorer:
     """A Scorer of realistic size trained on 100k synthetic rows (fixed rounds, no stopping)."""
     settings = load_settings(REPO / "params.yaml")
-    specs = tuple(catalog.specs(segment))
+    specs = tuple(_catalog(segment).specs)
     frame, y = synthetic_features(segment, 100_000, seed + 1)
     x = frame.select(pl.col([s.name for s in specs]).cast(pl.Float64)).to_numpy()
     params = lgb_params(settings.model.train, [s.pd_monotone for s in specs])
@@ -119,7 +124,7 @@ def main() -> None:
     )
     # Keyed by the catalog hash: a cache from another feature set must not be reused.
     source = args.work / (
-        f"features_{args.segment}_{args.rows}_{catalog.catalog_hash(scorer.segment)}.parquet"
+        f"features_{args.segment}_{args.rows}_{_catalog(scorer.segment).hash}.parquet"
     )
     if not source.exists():
         synthetic_features(scorer.segment, args.rows, args.seed)[0].write_parquet(source)

@@ -38,7 +38,6 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from features import catalog
 from features.contract.tables import ENTITY_TABLE
 from pipeline import drift, registry
 from pipeline.config import Settings
@@ -217,6 +216,7 @@ def run_score(
         Layout,
         _require,
         default_as_of,
+        feature_definitions,
         observed_until,
         scoring_spine,
         segment_features,
@@ -261,7 +261,9 @@ def run_score(
             reference = drift.read_reference(folder) or drift.reference_from_scores(
                 registry.reference_scores(folder), settings.drift.bins
             )
-        check_feature_list(scorer.feature_names, catalog.names(segment), segment)
+        check_feature_list(
+            scorer.feature_names, feature_definitions(settings, segment).catalog.names, segment
+        )
 
         spine = scoring_spine(settings, segment, as_of)
         features = segment_features(settings, segment, spine)

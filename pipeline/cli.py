@@ -186,11 +186,12 @@ def features(
 ) -> None:
     """Build point-in-time features: the training spine, or every consented entity at --as-of."""
     if catalog:
-        from features.catalog import markdown
+        from features.definitions import catalog_page
+        from pipeline.steps import feature_params
 
         page = Path("docs") / "features.md"
         page.parent.mkdir(parents=True, exist_ok=True)
-        page.write_text(markdown() + "\n")
+        page.write_text(catalog_page(feature_params(_settings(params, data))) + "\n")
         out.print(f"  catalog -> {page}")
         return
     keep_freed_memory()  # before polars is imported (see pipeline/__init__.py)

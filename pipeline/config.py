@@ -53,6 +53,9 @@ class FeatureParams(_Frozen):
 
     windows: tuple[int, ...] = (7, 30, 90, 180, 365)
     chunks: int = Field(default=1, ge=1)
+    delinquent_dpd: int = Field(default=30, gt=0)
+    merchant_net_margin: float = Field(default=0.2, gt=0, le=1)
+    consumer_low_balance: float = Field(default=100.0, ge=0)
 
 
 class ModelParams(_Frozen):

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from features.engine import POLICY_INPUTS
+from features.definitions import POLICY_INPUTS
 from models import stability
 from models.scorer import Scorer
 from models.stability import Levels

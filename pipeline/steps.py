@@ -20,11 +20,12 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from features import catalog
+from features.build import DefinitionParams, Definitions, Inputs
+from features.build import build as build_features
+from features.contract.repayments import RepaymentRules
 from features.contract.tables import ENTITY_ID, ENTITY_TABLE, TXN_TABLE
 from features.contract.truth import KNOWABLE_PARTS
-from features.engine import Inputs
-from features.engine import build as build_features
+from features.definitions import definitions
 from models import evaluate as ev
 from models import stability
 from models.baseline import BASELINE_FILE, BaselineParams, Scorecard, fit_scorecard
@@ -232,6 +233,25 @@ def scoring_spine(settings: Settings, segment: str, as_of: dt.date) -> pl.DataFr
     )
 
 
+def feature_params(settings: Settings) -> DefinitionParams:
+    """The parameters of the feature definitions: params ``features`` and the label's rules."""
+    return DefinitionParams(
+        windows=settings.features.windows,
+        rules=RepaymentRules(
+            default_dpd=settings.label.dpd_threshold,
+            delinquent_dpd=settings.features.delinquent_dpd,
+            tolerance=settings.label.partial_payment_tolerance,
+        ),
+        merchant_net_margin=settings.features.merchant_net_margin,
+        consumer_low_balance=settings.features.consumer_low_balance,
+    )
+
+
+def feature_definitions(settings: Settings, segment: str) -> Definitions:
+    """The segment's feature definitions (catalog, aggregates, policy inputs) under params."""
+    return definitions(segment, feature_params(settings))
+
+
 def segment_features(settings: Settings, segment: str, spine: pl.DataFrame) -> pl.DataFrame:
     """The segment's features for a spine, from the validated tables.
 
@@ -240,10 +260,9 @@ def segment_features(settings: Settings, segment: str, spine: pl.DataFrame) -> p
     """
     validated = _require(Layout(settings.data_dir).validated, "validate")
     return build_features(
-        segment,
+        feature_definitions(settings, segment),
         spine,
         _inputs(validated, segment),
-        windows=settings.features.windows,
         chunks=settings.features.chunks,
     )
 
@@ -266,7 +285,7 @@ def run_features(
         "features %s: %d rows x %d features -> %s",
         segment,
         frame.height,
-        len(catalog.names(segment)),
+        len(feature_definitions(settings, segment).catalog.names),
         path,
     )
     return path, frame.height
@@ -315,7 +334,7 @@ def _book_snapshot(settings: Settings, segment: str) -> tuple[dt.date, np.ndarra
     """
     as_of = observed_until(_require(Layout(settings.data_dir).validated, "validate"))
     book = segment_features(settings, segment, scoring_spine(settings, segment, as_of))
-    names = catalog.names(segment)
+    names = feature_definitions(settings, segment).catalog.names
     return as_of, book.select(pl.col(names).cast(pl.Float64)).to_numpy()
 
 
@@ -335,7 +354,7 @@ def run_train(settings: Settings, segment: str) -> dict:
 
     layout = Layout(settings.data_dir)
     frame = _sliced(settings, segment)
-    specs = tuple(catalog.specs(segment))
+    specs = tuple(feature_definitions(settings, segment).catalog.specs)
     names = [s.name for s in specs]
     pd_monotone = [s.pd_monotone for s in specs]
 
@@ -401,7 +420,7 @@ def run_train(settings: Settings, segment: str) -> dict:
     info = {
         "segment": segment,
         "features": names,
-        "catalog_hash": catalog.catalog_hash(segment),
+        "catalog_hash": feature_definitions(settings, segment).catalog.hash,
         "best_iteration": booster.current_iteration(),
         "train_seconds": round(train_seconds, 3),
         "valid_auc": ev.auc(y_valid, valid_pd),
