@@ -530,8 +530,8 @@ def run_evaluate(
     import mlflow
 
     from models.strategy import scorer_cutoff_table
-    from pipeline.report import ReportInputs, write_report
-    from pipeline.report import table_html as report_table
+    from pipeline.reporting.legacy import ReportInputs, write_report
+    from pipeline.reporting.legacy import table_html as report_table
 
     layout = Layout(settings.data_dir)
     folder = _require(layout.model(segment), "train")

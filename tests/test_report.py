@@ -1,16 +1,33 @@
-"""The HTML report: self-contained, every plot and section present, extra sections appended."""
+"""The HTML report and the model card.
+
+The report is self-contained, every plot, table and section is present, extra sections are
+appended, text is escaped by the templates; the model card is the one the evaluate step built.
+"""
 
 from __future__ import annotations
 
 import base64
+import dataclasses
+import html
 import re
+from importlib import resources
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import polars as pl
 import pytest
 
 from models import evaluate as ev
-from pipeline.report import ReportInputs, write_report
+from pipeline.reporting import (
+    ReportInputs,
+    Section,
+    legacy,
+    model_card,
+    standard_sections,
+    write_report,
+)
+from pipeline.reporting.report import PLOTS, environment, render_html
 
 BANDS = [
     ("poor", "较差", 350, 549),
@@ -115,7 +132,8 @@ def inputs() -> ReportInputs:
 
 
 def test_report_is_self_contained_with_every_plot(tmp_path, inputs: ReportInputs) -> None:
-    path = write_report(tmp_path, inputs, extra_sections=[("Cut-off strategy", "<p>CUTOFFS</p>")])
+    cutoffs = pl.DataFrame({"cutoff": [600, 650], "approved": [0.8, 0.5]})
+    path = write_report(tmp_path, inputs, [Section("Cut-off strategy", "CUTOFFS", cutoffs)])
     page = path.read_text(encoding="utf-8")
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
     assert len(images) == 6
@@ -141,6 +159,185 @@ def test_report_is_self_contained_with_every_plot(tmp_path, inputs: ReportInputs
     # Extra sections go at the end, after the tables.
     assert page.index("Cut-off strategy") > page.index("Metrics by issue month")
     assert "<p>CUTOFFS</p>" in page
+    assert page.index("<th>cutoff</th>") > page.index("Cut-off strategy")
     # Text from the card is escaped.
     assert "&lt;yet&gt;" in page
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+HOSTILE = "<script>alert('x')</script>"
+
+
+def test_text_is_escaped_everywhere(inputs: ReportInputs) -> None:
+    """A hostile feature name, description, check name or section comes out escaped."""
+    metrics = dict(inputs.metrics)
+    metrics["checks"] = {**metrics["checks"], HOSTILE: dict(metrics["checks"]["ece"])}
+    card = {
+        **inputs.card,
+        "limitations": [*inputs.card["limitations"], HOSTILE],
+        "monitoring": {HOSTILE: HOSTILE},
+        "features": {**inputs.card["features"], "by_dimension": {HOSTILE: 1}},
+        "model": {**inputs.card["model"], "baseline": HOSTILE},
+    }
+    tables = {
+        **inputs.tables,
+        "csi": pl.DataFrame({"feature": [HOSTILE], "csi": [0.02], "status": ["stable"]}),
+    }
+    hostile = dataclasses.replace(
+        inputs, segment=HOSTILE, metrics=metrics, card=card, tables=tables
+    )
+    section = Section(HOSTILE, HOSTILE, pl.DataFrame({HOSTILE: [HOSTILE]}), collapsed=True)
+    page = render_html(hostile, dict.fromkeys(PLOTS, b"png"), [section])
+    assert "<script" not in page
+    # Title, h1, check, CSI row, card (dimension, baseline, limitation, monitoring key and
+    # rule), section (title, text, header, cell).
+    assert page.count("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;") == 13
+
+
+def _visible(page: str) -> str:
+    text = re.sub(r"<style>.*?</style>", " ", page, flags=re.S)
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", text)).split())
+
+
+def test_every_table_and_section_renders(inputs: ReportInputs) -> None:
+    pngs = dict.fromkeys(PLOTS, b"\x89PNG")
+    table = pl.DataFrame({"cutoff": [600], "bad rate": [0.0123456], "limit": [None]})
+    sections = [
+        Section("Open", "plain text", table),
+        Section("Closed", "folded", table, collapsed=True),
+        Section("Text only", "no table"),
+    ]
+    page = render_html(inputs, pngs, sections)
+    text = _visible(page)
+    for name in ("gains", "by_band", "by_month", "csi"):
+        frame = inputs.tables[name]
+        assert " ".join(frame.columns) in text, name
+    assert "measure LightGBM WoE scorecard true PD (ceiling)" in text
+    assert "check value limit" in text
+    assert "slice issue months loans bads bad rate" in text
+    assert "train 2024-01 – 2024-03 10 1 0.1000" in text
+    assert text.count("cutoff bad rate limit 600 0.0123 –") == 2
+    assert page.count("<details>") == 1
+    assert "<details><summary>Show the table</summary><table>" in page
+    assert "<h2>Text only</h2>\n<p>no table</p>" in page
+    assert page.index("<h2>Open</h2>") < page.index("<h2>Closed</h2>") < page.index("Text only")
+    assert "All acceptance checks pass" not in text
+    passing = {k: {**c, "passed": True} for k, c in inputs.metrics["checks"].items()}
+    page = render_html(
+        dataclasses.replace(inputs, metrics={**inputs.metrics, "checks": passing}), pngs
+    )
+    assert "All acceptance checks pass." in _visible(page)
+    assert "<h2>Open</h2>" not in page
+    lift = {"shapes": 0.01, "interactions": -0.002}
+    page = render_html(
+        dataclasses.replace(inputs, metrics={**inputs.metrics, "lift_sources": lift}), pngs
+    )
+    assert "Lift over the scorecard: +0.0100 AUC from an additive model" in page
+    assert "and -0.0020 from interactions (LightGBM minus the additive LightGBM)." in page
+
+
+def test_standard_sections_from_data() -> None:
+    tables = {
+        "cutoffs": pl.DataFrame({"cutoff": [600], "approval_rate": [0.5]}),
+        "scorecard_points": pl.DataFrame(
+            {"characteristic": ["a"], "bin": ["[0, 1)"], "woe": [0.123], "points": [12.346]}
+        ).with_columns(iv=pl.lit(0.0456)),
+    }
+    cutoffs, points = standard_sections(tables, {"scorecard": {"description": "A card <x>"}})
+    assert cutoffs.title == "Cut-off strategy (out-of-time test slice)"
+    assert cutoffs.text.startswith("For each score cut-off: the share approved")
+    assert cutoffs.table is tables["cutoffs"]
+    assert not cutoffs.collapsed
+    assert points.title == "Scorecard baseline: points per bin"
+    assert points.text.startswith("A card <x>. An applicant's points add up")
+    assert points.collapsed
+    assert points.summary == "Show the points table"
+    assert points.table is not None
+    assert points.table.row(0) == ("a", "[0, 1)", 0.12, 12.35, 0.05)
+
+
+def test_legacy_bridge_renders_the_standard_sections_only(tmp_path, inputs) -> None:
+    tables = {
+        **inputs.tables,
+        "cutoffs": pl.DataFrame({"cutoff": [600]}),
+        "scorecard_points": pl.DataFrame(
+            {"characteristic": ["a"], "woe": [0.1], "points": [1.0], "iv": [0.1]}
+        ),
+    }
+    metrics = {**inputs.metrics, "scorecard": {"description": "A card"}}
+    bridged = dataclasses.replace(inputs, tables=tables, metrics=metrics)
+    titles = [s.title for s in standard_sections(tables, metrics)]
+    page = legacy.write_report(
+        tmp_path,
+        bridged,
+        [(t, "<p>ignored</p>" + legacy.table_html(tables["cutoffs"])) for t in titles],
+    ).read_text(encoding="utf-8")
+    assert "ignored" not in page
+    assert "Show the points table" in page
+    with pytest.raises(NotImplementedError):
+        legacy.write_report(tmp_path, bridged, [("Other", "<p>x</p>")])
+
+
+def test_templates_ship_with_the_package() -> None:
+    """The templates are package data: found through importlib.resources, not the repo."""
+    folder = resources.files("pipeline.reporting").joinpath("templates")
+    names = {p.name for p in folder.iterdir()}
+    assert {"report.html.j2", "_macros.html.j2", "_card.html.j2", "report.css"} <= names
+    assert set(environment().list_templates()) >= names
+    assert environment().autoescape is True
+
+
+# --- the model card ------------------------------------------------------------------------
+
+
+def _card_inputs(with_ceiling: bool, knowable: bool, failing: bool) -> tuple:
+    from features import catalog
+
+    summary = {"auc": 0.71, "gini": 0.42, "ks": 0.3, "brier": 0.05, "ece": 0.004}
+    metrics: dict = {
+        "test": {**summary, "count": 1000},
+        "baseline": {**summary, "auc": 0.69},
+        "additive": {**summary, "auc": 0.7},
+        "checks": {
+            "ece": {"value": 0.004, "limit": 0.01, "rule": "<", "passed": True},
+            "lift": {"value": 0.01, "limit": 0.02, "rule": ">=", "passed": not failing},
+        },
+        "scorecard": {"description": "WoE logistic scorecard: 5 characteristics"},
+        "score_resolution": {"distinct_scores": 300, "auc_of_score": 0.71, "auc_of_pd": 0.71},
+    }
+    if with_ceiling:
+        metrics["ceiling"] = {**summary, "auc": 0.8}
+        if knowable:
+            metrics["ceiling"]["auc_knowable"] = 0.77
+    info = {
+        "slices": {"train": {"loans": 10, "bads": 1, "first_month": "2024-01"}},
+        "catalog_hash": "abc",
+        "best_iteration": 123,
+        "monotone_constrained": 7,
+    }
+    return SimpleNamespace(specs=tuple(catalog.specs("merchant"))), info, metrics
+
+
+@pytest.mark.parametrize(
+    ("with_ceiling", "knowable", "failing"),
+    [(True, True, False), (True, False, True), (False, False, False)],
+)
+def test_model_card_is_the_evaluate_steps(with_ceiling: bool, knowable: bool, failing: bool):
+    from pipeline import steps
+    from pipeline.config import load_settings
+
+    settings = load_settings(Path(__file__).resolve().parent.parent / "params.yaml")
+    scorer, info, metrics = _card_inputs(with_ceiling, knowable, failing)
+    expected = steps._model_card(settings, "merchant", scorer, info, metrics)
+    card = model_card(
+        "merchant",
+        scorer.specs,
+        info,
+        metrics,
+        label=settings.label,
+        monitoring=settings.monitoring,
+        drift=settings.drift,
+        calibration=settings.model.calibration,
+    )
+    assert card == expected
+    assert list(card) == list(expected)

@@ -1,0 +1,125 @@
+"""The model card: purpose, data, label, features, model, performance, limitations, monitoring.
+
+Written as ``model_card.json`` beside the report and shown in it. Built from what the evaluate
+stage already has: the segment, the scorer's feature specs, ``training.json`` (``info``), the
+evaluation metrics, and the label, monitoring and drift parameter sections.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from features.catalog import FeatureSpec
+    from models.labels import LabelParams
+    from pipeline.config import DriftParams, MonitoringParams
+
+
+def _limitations(label: LabelParams, metrics: dict) -> list[str]:
+    failed = [k for k, c in metrics["checks"].items() if not c["passed"]]
+    limitations = [
+        "Validated out-of-time on the latest labelled issue months only; loans issued in the "
+        f"last {label.performance_months} months have no label yet, so the test slice is at "
+        f"least {label.performance_months} months old when the model is trained.",
+        "Trained only on loans that were granted (no reject inference): applicants unlike past "
+        "borrowers are scored by extrapolation.",
+        "The PD is a 12-month probability of 90+ days past due under the lending conditions "
+        "of the training months; a change of product, price or macro conditions breaks it.",
+        "Calibration is fitted on the validation slice; the test ECE shows how well it held.",
+    ]
+    if failed:
+        limitations.append(f"Acceptance checks not met on this data: {', '.join(failed)}.")
+    if "ceiling" not in metrics:
+        limitations.append("No true PD available: the gap to the best possible model is unknown.")
+    elif "auc_knowable" in metrics["ceiling"]:
+        c = metrics["ceiling"]
+        limitations.append(
+            f"On this synthetic world the true PD reaches AUC {c['auc']:.3f}; what the log "
+            f"could reveal at issue reaches {c['auc_knowable']:.3f}, the model "
+            f"{metrics['test']['auc']:.3f}."
+        )
+    return limitations
+
+
+def model_card(
+    segment: str,
+    specs: Sequence[FeatureSpec],
+    info: dict,
+    metrics: dict,
+    *,
+    label: LabelParams,
+    monitoring: MonitoringParams,
+    drift: DriftParams,
+    calibration: str,
+) -> dict:
+    """The model card as a JSON-ready dict.
+
+    ``specs`` are the scorer's feature specs, ``info`` its ``training.json`` (slices, catalog
+    hash, best iteration, monotone count), ``metrics`` the evaluation metrics (with checks,
+    scorecard and score resolution); ``calibration`` names the calibration method.
+    """
+    dims: dict[str, int] = {}
+    for spec in specs:
+        dims[spec.dimension] = dims.get(spec.dimension, 0) + 1
+    return {
+        "segment": segment,
+        "purpose": (
+            f"Probability that a {segment} loan reaches {label.dpd_threshold}+ days past due "
+            f"within {label.performance_months} months of issue, turned into a 350-950 score, "
+            "a band and a loan limit for long-tail lending decisions."
+        ),
+        "data": {"slices": info["slices"], "catalog_hash": info["catalog_hash"]},
+        "label": {
+            "definition": (
+                f"bad when any instalment is {label.dpd_threshold}+ days past due within "
+                f"{label.performance_months} months of issue; loans whose window has not closed "
+                "are indeterminate and excluded; an instalment paid short by more than "
+                f"{label.partial_payment_tolerance} yuan counts as unpaid; a lender's outcomes "
+                "table overrides the repayment log for the loans it names"
+            ),
+            **label.model_dump(),
+        },
+        "features": {
+            "count": len(specs),
+            "monotone_constrained": info.get("monotone_constrained"),
+            "by_dimension": dims,
+        },
+        "model": {
+            "algorithm": "LightGBM binary, monotone-constrained, early-stopped on validation",
+            "calibration": calibration,
+            "trees": info["best_iteration"],
+            "baseline": metrics["scorecard"]["description"],
+            "additive_reference": (
+                "LightGBM with one feature per tree (no interactions), same features, "
+                "constraints and slices: a diagnostic, not registered"
+            ),
+        },
+        "performance": {
+            who: {k: metrics[key][k] for k in ("auc", "gini", "ks", "brier", "ece")}
+            for who, key in (
+                ("model", "test"),
+                ("baseline", "baseline"),
+                ("additive", "additive"),
+                ("ceiling", "ceiling"),
+            )
+            if key in metrics
+        },
+        "score_resolution": metrics["score_resolution"],
+        "limitations": _limitations(label, metrics),
+        "monitoring": {
+            "score_psi": (
+                f"warn at {drift.score_psi_warn}, alert at {drift.score_psi_alert} "
+                "(every scoring run, vs training)"
+            ),
+            "feature_csi": (
+                f"warn at {drift.feature_csi_warn}, alert at {drift.feature_csi_alert} "
+                "(every feature)"
+            ),
+            "auc": (
+                f"review when a matured month's AUC is more than {monitoring.auc_drop_alert} "
+                f"below {metrics['test']['auc']:.3f}"
+            ),
+            "calibration": f"review when a matured month's ECE exceeds {2 * monitoring.max_ece}",
+        },
+    }
