@@ -80,6 +80,10 @@ class Catalog:
 
     segment: str
     features: tuple[Feature, ...]
+    # Definition parameters that change what features compute without changing their metadata
+    # (the repayment rules, money thresholds): part of the hash, so a model's catalog hash
+    # tells features built under other rules apart.
+    basis: tuple[tuple[str, object], ...] = ()
 
     def __post_init__(self) -> None:
         """Reject a feature of another segment and a name defined twice."""
@@ -109,8 +113,9 @@ class Catalog:
 
     @property
     def hash(self) -> str:
-        """A short hash of the catalog metadata, to tag models with the catalog they used."""
-        payload = json.dumps([asdict(s) for s in self.specs], sort_keys=True)
+        """A short hash of the catalog metadata and basis: tags a model with its catalog."""
+        specs = [asdict(s) for s in self.specs]
+        payload = json.dumps([specs, dict(self.basis)] if self.basis else specs, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
@@ -119,6 +124,7 @@ class CatalogBuilder:
     """Collects one segment's features in definition order; :meth:`build` gives the catalog."""
 
     segment: str
+    basis: tuple[tuple[str, object], ...] = ()
     features: list[Feature] = field(default_factory=list)
 
     def declare(
@@ -184,7 +190,7 @@ class CatalogBuilder:
 
     def build(self) -> Catalog:
         """The catalog of the features added so far."""
-        return Catalog(self.segment, tuple(self.features))
+        return Catalog(self.segment, tuple(self.features), self.basis)
 
 
 def markdown(catalogs: Iterable[Catalog]) -> str:

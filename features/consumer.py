@@ -8,6 +8,7 @@ the configured windows); the expressions read the per-snapshot aggregate frame b
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict
 
 import polars as pl
 
@@ -243,7 +244,9 @@ def catalog(windows: Sequence[int], rules: RepaymentRules, low_balance: float) -
     ``rules`` say what late and default mean for the credit-history features; ``low_balance``
     (yuan) is the closing balance below which a day is a low-balance day.
     """
-    b = CatalogBuilder(SEGMENT)
+    b = CatalogBuilder(
+        SEGMENT, basis=(("repayment_rules", asdict(rules)), ("low_balance", low_balance))
+    )
     b.per_window(
         (30, 90, 180, 365), "income_{w}d", lambda w: _col(f"income_amt_{w}d"),
         dimension=ATP, monotone=1, family="windowed sum",

@@ -9,6 +9,7 @@ text; the expressions read the per-snapshot aggregate frame built by :func:`aggr
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict
 
 import polars as pl
 
@@ -184,7 +185,7 @@ def catalog(windows: Sequence[int], rules: RepaymentRules) -> Catalog:
 
     ``rules`` say what late and default mean for the credit-history features.
     """
-    b = CatalogBuilder(SEGMENT)
+    b = CatalogBuilder(SEGMENT, basis=(("repayment_rules", asdict(rules)),))
     # ability to pay: volume, net volume, losses to refunds and chargebacks
     b.per_window(
         windows, "sales_amount_{w}d", lambda w: _col(f"sale_amt_{w}d"),

@@ -105,10 +105,18 @@ def test_configured_windows_add_and_remove_windowed_features(segment: str) -> No
     assert {s.window_days for s in changed.specs if s.name in added} == {14}
 
 
-def test_default_params_give_todays_catalog() -> None:
-    # The hashes of the catalogs before the windows became configurable (same metadata).
-    assert definitions("merchant", PARAMS).catalog.hash == "f579c2c5914c"
-    assert definitions("consumer", PARAMS).catalog.hash == "aab6d78586e0"
+def test_catalog_hash_follows_the_definition_rules() -> None:
+    """Same params, same hash; other repayment rules or money thresholds, another hash."""
+    for segment in ("merchant", "consumer"):
+        base = definitions(segment, PARAMS).catalog
+        assert definitions(segment, PARAMS).catalog.hash == base.hash
+        stricter = replace(PARAMS, rules=replace(PARAMS.rules, tolerance=0.0))
+        assert definitions(segment, stricter).catalog.names == base.names
+        assert definitions(segment, stricter).catalog.hash != base.hash
+    richer = replace(PARAMS, consumer_low_balance=250.0)
+    assert (
+        definitions("consumer", richer).catalog.hash != definitions("consumer", PARAMS).catalog.hash
+    )
 
 
 def test_feature_params_reject_nonsense() -> None:
