@@ -12,6 +12,7 @@ import polars as pl
 import pytest
 
 from features.contract import tables as contract
+from features.contract.truth import LOGIT_PARTS
 from pipeline.validate import validate
 from tests.synth_fixtures import (
     auc,
@@ -20,7 +21,8 @@ from tests.synth_fixtures import (
     make_world,
     merchant_features,
 )
-from world.synth import FIRST_LOAN_MONTH, LOGIT_PARTS, WorldSpec, generate, world_end
+from world.loans import FIRST_LOAN_MONTH
+from world.synth import WorldSpec, generate, world_end
 
 TABLES = [t for t in contract.TABLES if t != "outcomes"]
 SEED = int(os.environ.get("LONGTAIL_TEST_SEED", "11"))
@@ -65,6 +67,15 @@ def test_same_seed_gives_byte_identical_tables(tmp_path: Path) -> None:
     other = WorldSpec(SMALL.merchants, SMALL.consumers, SMALL.months, seed=4, start=SMALL.start)
     generate(other, tmp_path / "c" / "raw", tmp_path / "c" / "truth")
     assert _digests(tmp_path / "a") != _digests(tmp_path / "c")
+
+
+def test_the_public_face_keeps_its_names() -> None:
+    """The pipeline, the benchmarks and the tests import these from world.synth."""
+    import world.synth
+
+    assert {"WorldSpec", "generate", "world_end", "FIRST_LOAN_MONTH"} <= set(world.synth.__all__)
+    assert world.synth.FIRST_LOAN_MONTH == FIRST_LOAN_MONTH
+    assert world.synth.LOGIT_PARTS == LOGIT_PARTS
 
 
 def test_world_spec_and_end() -> None:
