@@ -225,51 +225,46 @@ def consumer_events(
     merchant, ``cp_c`` a consumer, -1 none) and ``chan``.
     """
     t_c, to = between.c, between.to
-    n_inc, n_p, n_b, n_t = len(inc.c), len(pur.c), len(bill.c), len(t_c)
-    n_x, n_r = len(inflow.to), len(repaid.c)
-    kind = CONSUMER_KIND
+    # Seven groups, in this order: income, purchases, bills, transfers out and in between
+    # consumers, transfers in from outside, repayments. Timestamps are drawn before channels.
+    kinds = (
+        "income",
+        "purchase",
+        "bill_payment",
+        "transfer_out",
+        "transfer_in",
+        "transfer_in",
+        "repayment",
+    )
+    amounts = (
+        inc.amount,
+        pur.amount,
+        bill.amount,
+        between.amount,
+        between.amount,
+        inflow.amount,
+        repaid.amount,
+    )
+    sizes = [len(a) for a in amounts]
+    n_inc, n_p, n_b, n_t, _, n_x, n_r = sizes
+    ts = np.concatenate(
+        [
+            timestamps(rng, inc.day),
+            pur.ts,
+            timestamps(rng, bill.day),
+            between.ts,
+            between.ts,
+            inflow.ts,
+            timestamps(rng, repaid.day),
+        ]
+    )
+    kind = [np.full(n, CONSUMER_KIND[k]) for n, k in zip(sizes, kinds, strict=True)]
     return pl.DataFrame(
         {
             "c": np.concatenate([inc.c, pur.c, bill.c, t_c, to, inflow.to, repaid.c]),
-            "ts": np.concatenate(
-                [
-                    timestamps(rng, inc.day),
-                    pur.ts,
-                    timestamps(rng, bill.day),
-                    between.ts,
-                    between.ts,
-                    inflow.ts,
-                    timestamps(rng, repaid.day),
-                ]
-            ),
-            "kind": np.concatenate(
-                [
-                    np.full(n_inc, kind["income"]),
-                    np.full(n_p, kind["purchase"]),
-                    np.full(n_b, kind["bill_payment"]),
-                    np.full(n_t, kind["transfer_out"]),
-                    np.full(n_t, kind["transfer_in"]),
-                    np.full(n_x, kind["transfer_in"]),
-                    np.full(n_r, kind["repayment"]),
-                ]
-            ).astype(np.int8),
-            "amount": np.maximum(
-                np.round(
-                    np.concatenate(
-                        [
-                            inc.amount,
-                            pur.amount,
-                            bill.amount,
-                            between.amount,
-                            between.amount,
-                            inflow.amount,
-                            repaid.amount,
-                        ]
-                    ),
-                    2,
-                ),
-                0.01,
-            ),
+            "ts": ts,
+            "kind": np.concatenate(kind).astype(np.int8),
+            "amount": np.maximum(np.round(np.concatenate(amounts), 2), 0.01),
             "cp_m": np.concatenate(
                 [np.full(n_inc, -1), pur.merchant, np.full(n_b + 2 * n_t + n_x + n_r, -1)]
             ),
@@ -372,11 +367,48 @@ def merchant_events(
     rf_amt = np.maximum(np.round(s_amt[rf] * rf_amt, 2), 0.01)
     cb = rng.random(ns) < mer.chargeback_p[s_m]
     cb_ts = s_ts[cb] + rng.integers(10, 61, cb.sum()) * DAY_US
-    first_half = s_ts < (lo + 15) * DAY_US
-    total = np.bincount(s_m, weights=s_amt, minlength=len(mer.risk))
-    half1 = np.bincount(s_m[first_half], weights=s_amt[first_half], minlength=len(mer.risk))
+    n_m = len(mer.risk)
+    total = np.bincount(s_m, weights=s_amt, minlength=n_m)
+    refunds = np.bincount(s_m[rf], weights=rf_amt, minlength=n_m)
+    st_mi, st_ts, st_kind, st_amt = _settlements(sale, total, refunds, lo=lo, hi=hi)
+    kind = MERCHANT_KIND
+    mt = pl.DataFrame(
+        {
+            "mi": np.concatenate([s_m, s_m[rf], s_m[cb], st_mi]),
+            "ts": np.concatenate([s_ts, rf_ts, cb_ts, st_ts]),
+            "kind": np.concatenate(
+                [
+                    np.full(ns, kind["sale"]),
+                    np.full(rf.sum(), kind["refund"]),
+                    np.full(cb.sum(), kind["chargeback"]),
+                    st_kind,
+                ]
+            ).astype(np.int8),
+            "amount": np.concatenate([s_amt, rf_amt, s_amt[cb], st_amt]),
+            "buyer": np.concatenate(
+                [sale.buyer, sale.buyer[rf], sale.buyer[cb], np.full(len(st_mi), -1)]
+            ),
+            "chan": np.concatenate(
+                [sale.chan, sale.chan[rf], sale.chan[cb], np.zeros(len(st_mi), dtype=np.int8)]
+            ),
+        }
+    )
+    # Refunds and chargebacks of late sales may fall after the world's end: not observed.
+    mt = mt.with_row_index("seq").filter(pl.col("ts") < end_day * DAY_US).sort(["ts", "seq"])
+    return mt, total
+
+
+def _settlements(
+    sale: Sales, total: np.ndarray, refunds: np.ndarray, *, lo: int, hi: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Payouts and fees of the month, by merchant: index, timestamp, kind code, amount.
+
+    The first half-month's sales less the 0.6% fee are paid out on the 16th, the rest less the
+    month's refunds on the last day; the fee is booked on the last day too.
+    """
+    first_half = sale.ts < (lo + 15) * DAY_US
+    half1 = np.bincount(sale.m[first_half], weights=sale.amount[first_half], minlength=len(total))
     half2 = total - half1
-    refunds = np.bincount(s_m[rf], weights=rf_amt, minlength=len(mer.risk))
     po1 = np.flatnonzero(np.round(half1 * 0.994, 2) > 0)
     net2 = np.round(half2 * 0.994 - refunds, 2)
     po2 = np.flatnonzero(net2 > 0)
@@ -386,40 +418,13 @@ def merchant_events(
     po1_ts = (lo + 15) * DAY_US + 2 * 3_600_000_000
     po2_ts = (hi - 1) * DAY_US + 21 * 3_600_000_000
     kind = MERCHANT_KIND
-    settled = len(po1) + len(po2) + len(fe)
-    mt = pl.DataFrame(
-        {
-            "mi": np.concatenate([s_m, s_m[rf], s_m[cb], po1, po2, fe]),
-            "ts": np.concatenate(
-                [
-                    s_ts,
-                    rf_ts,
-                    cb_ts,
-                    np.full(len(po1), po1_ts),
-                    np.full(len(po2), po2_ts),
-                    np.full(len(fe), fee_ts),
-                ]
-            ),
-            "kind": np.concatenate(
-                [
-                    np.full(ns, kind["sale"]),
-                    np.full(rf.sum(), kind["refund"]),
-                    np.full(cb.sum(), kind["chargeback"]),
-                    np.full(len(po1) + len(po2), kind["payout"]),
-                    np.full(len(fe), kind["fee"]),
-                ]
-            ).astype(np.int8),
-            "amount": np.concatenate(
-                [s_amt, rf_amt, s_amt[cb], np.round(half1[po1] * 0.994, 2), net2[po2], fee[fe]]
-            ),
-            "buyer": np.concatenate(
-                [sale.buyer, sale.buyer[rf], sale.buyer[cb], np.full(settled, -1)]
-            ),
-            "chan": np.concatenate(
-                [sale.chan, sale.chan[rf], sale.chan[cb], np.zeros(settled, dtype=np.int8)]
-            ),
-        }
+    return (
+        np.concatenate([po1, po2, fe]),
+        np.concatenate(
+            [np.full(len(po1), po1_ts), np.full(len(po2), po2_ts), np.full(len(fe), fee_ts)]
+        ),
+        np.concatenate(
+            [np.full(len(po1) + len(po2), kind["payout"]), np.full(len(fe), kind["fee"])]
+        ),
+        np.concatenate([np.round(half1[po1] * 0.994, 2), net2[po2], fee[fe]]),
     )
-    # Refunds and chargebacks of late sales may fall after the world's end: not observed.
-    mt = mt.with_row_index("seq").filter(pl.col("ts") < end_day * DAY_US).sort(["ts", "seq"])
-    return mt, total
