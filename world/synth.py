@@ -175,6 +175,7 @@ class _History:
 
 
 def _generate_into(spec: WorldSpec, out: Path, say: Callable[[str], None]) -> dict[str, int]:
+    """Write every table into ``out`` (truth as ``truth_loans.parquet``); return the rows."""
     rng = np.random.default_rng(np.random.SeedSequence([spec.seed, 0]))
     cal = build_calendar(spec.start, spec.months)
     macro = macro_path(rng, spec.months, spec.months + 13)
