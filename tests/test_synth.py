@@ -12,6 +12,7 @@ import polars as pl
 import pytest
 
 from features.contract import tables as contract
+from features.contract.truth import LOGIT_PARTS
 from pipeline.validate import validate
 from tests.synth_fixtures import (
     auc,
@@ -20,7 +21,10 @@ from tests.synth_fixtures import (
     make_world,
     merchant_features,
 )
-from world.synth import FIRST_LOAN_MONTH, LOGIT_PARTS, WorldSpec, generate, world_end
+from world.loans import FIRST_LOAN_MONTH
+from world.risk import RiskParts
+from world.seasons import add_months, build_calendar
+from world.synth import WorldSpec, generate, world_end
 
 TABLES = [t for t in contract.TABLES if t != "outcomes"]
 SEED = int(os.environ.get("LONGTAIL_TEST_SEED", "11"))
@@ -65,6 +69,38 @@ def test_same_seed_gives_byte_identical_tables(tmp_path: Path) -> None:
     other = WorldSpec(SMALL.merchants, SMALL.consumers, SMALL.months, seed=4, start=SMALL.start)
     generate(other, tmp_path / "c" / "raw", tmp_path / "c" / "truth")
     assert _digests(tmp_path / "a") != _digests(tmp_path / "c")
+
+
+def test_the_public_face_keeps_its_names() -> None:
+    """The pipeline, the benchmarks and the tests import these from world.synth."""
+    import world.synth
+
+    assert {"WorldSpec", "generate", "world_end", "FIRST_LOAN_MONTH"} <= set(world.synth.__all__)
+    assert world.synth.FIRST_LOAN_MONTH == FIRST_LOAN_MONTH
+    assert world.synth.LOGIT_PARTS == LOGIT_PARTS
+
+
+def test_risk_parts_and_the_loan_give_every_logit_part_of_the_contract() -> None:
+    parts = RiskParts(*(np.arange(3.0) + i for i in range(4)))
+    np.testing.assert_array_equal(parts.total, np.arange(3.0) * 4 + 6)
+    at = parts.at(np.array([2, 0]))
+    # issue_loans adds the loan's own terms and the macro path to the entity's parts.
+    assert {*at, "logit_loan", "logit_macro"} == set(LOGIT_PARTS)
+    np.testing.assert_array_equal(at["logit_hidden"], [5.0, 3.0])
+
+
+def test_calendar_months_and_sampled_days() -> None:
+    assert add_months(datetime.date(2024, 1, 31), 1) == datetime.date(2024, 2, 29)
+    assert add_months(datetime.date(2023, 11, 1), 14) == datetime.date(2025, 1, 1)
+    cal = build_calendar(datetime.date(2023, 11, 1), 3)
+    assert len(cal.month_start) == 3 + 14
+    assert [cal.days_in(m) for m in range(3)] == [30, 31, 31]
+    days = cal.sample_days(np.random.default_rng(0), 0, 20_000)
+    assert days.min() >= cal.month_start[0]
+    assert days.max() < cal.month_start[1]
+    # 11-11 is the busiest day of November.
+    busiest = np.bincount(days - cal.month_start[0]).argmax() + 1
+    assert busiest == 11
 
 
 def test_world_spec_and_end() -> None:
