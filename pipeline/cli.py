@@ -68,7 +68,9 @@ AsOfOption = Annotated[
 
 
 def _segments(choice: SegmentChoice) -> list[str]:
-    return ["merchant", "consumer"] if choice is SegmentChoice.all else [choice.value]
+    from features.contract.segments import NAMES
+
+    return list(NAMES) if choice is SegmentChoice.all else [choice.value]
 
 
 def _settings(params: Path, data: Path | None, **overrides: Any):
@@ -189,10 +191,9 @@ def features(
     """Build point-in-time features: the training spine, or every consented entity at --as-of."""
     if catalog:
         from features.catalog import markdown
+        from pipeline.storage import write_text
 
-        page = Path("docs") / "features.md"
-        page.parent.mkdir(parents=True, exist_ok=True)
-        page.write_text(markdown() + "\n")
+        page = write_text(markdown() + "\n", Path("docs") / "features.md")
         out.print(f"  catalog -> {page}")
         return
     keep_freed_memory()  # before polars is imported (see pipeline/__init__.py)

@@ -108,11 +108,16 @@ def _temp_prefix(target: Path) -> str:
     return f".{target.name}-"
 
 
-def sweep(target: Path) -> None:
-    """Remove temporaries an interrupted publish of ``target`` left beside it."""
+def sweep(target: Path, *, siblings: bool = False) -> None:
+    """Remove temporaries an interrupted publish of ``target`` left beside it.
+
+    ``siblings`` removes every dotted entry beside ``target`` (any target's temporaries): only
+    for a folder one locked stage owns, such as a segment's scores.
+    """
     if not target.parent.exists():
         return
-    for stale in target.parent.glob(f"{_temp_prefix(target)}*"):
+    pattern = ".*" if siblings else f"{_temp_prefix(target)}*"
+    for stale in target.parent.glob(pattern):
         log.warning("removing %s left by an interrupted run", stale)
         if stale.is_dir():
             shutil.rmtree(stale, ignore_errors=True)
@@ -184,10 +189,14 @@ def write_parquet(frame: pl.DataFrame, path: Path) -> Path:
     return publish_file(path, frame.write_parquet)
 
 
+def write_text(text: str, path: Path) -> Path:
+    """Write ``text`` (UTF-8) to ``path``."""
+    return publish_file(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
 def write_json(payload: dict, path: Path) -> Path:
     """Write ``payload`` as indented, key-sorted JSON (non-JSON values as strings)."""
-    text = json.dumps(payload, indent=2, sort_keys=True, default=str)
-    return publish_file(path, lambda tmp: tmp.write_text(text))
+    return write_text(json.dumps(payload, indent=2, sort_keys=True, default=str), path)
 
 
 def write_csv(frame: pl.DataFrame, path: Path) -> Path:

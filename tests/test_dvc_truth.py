@@ -144,3 +144,33 @@ def test_every_params_key_is_read(chain) -> None:
     leaves = _leaves(yaml.safe_load((REPO / "params.yaml").read_text()))
     unread = {leaf for leaf in leaves if not _read(leaf, keys, sections)}
     assert unread == OTHER_BRANCHES
+
+
+def test_a_stage_sees_only_the_sections_it_declares() -> None:
+    from pipeline.config import Sections, UndeclaredSection, load_settings, uses
+
+    settings = load_settings(REPO / "params.yaml")
+    view = Sections(settings, ("features",))
+    assert view.features is settings.features
+    assert view.data_dir == settings.data_dir
+    with pytest.raises(UndeclaredSection, match="declare it in PARAMS"):
+        _ = view.label
+
+    @uses("features")
+    def stage(params: Sections) -> object:
+        return params.label
+
+    with pytest.raises(UndeclaredSection):
+        stage(settings)
+    assert stage.params == ("features",)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["generate", "validate", "features", "train", "evaluate", "register", "promote", "score"],
+)
+def test_every_stage_runs_under_its_declared_params(name: str) -> None:
+    import importlib
+
+    module = importlib.import_module(f"pipeline.stages.{name}")
+    assert module.run.params == module.PARAMS

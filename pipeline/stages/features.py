@@ -12,6 +12,8 @@ import datetime as dt
 import logging
 from pathlib import Path
 
+import polars as pl
+
 from features import catalog
 from pipeline import inputs
 from pipeline.config import Sections, uses
@@ -26,33 +28,17 @@ def run(settings: Sections, segment: str, as_of: dt.date | None = None) -> tuple
     """Write the segment's features; returns the path and rows of the main output."""
     layout = Layout(settings.data_dir)
     validated = require(layout.validated, "validate")
+
+    def write(spine: pl.DataFrame, path: Path) -> tuple[Path, int]:
+        frame = inputs.segment_features(layout, segment, spine, settings.features)
+        write_parquet(frame, path)
+        names = len(catalog.names(segment))
+        log.info("features %s: %d rows x %d features -> %s", segment, frame.height, names, path)
+        return path, frame.height
+
     if as_of is not None:
-        return _write(
-            layout, segment, inputs.scoring_spine(layout, segment, as_of), settings, as_of
-        )
+        return write(inputs.scoring_spine(layout, segment, as_of), layout.features(segment, as_of))
     book_as_of = inputs.observed_until(validated)
-    _write(layout, segment, inputs.scoring_spine(layout, segment, book_as_of), settings, book=True)
+    write(inputs.scoring_spine(layout, segment, book_as_of), layout.book_features(segment))
     spine = inputs.training_spine(layout, segment, settings.label)
-    return _write(layout, segment, spine, settings)
-
-
-def _write(
-    layout: Layout,
-    segment: str,
-    spine,
-    settings: Sections,
-    as_of: dt.date | None = None,
-    *,
-    book: bool = False,
-) -> tuple[Path, int]:
-    frame = inputs.segment_features(layout, segment, spine, settings.features)
-    path = layout.book_features(segment) if book else layout.features(segment, as_of)
-    write_parquet(frame, path)
-    log.info(
-        "features %s: %d rows x %d features -> %s",
-        segment,
-        frame.height,
-        len(catalog.names(segment)),
-        path,
-    )
-    return path, frame.height
+    return write(spine, layout.features(segment))

@@ -82,7 +82,7 @@ def run(
         )
     target = layout.scores(segment, as_of)
     with exclusive_lock(layout.scores_lock(segment)):
-        sweep(target)
+        sweep(target, siblings=True)  # any date's leftovers: the lock makes this run the only one
         if (target / batch.MANIFEST_FILE).exists() and not force:
             manifest = json.loads((target / batch.MANIFEST_FILE).read_text())
             log.info("scores for %s at %s already exist; nothing to do", segment, as_of)
