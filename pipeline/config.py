@@ -244,7 +244,8 @@ def uses(
     """Give a stage function a :class:`Sections` view of only ``names``; record them on it.
 
     Callers pass the whole :class:`Settings` (or a wider view); the body sees its sections
-    only. The declared names are kept as ``function.params`` for the CLI and the tests.
+    only. The declared names are kept as ``function.params`` (tests/test_dvc_truth.py holds
+    them against dvc.yaml).
     """
 
     def wrap(
