@@ -15,7 +15,7 @@ help:
 	@echo "make demo   - install and run the whole pipeline on a small synthetic world"
 	@echo "make test   - run the test suite"
 	@echo "make bench  - run the benchmarks"
-	@echo "make lint   - ruff check and format check"
+	@echo "make lint   - ruff check, format check and the import contracts (lint-imports)"
 	@echo "make repro  - rebuild every stage with dvc repro"
 
 .tools/bin/uv:
@@ -41,6 +41,7 @@ bench: .venv/.synced
 lint: .venv/.synced
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
+	$(RUN) lint-imports
 
 format: .venv/.synced
 	$(RUN) ruff check --fix .

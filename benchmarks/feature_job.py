@@ -117,9 +117,10 @@ def task_polars(data: Path, snapshots: int, chunks: int = 1) -> int:
     from features.build import build
     from features.definitions import definitions
     from pipeline.config import load_settings
-    from pipeline.steps import feature_params
+    from pipeline.inputs import definition_params
 
-    params = feature_params(load_settings(HERE.parent / "params.yaml"))
+    settings = load_settings(HERE.parent / "params.yaml")
+    params = definition_params(settings.features, settings.label)
 
     as_of = _as_of(data)
     dates = [

@@ -40,13 +40,14 @@ from models.reasons import N_REASONS, top_reasons
 from models.scorer import Scorer
 from models.train import lgb_params
 from pipeline.config import load_settings
-from pipeline.steps import feature_params
+from pipeline.inputs import definition_params
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def _catalog(segment: str) -> Catalog:
-    return definitions(segment, feature_params(load_settings(REPO / "params.yaml"))).catalog
+    settings = load_settings(REPO / "params.yaml")
+    return definitions(segment, definition_params(settings.features, settings.label)).catalog
 
 
 def synthetic_features(segment: str, rows: int, seed: int) -> tuple[pl.DataFrame, np.ndarray]:

@@ -1,4 +1,4 @@
-"""How and when longtail runs: config, I/O, synthetic world, steps, registry, batch, CLI."""
+"""How and when longtail runs: config, storage, inputs, stages/, registry, batch, CLI."""
 
 import os
 import sys

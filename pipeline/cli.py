@@ -1,6 +1,7 @@
 """The ``longtail`` command line: one command per stage, plus ``demo`` that runs them all.
 
-Every command calls one function of :mod:`pipeline.steps`; heavy libraries are imported inside
+Every command calls the ``run`` of its stage module in :mod:`pipeline.stages`; heavy
+libraries are imported inside
 the commands so ``--help`` stays fast. Errors a user can fix are reported on one line with a
 non-zero exit, never as a traceback.
 """
@@ -67,7 +68,9 @@ AsOfOption = Annotated[
 
 
 def _segments(choice: SegmentChoice) -> list[str]:
-    return ["merchant", "consumer"] if choice is SegmentChoice.all else [choice.value]
+    from features.contract.segments import NAMES
+
+    return list(NAMES) if choice is SegmentChoice.all else [choice.value]
 
 
 def _settings(params: Path, data: Path | None, **overrides: Any):
@@ -79,7 +82,7 @@ def _settings(params: Path, data: Path | None, **overrides: Any):
 
 
 @contextmanager
-def _stage(name: str) -> Iterator[Callable[[str], None]]:
+def _stage(name: str, *, quiet: bool = False) -> Iterator[Callable[[str], None]]:
     """Show a spinner for a stage, log its wall time, and turn user errors into one line."""
     from pipeline.config import ConfigError
 
@@ -97,7 +100,8 @@ def _stage(name: str) -> Iterator[Callable[[str], None]]:
             console.print(f"[red]error[/] in {name}: {exc.message}")
             raise typer.Exit(1) from None
         raise
-    console.print(f"[green]✓[/] {name} [dim]({time.perf_counter() - start:.1f}s)[/]")
+    if not quiet:
+        console.print(f"[green]✓[/] {name} [dim]({time.perf_counter() - start:.1f}s)[/]")
 
 
 @app.callback()
@@ -130,7 +134,7 @@ def generate(
     ] = None,
 ) -> None:
     """Generate the synthetic transaction world (params.yaml `world`, options override)."""
-    from pipeline import steps
+    from pipeline.stages import generate as stage
 
     with _stage("generate") as progress:
         settings = _settings(params, out_dir or data)
@@ -146,7 +150,7 @@ def generate(
                 if v is not None
             }
         )
-        counts = steps.run_generate(settings.model_copy(update={"world": world}), progress)
+        counts = stage.run(settings.model_copy(update={"world": world}), progress)
     for table, rows in counts.items():
         out.print(f"  {table:<24} {rows:>12,} rows")
 
@@ -154,10 +158,10 @@ def generate(
 @app.command()
 def validate(params: ParamsOption = Path("params.yaml"), data: DataOption = None) -> None:
     """Validate raw tables: clean rows go on, bad rows to quarantine with the rule they broke."""
-    from pipeline import steps
+    from pipeline.stages import validate as stage
 
     with _stage("validate"):
-        summary = steps.run_validate(_settings(params, data))
+        summary = stage.run(_settings(params, data))
     for table, s in summary["tables"].items():
         rules = ", ".join(f"{k}={v}" for k, v in s["rules"].items()) or "-"
         out.print(
@@ -187,20 +191,21 @@ def features(
     """Build point-in-time features: the training spine, or every consented entity at --as-of."""
     if catalog:
         from features.definitions import catalog_page
-        from pipeline.steps import feature_params
+        from pipeline.inputs import definition_params
+        from pipeline.storage import write_text
 
-        page = Path("docs") / "features.md"
-        page.parent.mkdir(parents=True, exist_ok=True)
-        page.write_text(catalog_page(feature_params(_settings(params, data))) + "\n")
+        settings = _settings(params, data)
+        page = catalog_page(definition_params(settings.features, settings.label))
+        page = write_text(page + "\n", Path("docs") / "features.md")
         out.print(f"  catalog -> {page}")
         return
     keep_freed_memory()  # before polars is imported (see pipeline/__init__.py)
-    from pipeline import steps
+    from pipeline.stages import features as stage
 
     date = _date(as_of)
     for seg in _segments(segment):
         with _stage(f"features {seg}"):
-            path, rows = steps.run_features(_settings(params, data), seg, date)
+            path, rows = stage.run(_settings(params, data), seg, date)
         out.print(f"  {seg}: {rows:,} rows -> {path}")
 
 
@@ -211,11 +216,11 @@ def train(
     segment: SegmentOption = SegmentChoice.all,
 ) -> None:
     """Train a monotone-constrained, calibrated LightGBM model per segment (out-of-time)."""
-    from pipeline import steps
+    from pipeline.stages import train as stage
 
     for seg in _segments(segment):
         with _stage(f"train {seg}"):
-            info = steps.run_train(_settings(params, data), seg)
+            info = stage.run(_settings(params, data), seg)
         sl = info["slices"]
         out.print(
             f"  {seg}: {len(info['features'])} features, {info['best_iteration']} trees; "
@@ -232,11 +237,11 @@ def evaluate(
     segment: SegmentOption = SegmentChoice.all,
 ) -> None:
     """Evaluate on the out-of-time test slice; write metrics.json and the HTML report."""
-    from pipeline import steps
+    from pipeline.stages import evaluate as stage
 
     for seg in _segments(segment):
         with _stage(f"evaluate {seg}"):
-            metrics = steps.run_evaluate(_settings(params, data), seg)
+            metrics = stage.run(_settings(params, data), seg)
         t = metrics["test"]
         ceiling = metrics.get("ceiling", {}).get("auc")
         out.print(
@@ -257,11 +262,11 @@ def register(
     ] = False,
 ) -> None:
     """Register the trained model in MLflow as a new version with the alias challenger."""
-    from pipeline import steps
+    from pipeline.stages import register as stage
 
     for seg in _segments(segment):
         with _stage(f"register {seg}"):
-            record = steps.run_register(_settings(params, data), seg)
+            record = stage.run(_settings(params, data), seg)
         out.print(f"  {record['model_name']} v{record['version']} @{record['alias']}")
     if promote_:
         promote(params=params, data=data, segment=segment, force=False)
@@ -269,12 +274,12 @@ def register(
 
 def _promote_segments(params: Path, data: Path | None, segment: SegmentChoice, force: bool) -> bool:
     """Run the gate per segment and print each decision; True when none was refused."""
-    from pipeline import steps
+    from pipeline.stages import promote as stage
 
     ok = True
     for seg in _segments(segment):
         with _stage(f"promote {seg}"):
-            result = steps.run_promote(_settings(params, data), seg, force=force)
+            result = stage.run(_settings(params, data), seg, force=force)
         decision = result["decision"]
         colour = {"refused": "red", "forced": "yellow"}.get(decision, "green")
         was = result["champion_version"]
@@ -335,22 +340,26 @@ def score(
 ) -> None:
     """Batch-score every consented entity at a date with the champion model.
 
-    Exit codes: 0 done (or already done), 1 error (nothing published), 3 drift alert (scores
+    ``--segment all`` scores the segments of params.yaml ``scoring.segments``. Exit codes:
+    0 done (or already done), 1 error (nothing published), 3 drift alert (scores
     published, manifest says alert; see params.yaml drift).
     """
     keep_freed_memory()  # scoring builds features: before polars is imported
-    from pipeline import batch, steps
+    from pipeline.batch import DRIFT_EXIT_CODE
+    from pipeline.stages import score as stage
 
     date = _date(as_of)
     if model_uri is not None and segment is SegmentChoice.all:
         raise typer.BadParameter("--model-uri needs a single --segment")
     if drift_fail_on not in {None, "score", "any", "never"}:
         raise typer.BadParameter(f"expected score, any or never; got {drift_fail_on!r}")
+    with _stage("score", quiet=True):
+        settings = _settings(params, data)
+    chosen = stage.segments(settings) if segment is SegmentChoice.all else [segment.value]
     alerts = []
-    for seg in _segments(segment):
+    for seg in chosen:
         with _stage(f"score {seg}"):
-            settings = _settings(params, data)
-            manifest = steps.run_score(settings, seg, date, model_uri, force=force)
+            manifest = stage.run(settings, seg, date, model_uri, force=force)
         state = "already done, skipped" if manifest.get("skipped") else "written"
         drift = manifest.get("drift", {})
         out.print(
@@ -366,11 +375,11 @@ def score(
                 f"{len(drift['features_alert'])}; highest: {_worst_csi(drift)} "
                 "(all in manifest.json)"
             )
-        if batch.drift_failed(manifest, drift_fail_on or settings.drift.fail_on):
+        if stage.fails_run(settings, manifest, drift_fail_on):
             alerts.append(seg)
     if alerts:
-        console.print(f"[red]drift alert[/] in {', '.join(alerts)}: exit {batch.DRIFT_EXIT_CODE}")
-        raise typer.Exit(batch.DRIFT_EXIT_CODE)
+        console.print(f"[red]drift alert[/] in {', '.join(alerts)}: exit {DRIFT_EXIT_CODE}")
+        raise typer.Exit(DRIFT_EXIT_CODE)
 
 
 @app.command()

@@ -1,14 +1,19 @@
-"""Typed, frozen settings loaded once from params.yaml.
+"""Typed, frozen settings loaded once from params.yaml, and the view each stage gets of them.
 
-Each stage receives only its own slice (``settings.train``, ``settings.limits["merchant"]``...),
-never the whole object as a global.
+A stage module declares the params sections it reads (``PARAMS = ("features", "label")``) and
+wraps its function in :func:`uses`: the function body then sees a :class:`Sections` view holding
+only those sections (plus ``data_dir``), and touching any other section raises
+:class:`UndeclaredSection`. dvc.yaml's ``params:`` of the stage must list the same sections
+(tests/test_dvc_truth.py checks both directions on a run of the whole chain).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -181,3 +186,79 @@ def load_settings(path: Path = Path("params.yaml"), **overrides: object) -> Sett
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise ConfigError(f"{path}: {where}: {first['msg']}") from exc
+
+
+class UndeclaredSection(AttributeError):
+    """A stage touched a params section it did not declare in ``PARAMS``."""
+
+
+class Sections:
+    """A read-only view of :class:`Settings` limited to the sections a stage declared."""
+
+    __slots__ = ("_names", "_settings")
+
+    def __init__(self, settings: Settings | Sections, names: tuple[str, ...]) -> None:
+        unknown = [n for n in names if n not in Settings.model_fields or n == "data_dir"]
+        if unknown:
+            raise ValueError(
+                f"expected params sections of {list(Settings.model_fields)}; got {unknown}"
+            )
+        base = settings._settings if isinstance(settings, Sections) else settings
+        if isinstance(settings, Sections):
+            missing = [n for n in names if n not in settings._names]
+            if missing:
+                raise UndeclaredSection(
+                    f"expected sections {missing} in the view {settings._names}"
+                )
+        object.__setattr__(self, "_settings", base)
+        object.__setattr__(self, "_names", tuple(names))
+
+    @property
+    def data_dir(self) -> Path:
+        """The data folder every stage works under."""
+        return self._settings.data_dir
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The sections this view exposes."""
+        return self._names
+
+    def __getattr__(self, name: str) -> Any:
+        if name in self._names:
+            return getattr(self._settings, name)
+        raise UndeclaredSection(
+            f"expected this stage to read only {list(self._names)} of params.yaml (its PARAMS); "
+            f"it asked for {name!r}: declare it in PARAMS and in dvc.yaml's params"
+        )
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("settings are read-only")
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def uses(
+    *names: str,
+) -> Callable[
+    [Callable[Concatenate[Sections, P], R]], Callable[Concatenate[Settings | Sections, P], R]
+]:
+    """Give a stage function a :class:`Sections` view of only ``names``; record them on it.
+
+    Callers pass the whole :class:`Settings` (or a wider view); the body sees its sections
+    only. The declared names are kept as ``function.params`` (tests/test_dvc_truth.py holds
+    them against dvc.yaml).
+    """
+
+    def wrap(
+        function: Callable[Concatenate[Sections, P], R],
+    ) -> Callable[Concatenate[Settings | Sections, P], R]:
+        @functools.wraps(function)
+        def stage(settings: Settings | Sections, *args: P.args, **kwargs: P.kwargs) -> R:
+            return function(Sections(settings, names), *args, **kwargs)
+
+        stage.params = names  # type: ignore[attr-defined]
+        return stage
+
+    return wrap

@@ -21,17 +21,16 @@ The run, table by table:
 Clean rows are written to ``validated_dir/<table>.parquet``; bad rows, as they were read, to
 ``quarantine_dir/<table>.parquet`` with ``source_row`` (0-based row in the input file) and
 ``rules`` (every rule the row broke at the stage it was stopped). ``summary.json`` counts rows
-per table and rule. Output is written to temporary folders and renamed into place, so a failed
-run leaves the previous output untouched.
+per table and rule. Reading and the drift check are in :mod:`pipeline.raw_tables`. Output is
+published through :func:`pipeline.storage.publishing`, so a failed run leaves the previous
+output untouched.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
-import shutil
-import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,152 +39,24 @@ import polars as pl
 
 from features.contract import tables as contract
 from features.contract.schemas import SCHEMAS, rule_name
+from features.contract.segments import CONSUMER, MERCHANT, SEGMENTS
+from pipeline.raw_tables import (
+    ROW,
+    RULES,
+    SchemaDriftError,
+    Table,
+    check_drift,
+    columns_of,
+    find,
+    read,
+)
+from pipeline.storage import publishing
 
 __all__ = ["SchemaDriftError", "validate"]
 
-ROW = "source_row"
-RULES = "rules"
-ENTITY_TABLES = ("merchants", "consumers")
+ENTITY_TABLES = tuple(seg.entity_table for seg in SEGMENTS.values())
+SINCE = {seg.entity_table: seg.since for seg in SEGMENTS.values()}  # since when an entity exists
 LOAN_CHILDREN = ("repayments", "outcomes")
-_TRUE = ("true", "t", "1", "yes", "y")
-_FALSE = ("false", "f", "0", "no", "n")
-
-
-class SchemaDriftError(ValueError):
-    """A table lacks a contract column or holds it with an incompatible type."""
-
-
-@dataclass
-class _Table:
-    """One table on its way through validation."""
-
-    name: str
-    fmt: str  # "parquet" or "csv"
-    source: pl.DataFrame  # rows as read (typed for parquet, text for csv), with ROW
-    data: pl.DataFrame  # contract-typed rows still in play, with ROW
-    rows_in: int
-    bad: list[pl.DataFrame] = field(default_factory=list)  # frames of (ROW, RULES)
-    parse_flags: list[str] = field(default_factory=list)  # CSV cells that could not be read
-    consent_dropped: int = 0
-
-
-# ----------------------------------------------------------------------------------------------
-# Reading and schema drift
-# ----------------------------------------------------------------------------------------------
-
-
-def _find(raw_dir: Path, table: str) -> tuple[Path, str] | None:
-    for fmt in ("parquet", "csv"):
-        path = raw_dir / f"{table}.{fmt}"
-        if path.exists():
-            return path, fmt
-    return None
-
-
-def _compatible(got: pl.DataType, want: pl.DataType) -> bool:
-    """Whether a Parquet column of type ``got`` may be cast to the contract type ``want``."""
-    if got == pl.Null():
-        return True
-    if isinstance(want, pl.Datetime):
-        return isinstance(got, pl.Datetime)
-    if want.is_float():
-        return got.is_numeric()
-    if want.is_integer():
-        return got.is_integer()
-    if want == pl.String():
-        return got == pl.String() or isinstance(got, pl.Categorical | pl.Enum)
-    return got == want
-
-
-def _check_drift(table: str, columns: pl.Schema, fmt: str) -> None:
-    spec = contract.TABLES[table]
-    for column, dtype in spec.columns.items():
-        if column not in columns:
-            raise SchemaDriftError(
-                f"table {table!r}: missing column {column!r}; expected a column of type {dtype}"
-                f" (found columns: {', '.join(columns.names())})"
-            )
-        if fmt == "parquet" and not _compatible(columns[column], dtype):
-            raise SchemaDriftError(
-                f"table {table!r}: column {column!r} has type {columns[column]}; expected {dtype}"
-            )
-
-
-def _to_utc(col: pl.Expr, got: pl.DataType) -> pl.Expr:
-    if isinstance(got, pl.Datetime) and got.time_zone is None:
-        col = col.dt.replace_time_zone("UTC")
-    elif isinstance(got, pl.Datetime):
-        col = col.dt.convert_time_zone("UTC")
-    return col.cast(contract.TS)
-
-
-def _parse_text(col: str, dtype: pl.DataType) -> pl.Expr:
-    """Parse a CSV text column into the contract type; unreadable cells become null."""
-    text = pl.col(col).str.strip_chars()
-    text = pl.when(text == "").then(None).otherwise(text)
-    if isinstance(dtype, pl.Datetime):
-        iso = text.str.replace(" ", "T", literal=True)
-        aware = iso.str.to_datetime(
-            "%Y-%m-%dT%H:%M:%S%.f%#z", time_zone="UTC", time_unit="us", strict=False
-        )
-        naive = pl.coalesce(
-            iso.str.to_datetime(fmt, time_unit="us", strict=False)
-            for fmt in ("%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M")
-        ).dt.replace_time_zone("UTC")
-        # Date-only values are not timestamps.
-        return pl.coalesce(aware, naive).cast(dtype)
-    if dtype == pl.Date():
-        return text.str.to_date("%Y-%m-%d", strict=False)
-    if dtype == pl.Boolean():
-        low = text.str.to_lowercase()
-        return pl.when(low.is_in(_TRUE)).then(True).when(low.is_in(_FALSE)).then(False)
-    if dtype == pl.String():
-        return pl.col(col)
-    return text.cast(dtype, strict=False)
-
-
-def _columns(path: Path, fmt: str) -> pl.Schema:
-    if fmt == "parquet":
-        return pl.read_parquet_schema(path)
-    return pl.read_csv(path, n_rows=0, infer_schema=False).schema
-
-
-def _read(raw_dir: Path, table: str) -> _Table | None:
-    """Read one table, check it for drift and bring it to the contract's types."""
-    found = _find(raw_dir, table)
-    if found is None:
-        if contract.TABLES[table].optional:
-            return None
-        raise ValueError(f"expected {raw_dir / table}.parquet or .csv; got neither")
-    path, fmt = found
-    spec = contract.TABLES[table]
-    _check_drift(table, _columns(path, fmt), fmt)
-    if fmt == "parquet":
-        raw = pl.read_parquet(path, columns=list(spec.columns))
-        # Timestamps are brought to UTC here; other casts are left to the schema, which reports
-        # a value that does not fit (say, an Int64 too large for Int32) as bad_value_<column>.
-        typed = raw.with_columns(
-            _to_utc(pl.col(c), raw.schema[c]).alias(c)
-            for c, t in spec.columns.items()
-            if isinstance(t, pl.Datetime)
-        ).with_row_index(ROW)
-        typed = typed.with_columns(pl.col(ROW).cast(pl.Int64))
-        return _Table(table, fmt, source=typed, data=typed, rows_in=typed.height)
-    raw = pl.read_csv(path, infer_schema=False).select(list(spec.columns)).with_row_index(ROW)
-    raw = raw.with_columns(pl.col(ROW).cast(pl.Int64))
-    typed = raw.select(ROW, *(_parse_text(c, t).alias(c) for c, t in spec.columns.items()))
-    text = {c: pl.col(c).str.strip_chars() for c in spec.columns}
-    flags = raw.select(
-        ((text[c].is_not_null() & (text[c] != "")).alias(f"bad_value_{c}")) for c in spec.columns
-    ).with_columns(pl.col(f"bad_value_{c}") & typed[c].is_null() for c in spec.columns)
-    return _Table(
-        table,
-        fmt,
-        source=raw,
-        data=pl.concat([typed, flags], how="horizontal"),
-        rows_in=raw.height,
-        parse_flags=flags.columns,
-    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -193,7 +64,7 @@ def _read(raw_dir: Path, table: str) -> _Table | None:
 # ----------------------------------------------------------------------------------------------
 
 
-def _quarantine(t: _Table, flag_columns: list[str]) -> None:
+def _quarantine(t: Table, flag_columns: list[str]) -> None:
     """Move rows of ``t.data`` with any flag column true to ``t.bad``; drop the flag columns."""
     if not flag_columns:
         return
@@ -210,7 +81,7 @@ def _quarantine(t: _Table, flag_columns: list[str]) -> None:
     t.data = data.filter(~broken).drop(flag_columns)
 
 
-def _schema_rules(t: _Table) -> None:
+def _schema_rules(t: Table) -> None:
     """Apply the table's dataframely schema: failing rows go to quarantine with their rules."""
     tracked = type(f"_Tracked{SCHEMAS[t.name].__name__}", (SCHEMAS[t.name],), {ROW: dy.Int64()})
     good, failure = tracked.filter(t.data, cast=True)
@@ -230,18 +101,18 @@ def _schema_rules(t: _Table) -> None:
     t.data = good.select(ROW, *contract.TABLES[t.name].columns)
 
 
-def _cross_rules(t: _Table, rules: dict[str, pl.Expr]) -> None:
+def _cross_rules(t: Table, rules: dict[str, pl.Expr]) -> None:
     """Apply rules that are true when broken (null counts as not broken)."""
     t.data = t.data.with_columns(**rules)
     _quarantine(t, list(rules))
 
 
-def _since(entities: _Table, id_col: str, since_col: str) -> pl.DataFrame:
+def _since(entities: Table, id_col: str, since_col: str) -> pl.DataFrame:
     return entities.data.select(pl.col(id_col).alias("_ref"), pl.col(since_col).alias("_since"))
 
 
 def _entity_rules(
-    t: _Table, entities: _Table, *, raw_ids: pl.Series, since: str, what: str, now: pl.Expr
+    t: Table, entities: Table, *, raw_ids: pl.Series, since: str, what: str, now: pl.Expr
 ) -> None:
     """Unknown or quarantined owner, event before the owner existed, event in the future."""
     key = contract.TABLES[entities.name].key[0]
@@ -301,18 +172,18 @@ def validate(
 
     # Drift anywhere stops the run before any table is read or anything written.
     for table in contract.TABLES:
-        found = _find(raw_dir, table)
+        found = find(raw_dir, table)
         if found is None and not contract.TABLES[table].optional:
             raise ValueError(f"expected {raw_dir / table}.parquet or .csv; got neither")
         if found is not None:
-            _check_drift(table, _columns(*found), found[1])
+            check_drift(table, columns_of(*found), found[1])
 
     with _Staging(validated_dir, quarantine_dir) as out:
         entities = {name: _require(raw_dir, name) for name in ENTITY_TABLES}
         excluded = {
             name: _not_consented(t, contract.TABLES[name].key[0]) for name, t in entities.items()
         }
-        for name, since in (("merchants", "onboarded_on"), ("consumers", "registered_on")):
+        for name, since in ((seg.entity_table, seg.since) for seg in SEGMENTS.values()):
             t = entities[name]
             key = contract.TABLES[name].key[0]
             _drop(t, pl.col(key).is_in(excluded[name].implode()))
@@ -345,7 +216,7 @@ def validate(
         issued = loans.data.select(pl.col("loan_id").alias("_loan"), "issued_on")
 
         for name in LOAN_CHILDREN:
-            t = _read(raw_dir, name)
+            t = read(raw_dir, name)
             if t is None:
                 continue
             _drop(t, pl.col("loan_id").is_in(dropped_loans.drop_nulls().unique().implode()))
@@ -375,7 +246,7 @@ def validate(
                 t,
                 entity,
                 raw_ids=raw_m if entity.name == "merchants" else raw_c,
-                since="onboarded_on" if entity.name == "merchants" else "registered_on",
+                since=SINCE[entity.name],
                 what=entity.name.removesuffix("s"),
                 now=now_ts,
             )
@@ -388,19 +259,19 @@ def validate(
     return summary
 
 
-def _require(raw_dir: Path, table: str) -> _Table:
-    t = _read(raw_dir, table)
+def _require(raw_dir: Path, table: str) -> Table:
+    t = read(raw_dir, table)
     if t is None:
         raise ValueError(f"expected {raw_dir / table}.parquet or .csv; got neither")
     return t
 
 
-def _not_consented(t: _Table, key: str) -> pl.Series:
+def _not_consented(t: Table, key: str) -> pl.Series:
     """Ids with consent false in any of their rows (the cautious reading when rows disagree)."""
     return t.data.filter(pl.col("consent").eq(False))[key].drop_nulls().unique()
 
 
-def _drop(t: _Table, gone: pl.Expr) -> None:
+def _drop(t: Table, gone: pl.Expr) -> None:
     """Drop rows of non-consented entities before any rule runs, so not even quarantine has them.
 
     Quarantine has not started, so data and source hold the same rows in the same order and one
@@ -414,7 +285,7 @@ def _drop(t: _Table, gone: pl.Expr) -> None:
         t.source = t.data if same else t.source.filter(~mask)
 
 
-def _blank(t: _Table, column: str, ids: pl.Series) -> int:
+def _blank(t: Table, column: str, ids: pl.Series) -> int:
     """Blank references to non-consented entities in other entities' rows; return how many."""
     hit = t.data.select(pl.col(column).is_in(ids.implode()).fill_null(False)).to_series()
     n = int(hit.sum())
@@ -426,12 +297,12 @@ def _blank(t: _Table, column: str, ids: pl.Series) -> int:
     return n
 
 
-def _single_table_rules(t: _Table) -> None:
+def _single_table_rules(t: Table) -> None:
     _quarantine(t, t.parse_flags)
     _schema_rules(t)
 
 
-def _child_rules(t: _Table, issued: pl.DataFrame, raw_loans: pl.Series, now_day: pl.Expr) -> None:
+def _child_rules(t: Table, issued: pl.DataFrame, raw_loans: pl.Series, now_day: pl.Expr) -> None:
     """Repayments and outcomes: the loan must exist (and have passed); payment dates make sense."""
     t.data = t.data.join(
         issued, left_on="loan_id", right_on="_loan", how="left", maintain_order="left"
@@ -448,25 +319,25 @@ def _child_rules(t: _Table, issued: pl.DataFrame, raw_loans: pl.Series, now_day:
     t.data = t.data.drop("issued_on")
 
 
-def _raw_ids(t: _Table, column: str) -> pl.Series:
+def _raw_ids(t: Table, column: str) -> pl.Series:
     """Ids present in the table as read (after consent), whether or not their rows passed."""
     return t.source[column].drop_nulls().unique()
 
 
 def _loan_rules(
-    t: _Table,
+    t: Table,
     *,
     raw_m: pl.Series,
     raw_c: pl.Series,
-    merchants: _Table,
-    consumers: _Table,
+    merchants: Table,
+    consumers: Table,
     now_day: pl.Expr,
 ) -> None:
     """The borrower must exist in its segment's table (and have passed) and predate the loan."""
     since = pl.concat(
         [
-            _since(merchants, "merchant_id", "onboarded_on").with_columns(_seg=pl.lit("merchant")),
-            _since(consumers, "consumer_id", "registered_on").with_columns(_seg=pl.lit("consumer")),
+            _since(table, seg.entity_id, seg.since).with_columns(_seg=pl.lit(seg.name))
+            for table, seg in ((merchants, MERCHANT), (consumers, CONSUMER))
         ]
     )
     t.data = t.data.join(
@@ -495,7 +366,11 @@ def _loan_rules(
 
 
 class _Staging:
-    """Temporary output folders, filled table by table and renamed into place on success."""
+    """Temporary output folders, filled table by table and published on a clean exit.
+
+    Both folders go through :func:`pipeline.storage.publishing`: an exception anywhere leaves
+    the previous outputs as they were and no temporary behind.
+    """
 
     def __init__(self, validated_dir: Path, quarantine_dir: Path) -> None:
         self.targets = (validated_dir, quarantine_dir)
@@ -503,14 +378,15 @@ class _Staging:
         self.consent: dict[str, int] = {}
         self.inputs: dict[str, str] = {}
         self.tmp: list[Path] = []
+        self._stack = contextlib.ExitStack()
 
     def __enter__(self) -> _Staging:
-        for target in self.targets:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            self.tmp.append(Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent)))
+        with contextlib.ExitStack() as stack:
+            self.tmp = [stack.enter_context(publishing(target)) for target in self.targets]
+            self._stack = stack.pop_all()
         return self
 
-    def finish(self, t: _Table) -> None:
+    def finish(self, t: Table) -> None:
         """Write one table's clean and quarantined rows, record its counts, release it."""
         v_tmp, q_tmp = self.tmp
         t.data.drop(ROW).write_parquet(v_tmp / f"{t.name}.parquet")
@@ -536,7 +412,7 @@ class _Staging:
         t.bad = []
 
     def summary(self, blanked: int, reference_time: datetime.datetime) -> dict[str, Any]:
-        """Write summary.json and swap both folders into place; return the summary."""
+        """Write summary.json (the folders are published when the block ends); return it."""
         order = [name for name in contract.TABLES if name in self.stats]
         summary = {
             "tables": {name: self.stats[name] for name in order},
@@ -548,16 +424,7 @@ class _Staging:
             "inputs": {name: self.inputs[name] for name in order},
         }
         (self.tmp[1] / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        for tmp, target in zip(self.tmp, self.targets, strict=True):
-            old = target.with_name(f".{target.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
-            if target.exists():
-                target.rename(old)
-            tmp.rename(target)
-            shutil.rmtree(old, ignore_errors=True)
         return summary
 
     def __exit__(self, *exc: object) -> None:
-        for tmp in self.tmp:
-            shutil.rmtree(tmp, ignore_errors=True)
+        self._stack.__exit__(*exc)

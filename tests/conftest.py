@@ -60,31 +60,45 @@ def tracking_uri(tmp_path: Path, mlflow_template: Path) -> str:
 
 
 @pytest.fixture(scope="session")
-def validated_world(tmp_path_factory: pytest.TempPathFactory, mlflow_template: Path):
+def stage_trace():
+    """What each stage of the session's chain touched (see tests/stage_trace.py)."""
+    from stage_trace import Trace
+
+    return Trace()
+
+
+@pytest.fixture(scope="session")
+def validated_world(tmp_path_factory: pytest.TempPathFactory, mlflow_template: Path, stage_trace):
     """A small world generated and validated once per session; returns its settings.
 
     Tests must not write into it: copy ``settings.data_dir`` first when a test changes data.
     """
-    from pipeline import steps
+    from pipeline.stages import generate, validate
 
     root = tmp_path_factory.mktemp("world")
     db = root / "mlflow.db"
     shutil.copy(mlflow_template, db)
     settings = make_settings(root / "data", f"sqlite:///{db}")
-    steps.run_generate(settings)
-    steps.run_validate(settings)
+    stage_trace.run("generate", generate.run, settings)
+    stage_trace.run("validate", validate.run, settings)
     return settings
 
 
 @pytest.fixture(scope="session")
-def trained_world(validated_world):
-    """The small world carried through features, train, evaluate, register, promote (once)."""
-    from pipeline import steps
+def trained_world(validated_world, stage_trace):
+    """The small world carried through features, train, evaluate, register, promote (once).
+
+    Each stage runs as its DVC stage does (``register`` with ``--promote``), under the trace.
+    """
+    from pipeline.stages import evaluate, features, promote, register, train
 
     for segment in ("merchant", "consumer"):
-        steps.run_features(validated_world, segment)
-        steps.run_train(validated_world, segment)
-        steps.run_evaluate(validated_world, segment)
-        steps.run_register(validated_world, segment)
-        steps.run_promote(validated_world, segment)
+        for name, run in (
+            ("features", features.run),
+            ("train", train.run),
+            ("evaluate", evaluate.run),
+            ("register", register.run),
+            ("register", promote.run),
+        ):
+            stage_trace.run(f"{name}@{segment}", run, validated_world, segment)
     return validated_world

@@ -7,6 +7,7 @@ MLflow store into a test's tmp path so a test can register, promote and score fr
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 from pathlib import Path
 
@@ -16,8 +17,19 @@ import polars as pl
 
 from models.scorer import Scorer
 from models.split import TEST
-from pipeline import drift, registry, steps
+from pipeline import drift, inputs, registry
 from pipeline.config import Settings
+from pipeline.storage import Layout
+
+
+def sliced(settings: Settings, segment: str) -> pl.DataFrame:
+    """The training features with their out-of-time slice, as the train stage reads them."""
+    return inputs.sliced(Layout(settings.data_dir), segment, settings.split)
+
+
+def scoring_date(settings: Settings) -> dt.date:
+    """The date ``longtail score`` scores at by default."""
+    return inputs.default_as_of(Layout(settings.data_dir), settings.scoring)
 
 
 def private_world(settings: Settings, tmp_path: Path, **overrides: object) -> Settings:
@@ -42,8 +54,8 @@ def worse_scorer(settings: Settings, segment: str, folder: Path) -> Scorer:
     """
     from models.calibrate import Calibrator
 
-    trained = Scorer.load(steps.Layout(settings.data_dir).model(segment))
-    test = steps._sliced(settings, segment).filter(pl.col("slice") == TEST)
+    trained = Scorer.load(Layout(settings.data_dir).model(segment))
+    test = sliced(settings, segment).filter(pl.col("slice") == TEST)
     x = trained.matrix(test)
     booster = lgb.train(
         {
@@ -93,10 +105,10 @@ def renamed_scorer(settings: Settings, segment: str, folder: Path) -> Scorer:
     """A model trained on a feature list this code no longer builds (last feature renamed)."""
     from dataclasses import replace
 
-    trained = Scorer.load(steps.Layout(settings.data_dir).model(segment))
+    trained = Scorer.load(Layout(settings.data_dir).model(segment))
     specs = (*trained.specs[:-1], replace(trained.specs[-1], name="legacy_feature"))
     names = [s.name for s in specs]
-    frame = steps._sliced(settings, segment)
+    frame = sliced(settings, segment)
     x = trained.matrix(frame)
     booster = lgb.train(
         {"objective": "binary", "verbose": -1, "num_threads": 1, "min_data_in_leaf": 5},

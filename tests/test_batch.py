@@ -8,11 +8,13 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from registry_world import private_world, register_folder, renamed_scorer
+from registry_world import private_world, register_folder, renamed_scorer, scoring_date
 from typer.testing import CliRunner
 
-from pipeline import batch, registry, steps
+from pipeline import batch, inputs, registry, storage
 from pipeline.cli import app
+from pipeline.stages import score
+from pipeline.storage import Layout
 
 REPO = Path(__file__).resolve().parent.parent
 SEGMENT = "merchant"
@@ -24,7 +26,7 @@ def world(trained_world, tmp_path: Path):
 
 
 def _target(settings) -> Path:
-    return steps.Layout(settings.data_dir).scores(SEGMENT, steps.default_as_of(settings))
+    return Layout(settings.data_dir).scores(SEGMENT, scoring_date(settings))
 
 
 def _leftovers(folder: Path) -> list[str]:
@@ -32,7 +34,7 @@ def _leftovers(folder: Path) -> list[str]:
 
 
 def test_manifest_and_rerun_noop(world) -> None:
-    manifest = steps.run_score(world, SEGMENT)
+    manifest = score.run(world, SEGMENT)
     target = _target(world)
     on_disk = json.loads((target / "manifest.json").read_text())
     assert on_disk == manifest
@@ -51,10 +53,10 @@ def test_manifest_and_rerun_noop(world) -> None:
     )
 
     before = (target / "scores.parquet").stat().st_mtime_ns
-    again = steps.run_score(world, SEGMENT)
+    again = score.run(world, SEGMENT)
     assert again["skipped"] is True
     assert (target / "scores.parquet").stat().st_mtime_ns == before
-    forced = steps.run_score(world, SEGMENT, force=True)
+    forced = score.run(world, SEGMENT, force=True)
     assert "skipped" not in forced
     assert (target / "scores.parquet").stat().st_mtime_ns != before
     assert _leftovers(target.parent) == []
@@ -69,18 +71,18 @@ def test_crash_mid_write_leaves_no_partial_folder(world, monkeypatch) -> None:
 
     monkeypatch.setattr(batch, "write_manifest", crash)
     with pytest.raises(OSError, match="disk full"):
-        steps.run_score(world, SEGMENT)
+        score.run(world, SEGMENT)
     assert not target.exists()
     assert _leftovers(target.parent) == []
 
     monkeypatch.undo()
-    manifest = steps.run_score(world, SEGMENT)
+    manifest = score.run(world, SEGMENT)
     assert "skipped" not in manifest
     assert pl.read_parquet(target / "scores.parquet").height == manifest["rows_out"]
 
 
 def test_crash_in_forced_rerun_keeps_the_previous_output(world, monkeypatch) -> None:
-    first = steps.run_score(world, SEGMENT)
+    first = score.run(world, SEGMENT)
     target = _target(world)
     scores = pl.read_parquet(target / "scores.parquet")
 
@@ -90,7 +92,7 @@ def test_crash_in_forced_rerun_keeps_the_previous_output(world, monkeypatch) -> 
 
     monkeypatch.setattr(batch, "write_scores", crash)
     with pytest.raises(KeyboardInterrupt):
-        steps.run_score(world, SEGMENT, force=True)
+        score.run(world, SEGMENT, force=True)
     assert json.loads((target / "manifest.json").read_text()) == first
     assert pl.read_parquet(target / "scores.parquet").equals(scores)
     assert _leftovers(target.parent) == []
@@ -101,15 +103,15 @@ def test_leftovers_of_a_killed_run_are_swept(world) -> None:
     stale = target.parent / f".{target.name}-killed"
     stale.mkdir(parents=True)
     (stale / "scores.parquet").write_bytes(b"PAR1 torn")
-    steps.run_score(world, SEGMENT)
+    score.run(world, SEGMENT)
     assert _leftovers(target.parent) == []
     assert (target / "manifest.json").exists()
 
 
 def test_second_concurrent_run_is_refused(world) -> None:
-    lock = steps.Layout(world.data_dir).root / "scores" / f".longtail-score-{SEGMENT}.lock"
-    with batch.exclusive_lock(lock), pytest.raises(batch.ScoringLocked):
-        steps.run_score(world, SEGMENT)
+    lock = Layout(world.data_dir).scores_lock(SEGMENT)
+    with storage.exclusive_lock(lock), pytest.raises(storage.Locked):
+        score.run(world, SEGMENT)
     assert not _target(world).exists()
 
 
@@ -121,9 +123,9 @@ def test_mismatched_model_is_refused_before_scoring(world, tmp_path: Path, monke
     def never(*args, **kwargs):
         raise AssertionError("features were built for a model that should have been refused")
 
-    monkeypatch.setattr(steps, "segment_features", never)
+    monkeypatch.setattr(inputs, "segment_features", never)
     with pytest.raises(batch.FeatureMismatch, match="legacy_feature"):
-        steps.run_score(world, SEGMENT, model_uri=uri)
+        score.run(world, SEGMENT, model_uri=uri)
     assert not _target(world).exists()
 
     params = tmp_path / "params.yaml"
@@ -183,7 +185,7 @@ def test_deploy_files_share_one_flock_and_run_the_batch(world, tmp_path: Path) -
         .replace("sqlite:///mlflow.db", world.mlflow.tracking_uri)
         .replace("data_dir: data", f"data_dir: {world.data_dir}")
     )
-    as_of = steps.default_as_of(world).isoformat()
+    as_of = scoring_date(world).isoformat()
     lock = tmp_path / "longtail-score.lock"
     command = ["flock", "-n", str(lock), str(deploy / "longtail-score.sh"), as_of]
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
@@ -200,17 +202,17 @@ def test_deploy_files_share_one_flock_and_run_the_batch(world, tmp_path: Path) -
     )
     assert done.returncode in {0, batch.DRIFT_EXIT_CODE}, done.stdout + done.stderr
     for segment in ("merchant", "consumer"):
-        folder = steps.Layout(world.data_dir).scores(segment, steps.default_as_of(world))
+        folder = Layout(world.data_dir).scores(segment, scoring_date(world))
         assert (folder / "manifest.json").exists()
 
 
 def test_as_of_after_the_log_is_refused(world) -> None:
     """Scoring past the end of the log would read missing data as inactivity."""
-    log_end = steps.observed_until(steps.Layout(world.data_dir).validated)
+    log_end = inputs.observed_until(Layout(world.data_dir).validated)
     too_late = log_end + dt.timedelta(days=world.scoring.max_days_after_log + 1)
     with pytest.raises(ValueError, match="expected --as-of on or before"):
-        steps.run_score(world, SEGMENT, too_late)
-    assert not steps.Layout(world.data_dir).scores(SEGMENT, too_late).exists()
+        score.run(world, SEGMENT, too_late)
+    assert not Layout(world.data_dir).scores(SEGMENT, too_late).exists()
 
 
 def test_drift_reference_is_the_whole_book_when_the_model_was_built(world) -> None:
@@ -219,17 +221,36 @@ def test_drift_reference_is_the_whole_book_when_the_model_was_built(world) -> No
     The reference is every consented entity the day after the log the model was built from,
     not the loan applicants it was trained on (who differ from the book in most features).
     """
-    folder = steps.Layout(world.data_dir).model(SEGMENT)
+    folder = Layout(world.data_dir).model(SEGMENT)
     info = json.loads((folder / "training.json").read_text())
     as_of = dt.date.fromisoformat(info["drift_reference"]["as_of"])
-    assert as_of == steps.default_as_of(world)
-    book = steps.scoring_spine(world, SEGMENT, as_of)
+    assert as_of == scoring_date(world)
+    book = inputs.scoring_spine(Layout(world.data_dir), SEGMENT, as_of)
     assert info["drift_reference"]["rows"] == book.height
     reference = json.loads((folder / "reference.json").read_text())
     assert reference["rows"] == book.height
 
-    manifest = steps.run_score(world, SEGMENT, as_of=as_of)
+    manifest = score.run(world, SEGMENT, as_of=as_of)
     assert manifest["drift"]["score_psi"] < 1e-9
     drifted = {k: v for k, v in manifest["drift"]["feature_csi"].items() if v >= 1e-9}
     assert not drifted
     assert manifest["drift"]["status"] == "ok"
+
+
+def test_segment_all_scores_the_segments_of_params(world, tmp_path: Path) -> None:
+    """`--segment all` (the scheduled job) scores params.yaml scoring.segments, no others."""
+    import yaml
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["data_dir"] = str(world.data_dir)
+    params["mlflow"]["tracking_uri"] = world.mlflow.tracking_uri
+    params["scoring"]["segments"] = ["consumer"]
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params, allow_unicode=True))
+    result = CliRunner().invoke(
+        app, ["score", "--params", str(path), "--segment", "all", "--drift-fail-on", "never"]
+    )
+    assert result.exit_code == 0, result.output
+    layout = Layout(world.data_dir)
+    assert (layout.scores("consumer", scoring_date(world)) / "manifest.json").exists()
+    assert not (world.data_dir / "scores" / "merchant").exists()

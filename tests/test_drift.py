@@ -8,12 +8,14 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from registry_world import private_world
+from registry_world import private_world, scoring_date
 from typer.testing import CliRunner
 
-from pipeline import batch, drift, steps
+from pipeline import batch, drift
 from pipeline.cli import app
 from pipeline.config import DriftParams
+from pipeline.stages import score
+from pipeline.storage import Layout
 
 REPO = Path(__file__).resolve().parent.parent
 PARAMS = DriftParams()
@@ -76,7 +78,7 @@ def _params(tmp_path: Path, settings, fail_on: str) -> Path:
 
 
 def test_drift_alert_fires_on_a_shifted_population(world, tmp_path: Path) -> None:
-    baseline = steps.run_score(world, "merchant")["drift"]
+    baseline = score.run(world, "merchant")["drift"]
 
     # The same merchants, but every amount 50 times larger: sales features shift.
     txns = world.data_dir / "validated" / "merchant_transactions.parquet"
@@ -86,7 +88,7 @@ def test_drift_alert_fires_on_a_shifted_population(world, tmp_path: Path) -> Non
     result = CliRunner().invoke(app, [*cli, "-p", str(_params(tmp_path, world, "any"))])
     assert result.exit_code == batch.DRIFT_EXIT_CODE, result.output
     assert "drift alert" in result.output
-    target = steps.Layout(world.data_dir).scores("merchant", steps.default_as_of(world))
+    target = Layout(world.data_dir).scores("merchant", scoring_date(world))
     shifted = pl.read_parquet(target / "scores.parquet")  # published, then the alert
     assert shifted.height > 0
 

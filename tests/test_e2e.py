@@ -6,8 +6,10 @@ import json
 
 import polars as pl
 import pytest
+from registry_world import scoring_date
 
-from pipeline import steps
+from pipeline.stages import score
+from pipeline.storage import Layout
 
 SEGMENTS = ("merchant", "consumer")
 SCORE_COLUMNS = {
@@ -35,7 +37,7 @@ CAPS = {"merchant": 5_000_000, "consumer": 200_000}
 @pytest.mark.parametrize("segment", SEGMENTS)
 def test_pipeline_end_to_end(trained_world, segment: str) -> None:
     settings = trained_world
-    layout = steps.Layout(settings.data_dir)
+    layout = Layout(settings.data_dir)
     metrics = json.loads((layout.report(segment) / "metrics.json").read_text())
     assert 0.5 <= metrics["test"]["auc"] < 0.99, metrics["test"]  # below 0.99: no leak
     # On a synthetic world the truth bounds the model: the true PD, and below it what the log
@@ -70,8 +72,8 @@ def test_pipeline_end_to_end(trained_world, segment: str) -> None:
     registered = json.loads(layout.registered(segment).read_text())
     assert registered["alias"] == "challenger"  # the gate (run_promote) made it champion
 
-    manifest = steps.run_score(settings, segment)
-    as_of = steps.default_as_of(settings)
+    manifest = score.run(settings, segment)
+    as_of = scoring_date(settings)
     folder = layout.scores(segment, as_of)
     scores = pl.read_parquet(folder / "scores.parquet")
     for column, dtype in SCORE_COLUMNS.items():
@@ -90,10 +92,10 @@ def test_pipeline_end_to_end(trained_world, segment: str) -> None:
 
     # Idempotent: a rerun for the same date is a no-op unless forced.
     before = (folder / "scores.parquet").stat().st_mtime_ns
-    again = steps.run_score(settings, segment)
+    again = score.run(settings, segment)
     assert again["skipped"] is True
     assert (folder / "scores.parquet").stat().st_mtime_ns == before
-    forced = steps.run_score(settings, segment, force=True)
+    forced = score.run(settings, segment, force=True)
     assert "skipped" not in forced
     assert pl.read_parquet(folder / "scores.parquet").equals(scores)
     assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")]
@@ -101,14 +103,12 @@ def test_pipeline_end_to_end(trained_world, segment: str) -> None:
 
 def test_consent_is_respected(trained_world) -> None:
     settings = trained_world
-    layout = steps.Layout(settings.data_dir)
+    layout = Layout(settings.data_dir)
     raw = pl.read_parquet(layout.raw / "merchants.parquet")
     refused = set(raw.filter(~pl.col("consent"))["merchant_id"])
     assert refused, "the world should hold some entities without consent"
     feats = pl.read_parquet(layout.features("merchant"))
     assert refused.isdisjoint(feats["entity_id"])
-    steps.run_score(settings, "merchant")
-    scores = pl.read_parquet(
-        layout.scores("merchant", steps.default_as_of(settings)) / "scores.parquet"
-    )
+    score.run(settings, "merchant")
+    scores = pl.read_parquet(layout.scores("merchant", scoring_date(settings)) / "scores.parquet")
     assert refused.isdisjoint(scores["entity_id"])

@@ -52,3 +52,33 @@ def test_allocator_setting_is_only_for_feature_commands() -> None:
     assert _run(code) == "True True"
     code = "import polars, pipeline; print(pipeline.keep_freed_memory())"
     assert _run(code) == "False"
+
+
+def _pipeline_imports() -> dict[str, set[str]]:
+    """Module -> the pipeline modules it imports (anywhere in the file, lazy imports too)."""
+    import ast
+
+    modules = {
+        ".".join(path.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__"): path
+        for path in (REPO / "pipeline").rglob("*.py")
+    }
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        edges: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                edges |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                edges.add(node.module)
+                edges |= {f"{node.module}.{a.name}" for a in node.names}
+        graph[name] = {e for e in edges if e in modules and e != name}
+    return graph
+
+
+def test_stages_do_not_import_each_other_or_the_cli() -> None:
+    graph = _pipeline_imports()
+    for module, edges in graph.items():
+        if module.startswith("pipeline.stages."):
+            assert not {e for e in edges if e.startswith("pipeline.stages.")}, module
+        if module != "pipeline.cli":
+            assert "pipeline.cli" not in edges, module

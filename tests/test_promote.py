@@ -11,9 +11,10 @@ from registry_world import private_world, register_folder, worse_scorer
 from typer.testing import CliRunner
 
 from models.stability import Levels
-from pipeline import registry, steps
+from pipeline import registry
 from pipeline.cli import app
 from pipeline.config import RegistryParams
+from pipeline.stages import promote, register
 
 REPO = Path(__file__).resolve().parent.parent
 SEGMENT = "merchant"
@@ -33,7 +34,7 @@ def test_first_promotion_without_champion_is_recorded(trained_world, tmp_path: P
     settings = private_world(trained_world, tmp_path)
     registry.configure(settings.mlflow.tracking_uri, settings.mlflow.experiment)
     MlflowClient().delete_registered_model_alias(NAME, registry.CHAMPION)
-    result = steps.run_promote(settings, SEGMENT)
+    result = promote.run(settings, SEGMENT)
     assert result["decision"] == "promoted"
     assert "no champion yet" in result["reasons"][0]
     assert _aliases(settings)[registry.CHAMPION] == "1"
@@ -46,12 +47,12 @@ def test_promotion_accepted_moves_champion_and_keeps_previous(
     trained_world, tmp_path: Path
 ) -> None:
     settings = private_world(trained_world, tmp_path)
-    record = steps.run_register(settings, SEGMENT)
+    record = register.run(settings, SEGMENT)
     assert record["alias"] == registry.CHALLENGER
     assert record["version"] == 2
     assert _aliases(settings)[registry.CHAMPION] == "1", "register alone never moves champion"
 
-    result = steps.run_promote(settings, SEGMENT)
+    result = promote.run(settings, SEGMENT)
     assert result["decision"] == "promoted", result["reasons"]
     assert result["checks"]["champion_auc"] is not None  # compared on the same rows
     aliases = _aliases(settings)
@@ -62,7 +63,7 @@ def test_promotion_accepted_moves_champion_and_keeps_previous(
     last = json.loads(MlflowClient().get_registered_model(NAME).tags["last_promotion"])
     assert last["decision"] == "promoted"
 
-    again = steps.run_promote(settings, SEGMENT)
+    again = promote.run(settings, SEGMENT)
     assert again["decision"] == "unchanged"
 
 
@@ -72,7 +73,7 @@ def test_promotion_refused_when_challenger_is_worse(trained_world, tmp_path: Pat
     scorer = worse_scorer(settings, SEGMENT, folder)
     version = register_folder(settings, scorer, folder, registry.CHALLENGER)
 
-    result = steps.run_promote(settings, SEGMENT)
+    result = promote.run(settings, SEGMENT)
     assert result["decision"] == "refused"
     assert any("AUC" in r and "worse than champion" in r for r in result["reasons"]), result[
         "reasons"
@@ -97,7 +98,7 @@ def test_promotion_refused_when_challenger_is_worse(trained_world, tmp_path: Pat
     assert "worse than champion" in " ".join(result.output.split())
     assert _aliases(settings)[registry.CHAMPION] == "1"
 
-    forced = steps.run_promote(settings, SEGMENT, force=True)
+    forced = promote.run(settings, SEGMENT, force=True)
     assert forced["decision"] == "forced"
     assert _aliases(settings)[registry.CHAMPION] == str(version)
     assert _tags(version)["promotion_decision"] == "forced"
@@ -108,7 +109,7 @@ def test_promote_without_challenger_is_a_clear_error(trained_world, tmp_path: Pa
     registry.configure(settings.mlflow.tracking_uri, settings.mlflow.experiment)
     MlflowClient().delete_registered_model_alias(NAME, registry.CHALLENGER)
     with pytest.raises(ValueError, match="longtail register"):
-        steps.run_promote(settings, SEGMENT)
+        promote.run(settings, SEGMENT)
 
 
 BASE = {

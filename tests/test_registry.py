@@ -13,10 +13,12 @@ import yaml
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from polars.testing import assert_frame_equal
-from registry_world import private_world
+from registry_world import private_world, scoring_date
 
 from features.definitions import POLICY_INPUTS, definitions
-from pipeline import registry, steps
+from pipeline import registry
+from pipeline.stages import features, register
+from pipeline.storage import Layout
 from tests.features_helpers import PARAMS
 
 SEGMENT = "merchant"
@@ -31,7 +33,7 @@ def world(trained_world, tmp_path: Path):
 
 
 def test_alias_resolution(world) -> None:
-    info = json.loads((steps.Layout(world.data_dir).model(SEGMENT) / "training.json").read_text())
+    info = json.loads((Layout(world.data_dir).model(SEGMENT) / "training.json").read_text())
     assert registry.resolve(f"models:/{NAME}@champion") == (NAME, "1", info["run_id"])
     assert registry.resolve(f"models:/{NAME}@challenger") == (NAME, "1", info["run_id"])
     assert registry.resolve(f"models:/{NAME}/1") == (NAME, "1", info["run_id"])
@@ -42,13 +44,13 @@ def test_alias_resolution(world) -> None:
         registry.resolve("runs:/abc/model")
 
     # A new registration is a challenger; champion stays until the gate moves it.
-    record = steps.run_register(world, SEGMENT)
+    record = register.run(world, SEGMENT)
     assert registry.resolve(f"models:/{NAME}@challenger")[1] == str(record["version"]) == "2"
     assert registry.resolve(f"models:/{NAME}@champion")[1] == "1"
 
 
 def test_registered_version_is_tagged(world) -> None:
-    record = steps.run_register(world, SEGMENT)
+    record = register.run(world, SEGMENT)
     tags = MlflowClient().get_model_version(NAME, str(record["version"])).tags
     assert tags["catalog_hash"] == definitions(SEGMENT, PARAMS).catalog.hash
     assert tags["segment"] == SEGMENT
@@ -82,8 +84,8 @@ def test_model_travels_as_plain_files(world, tmp_path: Path) -> None:
 
 
 def test_pyfunc_in_fresh_process_matches_in_process_scorer(world, tmp_path: Path) -> None:
-    as_of = steps.default_as_of(world)
-    path, _ = steps.run_features(world, SEGMENT, as_of)
+    as_of = scoring_date(world)
+    path, _ = features.run(world, SEGMENT, as_of)
     scorer = registry.load_scorer(f"models:/{NAME}@champion", tmp_path / "model")
     frame = pl.read_parquet(path).select(
         "entity_id", *[pl.col(c).cast(pl.Float64) for c in [*scorer.feature_names, *POLICY_INPUTS]]

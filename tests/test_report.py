@@ -22,7 +22,6 @@ from models import evaluate as ev
 from pipeline.reporting import (
     ReportInputs,
     Section,
-    legacy,
     model_card,
     standard_sections,
     write_report,
@@ -256,28 +255,6 @@ def test_standard_sections_from_data() -> None:
     assert points.table.row(0) == ("a", "[0, 1)", 0.12, 12.35, 0.05)
 
 
-def test_legacy_bridge_renders_the_standard_sections_only(tmp_path, inputs) -> None:
-    tables = {
-        **inputs.tables,
-        "cutoffs": pl.DataFrame({"cutoff": [600]}),
-        "scorecard_points": pl.DataFrame(
-            {"characteristic": ["a"], "woe": [0.1], "points": [1.0], "iv": [0.1]}
-        ),
-    }
-    metrics = {**inputs.metrics, "scorecard": {"description": "A card"}}
-    bridged = dataclasses.replace(inputs, tables=tables, metrics=metrics)
-    titles = [s.title for s in standard_sections(tables, metrics)]
-    page = legacy.write_report(
-        tmp_path,
-        bridged,
-        [(t, "<p>ignored</p>" + legacy.table_html(tables["cutoffs"])) for t in titles],
-    ).read_text(encoding="utf-8")
-    assert "ignored" not in page
-    assert "Show the points table" in page
-    with pytest.raises(NotImplementedError):
-        legacy.write_report(tmp_path, bridged, [("Other", "<p>x</p>")])
-
-
 def test_templates_ship_with_the_package() -> None:
     """The templates are package data: found through importlib.resources, not the repo."""
     folder = resources.files("pipeline.reporting").joinpath("templates")
@@ -291,7 +268,8 @@ def test_templates_ship_with_the_package() -> None:
 
 
 def _card_inputs(with_ceiling: bool, knowable: bool, failing: bool) -> tuple:
-    from features import catalog
+    from features.definitions import definitions
+    from tests.features_helpers import PARAMS
 
     summary = {"auc": 0.71, "gini": 0.42, "ks": 0.3, "brier": 0.05, "ece": 0.004}
     metrics: dict = {
@@ -315,20 +293,21 @@ def _card_inputs(with_ceiling: bool, knowable: bool, failing: bool) -> tuple:
         "best_iteration": 123,
         "monotone_constrained": 7,
     }
-    return SimpleNamespace(specs=tuple(catalog.specs("merchant"))), info, metrics
+    specs = tuple(definitions("merchant", PARAMS).catalog.specs)
+    return SimpleNamespace(specs=specs), info, metrics
 
 
 @pytest.mark.parametrize(
     ("with_ceiling", "knowable", "failing"),
     [(True, True, False), (True, False, True), (False, False, False)],
 )
-def test_model_card_is_the_evaluate_steps(with_ceiling: bool, knowable: bool, failing: bool):
-    from pipeline import steps
+def test_model_card_says_what_the_evaluation_found(
+    with_ceiling: bool, knowable: bool, failing: bool
+) -> None:
     from pipeline.config import load_settings
 
     settings = load_settings(Path(__file__).resolve().parent.parent / "params.yaml")
     scorer, info, metrics = _card_inputs(with_ceiling, knowable, failing)
-    expected = steps._model_card(settings, "merchant", scorer, info, metrics)
     card = model_card(
         "merchant",
         scorer.specs,
@@ -339,5 +318,20 @@ def test_model_card_is_the_evaluate_steps(with_ceiling: bool, knowable: bool, fa
         drift=settings.drift,
         calibration=settings.model.calibration,
     )
-    assert card == expected
-    assert list(card) == list(expected)
+    assert list(card) == [
+        "segment", "purpose", "data", "label", "features", "model", "performance",
+        "score_resolution", "limitations", "monitoring",
+    ]  # fmt: skip
+    assert f"{settings.label.dpd_threshold}+ days past due" in card["purpose"]
+    assert card["features"]["count"] == len(scorer.specs)
+    assert sum(card["features"]["by_dimension"].values()) == len(scorer.specs)
+    assert card["model"]["trees"] == 123
+    assert card["model"]["calibration"] == settings.model.calibration
+    assert card["model"]["baseline"] == metrics["scorecard"]["description"]
+    assert card["performance"]["model"]["auc"] == 0.71
+    assert ("ceiling" in card["performance"]) is with_ceiling
+    limitations = " ".join(card["limitations"])
+    assert ("Acceptance checks not met on this data: lift." in limitations) is failing
+    assert ("No true PD available" in limitations) is (not with_ceiling)
+    assert ("0.770" in limitations) is knowable
+    assert str(settings.drift.score_psi_alert) in card["monitoring"]["score_psi"]

@@ -188,12 +188,15 @@ def test_strategy_table_from_the_scorer_uses_limits_if_approved(scorer: Scorer, 
 
 @pytest.mark.slow
 def test_the_scores_contract_carries_sub_scores_and_reasons(trained_world) -> None:
-    from pipeline import steps
+    from registry_world import scoring_date
 
-    layout = steps.Layout(trained_world.data_dir)
+    from pipeline.stages import score
+    from pipeline.storage import Layout
+
+    layout = Layout(trained_world.data_dir)
     for segment in ("merchant", "consumer"):
-        steps.run_score(trained_world, segment)
-        folder = layout.scores(segment, steps.default_as_of(trained_world))
+        score.run(trained_world, segment)
+        folder = layout.scores(segment, scoring_date(trained_world))
         scores = pl.read_parquet(folder / "scores.parquet")
         for column in [*REASONS, *SUBS]:
             assert column in scores.columns, column

@@ -1,0 +1,177 @@
+"""What the feature job reads: spines (who, at which date) and the validated tables.
+
+The features stage builds the training spine (one row per loan, at its issue date) and the
+whole book at the end of the observed log; the score stage builds the book at a scoring date.
+All of them read the validated tables through :class:`~features.contract.segments.Segment`, so
+no code here compares segment names.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import polars as pl
+
+from features.build import DefinitionParams, Definitions, Inputs
+from features.build import build as build_features
+from features.contract.repayments import RepaymentRules
+from features.contract.segments import SEGMENTS, Segment, segment
+from features.contract.truth import KNOWABLE_PARTS
+from features.definitions import definitions
+from models.labels import LabelParams, label_loans
+from models.split import SplitParams, assign_slices, complete_months
+from pipeline.config import FeatureParams, ScoringParams
+from pipeline.storage import Layout, require
+
+
+def observed_until(validated: Path) -> dt.date:
+    """The first day after the observed log: the day after the last transaction."""
+    last = (
+        pl.concat(
+            [
+                pl.scan_parquet(validated / f"{s.txn_table}.parquet").select(pl.col("ts").max())
+                for s in SEGMENTS.values()
+            ]
+        )
+        .select(pl.col("ts").max())
+        .collect()
+        .item()
+    )
+    if last is None:
+        raise ValueError(f"expected transactions in {validated}; found none")
+    return last.date() + dt.timedelta(days=1)
+
+
+def default_as_of(layout: Layout, scoring: ScoringParams) -> dt.date:
+    """The scoring date: params.yaml scoring.as_of, else the first day after the observed log."""
+    return scoring.as_of or observed_until(require(layout.validated, "validate"))
+
+
+def feature_inputs(validated: Path, seg: Segment) -> Inputs:
+    """The feature job's inputs for a segment: its log, entities, loans and partners."""
+
+    def entity_table(name: str) -> pl.LazyFrame:
+        return pl.scan_parquet(validated / f"{name}.parquet")
+
+    partners = seg.partners
+    return Inputs(
+        events=entity_table(seg.txn_table).rename({seg.entity_id: "entity_id"}),
+        entities=entity_table(seg.entity_table).rename({seg.entity_id: "entity_id"}),
+        loans=entity_table("loans"),
+        repayments=entity_table("repayments"),
+        partners=(
+            None
+            if partners is None
+            else entity_table(partners.table).select(
+                pl.col(partners.id_column).alias("partner_id"),
+                pl.col(partners.category_column).alias("category"),
+            )
+        ),
+    )
+
+
+def training_spine(layout: Layout, name: str, label: LabelParams) -> pl.DataFrame:
+    """One row per loan of the segment: (loan, entity, as_of = issue date) with its label."""
+    validated = require(layout.validated, "validate")
+    loans = pl.read_parquet(validated / "loans.parquet").filter(pl.col("segment") == name)
+    repayments = pl.read_parquet(validated / "repayments.parquet")
+    outcomes_path = validated / "outcomes.parquet"
+    outcomes = pl.read_parquet(outcomes_path) if outcomes_path.exists() else None
+    labelled = label_loans(
+        loans,
+        repayments,
+        observed_until=observed_until(validated),
+        params=label,
+        outcomes=outcomes,
+    )
+    spine = labelled.select(
+        "loan_id",
+        "entity_id",
+        pl.col("issued_on").alias("as_of"),
+        pl.col("issued_on").dt.strftime("%Y-%m").alias("issue_month"),
+        "status",
+        "bad",
+    )
+    truth = layout.truth / "loans.parquet"
+    if truth.exists():
+        known = pl.read_parquet(truth)
+        columns = [pl.col("loan_id"), pl.col("true_pd")]
+        if set(KNOWABLE_PARTS) <= set(known.columns):
+            # What the log could reveal at issue: the true log-odds without the hidden part and
+            # the macro path after issue (synthetic worlds only; see features/contract/truth.py).
+            columns.append(pl.sum_horizontal(KNOWABLE_PARTS).alias("knowable_log_odds"))
+        spine = spine.join(known.select(columns), on="loan_id", how="left")
+    return spine.sort("as_of", "loan_id")
+
+
+def scoring_spine(layout: Layout, name: str, as_of: dt.date) -> pl.DataFrame:
+    """Every consented entity of the segment that existed before ``as_of``."""
+    validated = require(layout.validated, "validate")
+    seg = segment(name)
+    return (
+        pl.scan_parquet(validated / f"{seg.entity_table}.parquet")
+        .filter(pl.col("consent") & (pl.col(seg.since) < as_of))
+        .select(pl.col(seg.entity_id).alias("entity_id"), pl.lit(as_of).alias("as_of"))
+        .sort("entity_id")
+        .collect()
+    )
+
+
+def definition_params(features: FeatureParams, label: LabelParams) -> DefinitionParams:
+    """What the feature definitions take from params: windows, repayment rules, money levels.
+
+    The repayment rules are the label's (what default means, the payment tolerance) plus the
+    features' delinquency level, so "paid" and "days past due" mean the same in both.
+    """
+    return DefinitionParams(
+        windows=features.windows,
+        rules=RepaymentRules(
+            default_dpd=label.dpd_threshold,
+            delinquent_dpd=features.delinquent_dpd,
+            tolerance=label.partial_payment_tolerance,
+        ),
+        merchant_net_margin=features.merchant_net_margin,
+        consumer_low_balance=features.consumer_low_balance,
+    )
+
+
+def feature_definitions(name: str, features: FeatureParams, label: LabelParams) -> Definitions:
+    """The segment's feature definitions (catalog, aggregates, policy inputs) under params."""
+    return definitions(segment(name), definition_params(features, label))
+
+
+def segment_features(
+    layout: Layout,
+    name: str,
+    spine: pl.DataFrame,
+    features: FeatureParams,
+    label: LabelParams,
+) -> pl.DataFrame:
+    """The segment's features for a spine, from the validated tables.
+
+    One place applies params' definitions and entity chunks: training spines, the book
+    snapshot and batch scoring all build their features here.
+    """
+    validated = require(layout.validated, "validate")
+    return build_features(
+        feature_definitions(name, features, label),
+        spine,
+        feature_inputs(validated, segment(name)),
+        chunks=features.chunks,
+    )
+
+
+def sliced(layout: Layout, name: str, split: SplitParams) -> pl.DataFrame:
+    """The labelled training spine with features and its out-of-time ``slice``.
+
+    Only issue months whose every loan is labelled take part (the latest month with labels is
+    usually a stub of loans issued on its first days); indeterminate loans are dropped, and so
+    are months outside every slice (older than ``split.train_months`` allows).
+    """
+    frame = pl.read_parquet(require(layout.features(name), "features"))
+    months = complete_months(frame["issue_month"], frame["bad"].is_not_null())
+    frame = frame.filter(pl.col("bad").is_not_null() & pl.col("issue_month").is_in(months))
+    return frame.with_columns(assign_slices(pl.col("as_of"), months, split).alias("slice")).filter(
+        pl.col("slice").is_not_null()
+    )

@@ -1,0 +1,45 @@
+"""Stage ``features``: point-in-time features of the training spine and of the whole book.
+
+Without a date it writes the training features (one row per loan, at its issue date, with its
+label) and the book snapshot (every consented entity at the end of the observed log: what the
+train stage turns into the production drift reference). With a date it writes every consented
+entity's features at that date.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from pathlib import Path
+
+import polars as pl
+
+from pipeline import inputs
+from pipeline.config import Sections, uses
+from pipeline.storage import Layout, require, write_parquet
+
+log = logging.getLogger(__name__)
+PARAMS = ("features", "label")
+
+
+@uses(*PARAMS)
+def run(settings: Sections, segment: str, as_of: dt.date | None = None) -> tuple[Path, int]:
+    """Write the segment's features; returns the path and rows of the main output."""
+    layout = Layout(settings.data_dir)
+    validated = require(layout.validated, "validate")
+
+    catalog = inputs.feature_definitions(segment, settings.features, settings.label).catalog
+
+    def write(spine: pl.DataFrame, path: Path) -> tuple[Path, int]:
+        frame = inputs.segment_features(layout, segment, spine, settings.features, settings.label)
+        write_parquet(frame, path)
+        names = len(catalog.names)
+        log.info("features %s: %d rows x %d features -> %s", segment, frame.height, names, path)
+        return path, frame.height
+
+    if as_of is not None:
+        return write(inputs.scoring_spine(layout, segment, as_of), layout.features(segment, as_of))
+    book_as_of = inputs.observed_until(validated)
+    write(inputs.scoring_spine(layout, segment, book_as_of), layout.book_features(segment))
+    spine = inputs.training_spine(layout, segment, settings.label)
+    return write(spine, layout.features(segment))
