@@ -56,7 +56,7 @@ def write_reference(
 ) -> Path:
     """Save a reference distribution as ``reference.json`` in a model folder.
 
-    run_train saves the whole book's distribution when the model was built.
+    The train stage saves the whole book's distribution when the model was built.
     """
     path = folder / REFERENCE_FILE
     payload = reference_profile(x_train, feature_names, train_scores, bins=bins)
