@@ -42,6 +42,23 @@ def check_feature_list(model_features: list[str], built_features: list[str], seg
     )
 
 
+def check_catalog_hash(trained: str | None, built: str, segment: str) -> None:
+    """Refuse a model trained on features built under other definitions than today's.
+
+    The catalog hash covers the features' metadata and their definition basis (repayment
+    rules, money levels), which change what a feature computes without changing its name. A
+    model saved without a hash (before it was recorded) is checked by its feature list only.
+    """
+    if trained is None or trained == built:
+        return
+    raise FeatureMismatch(
+        f"expected the model's {segment} catalog hash {trained}; got {built} from this code and "
+        "params (same feature names, other definitions: repayment rules, windows or money "
+        "levels changed since training); refusing to score (retrain, register and promote, or "
+        "restore the params the model was trained with)"
+    )
+
+
 def write_scores(scores: pl.DataFrame, folder: Path) -> None:
     """Write the scores file (a seam for crash-injection tests)."""
     scores.write_parquet(folder / SCORES_FILE)

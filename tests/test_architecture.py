@@ -25,7 +25,7 @@ CATALOGS = {"features/merchant.py", "features/consumer.py"}
 
 
 def _lint(root: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(root)}
+    env = {**os.environ, "PYTHONPATH": str(root), "COLUMNS": "300"}  # one contract a line
     return subprocess.run(
         [str(LINT), "--config", str(root / "pyproject.toml"), "--no-cache"],
         cwd=root,
@@ -51,12 +51,15 @@ def test_import_contracts_refuse_the_old_circles(tmp_path: Path) -> None:
         f.write("\nfrom features import definitions  # noqa\n")
     with (tmp_path / "pipeline" / "storage.py").open("a") as f:
         f.write("\nfrom pipeline.stages import score  # noqa\n")
+    with (tmp_path / "world" / "synth.py").open("a") as f:
+        f.write("\nfrom pipeline.stages import generate  # noqa\n")
     done = _lint(tmp_path)
     assert done.returncode != 0
     out = done.stdout
     assert "No cycles are allowed in features" in out, out[-3000:]
     assert "No cycles are allowed in pipeline" in out, out[-3000:]
     assert "the catalog is a value: it knows no segment's definitions and no engine BROKEN" in out
+    assert "it reads the contract, never models or pipeline BROKEN" in out
 
 
 def test_no_file_over_the_size_limit() -> None:

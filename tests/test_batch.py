@@ -154,6 +154,27 @@ def test_mismatched_model_is_refused_before_scoring(world, tmp_path: Path, monke
     assert not _target(world).exists()
 
 
+def test_model_trained_under_other_repayment_rules_is_refused(world, monkeypatch) -> None:
+    """Same feature names, other definitions: the catalog hash tells them apart."""
+    stricter = world.label.model_copy(update={"partial_payment_tolerance": 0.0})
+    changed = world.model_copy(update={"label": stricter})
+
+    def never(*args, **kwargs):
+        raise AssertionError("features were built for a model that should have been refused")
+
+    monkeypatch.setattr(inputs, "segment_features", never)
+    with pytest.raises(batch.FeatureMismatch, match="catalog hash"):
+        score.run(changed, SEGMENT)
+    assert not _target(world).exists()
+
+
+def test_catalog_hash_check_accepts_models_saved_without_one() -> None:
+    batch.check_catalog_hash(None, "abc", SEGMENT)
+    batch.check_catalog_hash("abc", "abc", SEGMENT)
+    with pytest.raises(batch.FeatureMismatch, match="expected the model's merchant catalog hash"):
+        batch.check_catalog_hash("abc", "def", SEGMENT)
+
+
 @pytest.mark.slow
 def test_deploy_files_share_one_flock_and_run_the_batch(world, tmp_path: Path) -> None:
     import fcntl

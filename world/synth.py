@@ -41,8 +41,6 @@ This module is the world's public face: :class:`WorldSpec`, :func:`generate` and
 from __future__ import annotations
 
 import datetime
-import shutil
-import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -117,22 +115,17 @@ def generate(
     Writes ``raw_dir/<table>.parquet`` for each contract table except ``outcomes``, and
     ``truth_dir/loans.parquet`` (``loan_id``, ``segment``, ``entity_id``, ``issued_on``,
     ``true_pd``, ``defaulted``, the parts of its log-odds and the borrower's latent traits) so
-    calibration can be checked against the truth. Files are written to a temporary folder and
-    moved into place at the end, so a failure leaves no half-written table. Returns the rows
-    written per table.
+    calibration can be checked against the truth. It writes straight into the folders it is
+    given: the pipeline's generate stage hands it temporary folders and publishes them whole
+    (:func:`pipeline.storage.publishing`), so a failure leaves no half-written world. Returns
+    the rows written per table.
     """
     say = progress or (lambda _msg: None)
     raw_dir, truth_dir = Path(raw_dir), Path(truth_dir)
     raw_dir.mkdir(parents=True, exist_ok=True)
     truth_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".generate-", dir=raw_dir))
-    try:
-        counts = _generate_into(spec, tmp, say)
-        for table in counts:
-            (tmp / f"{table}.parquet").replace(raw_dir / f"{table}.parquet")
-        (tmp / "truth_loans.parquet").replace(truth_dir / "loans.parquet")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    counts = _generate_into(spec, raw_dir, say)
+    (raw_dir / "truth_loans.parquet").replace(truth_dir / "loans.parquet")
     return counts
 
 

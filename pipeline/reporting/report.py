@@ -233,7 +233,5 @@ def write_report(folder: Path, inputs: ReportInputs, sections: Sequence[Section]
     for name, png in pngs.items():
         (folder / "plots" / f"{name}.png").write_bytes(png)
     path = folder / "report.html"
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(render_html(inputs, pngs, sections), encoding="utf-8")
-    tmp.replace(path)
+    path.write_text(render_html(inputs, pngs, sections), encoding="utf-8")
     return path

@@ -32,6 +32,7 @@ import polars as pl
 
 from models.scorer import Scorer
 from pipeline import batch, drift, inputs, registry
+from pipeline.artifacts import TRAINING_FILE, read_training
 from pipeline.config import Sections, uses
 from pipeline.storage import Layout, exclusive_lock, publishing, require, sweep
 
@@ -103,11 +104,17 @@ def run(
         ) as download:
             folder = registry.download_scorer(pinned, Path(download))
             scorer = Scorer.load(folder)
+            trained_hash = (
+                read_training(folder).get("catalog_hash")
+                if (folder / TRAINING_FILE).exists()
+                else None
+            )
             reference = drift.read_reference(folder) or drift.reference_from_scores(
                 registry.reference_scores(folder), settings.drift.bins
             )
         catalog = inputs.feature_definitions(segment, settings.features, settings.label).catalog
         batch.check_feature_list(scorer.feature_names, catalog.names, segment)
+        batch.check_catalog_hash(trained_hash, catalog.hash, segment)
 
         spine = inputs.scoring_spine(layout, segment, as_of)
         features = inputs.segment_features(
