@@ -10,8 +10,9 @@ for a challenger) and production drift monitoring (the book at scoring time agai
 when the model was built) all call :func:`psi` / :func:`profile` / :func:`index` and read the
 verdict from :func:`status` with the :class:`Levels` set once in params.yaml (``drift:``), so a
 PSI of 0.12 means the same thing, and gets the same word, in the report, the gate and a
-scoring manifest. The convention: under 0.10 the population is stable (``ok``), from 0.10 it is
-worth a look (``warning``), from 0.25 it has shifted (``alert``).
+scoring manifest. The levels are params; the usual ones (params.yaml's defaults) are 0.10 and
+0.25: under the first the population is stable (``ok``), from it worth a look (``warning``),
+from the second it has shifted (``alert``).
 """
 
 from __future__ import annotations
@@ -59,18 +60,6 @@ def status(value: float, levels: Levels) -> Status:
 def worst(statuses: Sequence[Status]) -> Status:
     """The most severe of several statuses (``ok`` for none)."""
     return max(statuses, key=STATUS_ORDER.index, default="ok")
-
-
-def status_expr(column: str, levels: Levels) -> pl.Expr:
-    """:func:`status` as a polars expression over a column of indices."""
-    value = pl.col(column)
-    return (
-        pl.when(value.is_nan() | value.is_null() | (value >= levels.alert))
-        .then(pl.lit("alert"))
-        .when(value >= levels.warn)
-        .then(pl.lit("warning"))
-        .otherwise(pl.lit("ok"))
-    )
 
 
 def bin_edges(values: np.ndarray, bins: int) -> list[float]:
@@ -146,8 +135,11 @@ def csi(
             f"{actual.shape}"
         )
     values = [psi(expected[:, j], actual[:, j], bins) for j in range(len(names))]
-    return (
-        pl.DataFrame({"feature": list(names), "csi": values}, schema_overrides={"csi": pl.Float64})
-        .with_columns(status_expr("csi", levels).alias("status"))
-        .sort("csi", descending=True, maintain_order=True)
-    )
+    return pl.DataFrame(
+        {
+            "feature": list(names),
+            "csi": values,
+            "status": [status(v, levels) for v in values],
+        },
+        schema_overrides={"csi": pl.Float64},
+    ).sort("csi", descending=True, maintain_order=True)

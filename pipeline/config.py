@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from models.baseline import BaselineParams
 from models.labels import LabelParams
@@ -129,6 +129,12 @@ class DriftParams(_Frozen):
     feature_csi_warn: float = Field(default=0.10, gt=0)
     feature_csi_alert: float = Field(default=0.25, gt=0)
     fail_on: Literal["score", "any", "never"] = "score"
+
+    @model_validator(mode="after")
+    def _levels_ordered(self) -> DriftParams:
+        """Both level pairs are valid :class:`~models.stability.Levels` (alert at or above warn)."""
+        _ = self.score_levels, self.feature_levels
+        return self
 
     @property
     def score_levels(self) -> Levels:

@@ -41,6 +41,9 @@ def checks(metrics: dict, monitoring: MonitoringParams, levels: Levels) -> dict[
         }
     for check in checks.values():
         value, limit = check["value"], check["limit"]
+        if "status" in check:  # a stability index: the one status rule decides
+            check["passed"] = check["status"] != "alert"
+            continue
         check["passed"] = bool(
             np.isfinite(value)
             and (

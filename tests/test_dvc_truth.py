@@ -174,3 +174,56 @@ def test_every_stage_runs_under_its_declared_params(name: str) -> None:
 
     module = importlib.import_module(f"pipeline.stages.{name}")
     assert module.run.params == module.PARAMS
+
+
+# --- code deps: a stage's dvc deps cover every module its function can import ---------------
+
+STAGE_MODULES = {
+    "generate": ("pipeline.stages.generate", "world.synth"),  # the stage imports it lazily
+    "validate": ("pipeline.stages.validate",),
+    "features": ("pipeline.stages.features",),
+    "train": ("pipeline.stages.train",),
+    "evaluate": ("pipeline.stages.evaluate",),
+    "register": ("pipeline.stages.register", "pipeline.stages.promote"),  # register --promote
+    "score": ("pipeline.stages.score",),
+}
+
+
+def _module_file(module: str) -> str:
+    path = REPO / Path(*module.split("."))
+    return str(
+        (path / "__init__.py" if path.is_dir() else path.with_suffix(".py")).relative_to(REPO)
+    )
+
+
+def _code_closure(graph, modules: tuple[str, ...]) -> set[str]:
+    found = set(modules)
+    for module in modules:
+        found |= graph.find_upstream_modules(module)
+    return {
+        _module_file(m)
+        for m in found
+        if m.split(".")[0] in {"features", "models", "pipeline", "world"}
+    }
+
+
+def test_dvc_code_deps_cover_every_module_a_stage_imports() -> None:
+    """A change to any code a stage runs makes `dvc repro` rerun it: its deps cover the closure."""
+    import grimp
+
+    graph = grimp.build_graph("features", "models", "pipeline", "world")
+    # pipeline.config imports the params schemas of models/ (LabelParams, TrainParams, ...):
+    # what those sections hold is tracked by dvc's params, so config's imports are not code
+    # every stage runs.
+    for imported in list(graph.find_modules_directly_imported_by("pipeline.config")):
+        graph.remove_import(importer="pipeline.config", imported=imported)
+    stages = _stages()
+    assert {n.split("@")[0] for n in stages} == set(STAGE_MODULES)
+    problems = []
+    for name, stage in stages.items():
+        deps = {p for p in _paths(stage.get("deps", [])) if not p.startswith("data/")}
+        closure = _code_closure(graph, STAGE_MODULES[name.split("@")[0]])
+        problems += [
+            f"{name} runs {f}, not under a dep" for f in sorted(closure) if not _under(f, deps)
+        ]
+    assert problems == []

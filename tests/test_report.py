@@ -317,12 +317,14 @@ def test_model_card_says_what_the_evaluation_found(
         monitoring=settings.monitoring,
         drift=settings.drift,
         calibration=settings.model.calibration,
+        scaling=settings.scaling,
     )
     assert list(card) == [
         "segment", "purpose", "data", "label", "features", "model", "performance",
         "score_resolution", "limitations", "monitoring",
     ]  # fmt: skip
     assert f"{settings.label.dpd_threshold}+ days past due" in card["purpose"]
+    assert f"{settings.scaling.min_score}-{settings.scaling.max_score} score" in card["purpose"]
     assert card["features"]["count"] == len(scorer.specs)
     assert sum(card["features"]["by_dimension"].values()) == len(scorer.specs)
     assert card["model"]["trees"] == 123

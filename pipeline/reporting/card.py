@@ -2,7 +2,7 @@
 
 Written as ``model_card.json`` beside the report and shown in it. Built from what the evaluate
 stage already has: the segment, the scorer's feature specs, ``training.json`` (``info``), the
-evaluation metrics, and the label, monitoring and drift parameter sections.
+evaluation metrics, the label, monitoring and drift parameter sections and the score scaling.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from features.catalog import FeatureSpec
     from models.labels import LabelParams
+    from models.scaling import ScalingParams
     from pipeline.config import DriftParams, MonitoringParams
 
 
@@ -24,8 +25,9 @@ def _limitations(label: LabelParams, metrics: dict) -> list[str]:
         f"least {label.performance_months} months old when the model is trained.",
         "Trained only on loans that were granted (no reject inference): applicants unlike past "
         "borrowers are scored by extrapolation.",
-        "The PD is a 12-month probability of 90+ days past due under the lending conditions "
-        "of the training months; a change of product, price or macro conditions breaks it.",
+        f"The PD is a {label.performance_months}-month probability of {label.dpd_threshold}+ "
+        "days past due under the lending conditions of the training months; a change of "
+        "product, price or macro conditions breaks it.",
         "Calibration is fitted on the validation slice; the test ECE shows how well it held.",
     ]
     if failed:
@@ -52,6 +54,7 @@ def model_card(
     monitoring: MonitoringParams,
     drift: DriftParams,
     calibration: str,
+    scaling: ScalingParams,
 ) -> dict:
     """The model card as a JSON-ready dict.
 
@@ -66,7 +69,8 @@ def model_card(
         "segment": segment,
         "purpose": (
             f"Probability that a {segment} loan reaches {label.dpd_threshold}+ days past due "
-            f"within {label.performance_months} months of issue, turned into a 350-950 score, "
+            f"within {label.performance_months} months of issue, turned into a "
+            f"{scaling.min_score}-{scaling.max_score} score, "
             "a band and a loan limit for long-tail lending decisions."
         ),
         "data": {"slices": info["slices"], "catalog_hash": info["catalog_hash"]},
@@ -110,7 +114,7 @@ def model_card(
         "monitoring": {
             "score_psi": (
                 f"warn at {drift.score_psi_warn}, alert at {drift.score_psi_alert} "
-                "(every scoring run, vs training)"
+                "(every scoring run, against the book when the model was built)"
             ),
             "feature_csi": (
                 f"warn at {drift.feature_csi_warn}, alert at {drift.feature_csi_alert} "

@@ -74,6 +74,7 @@ def run(
         monitoring=settings.monitoring,
         drift=settings.drift,
         calibration=settings.model.calibration,
+        scaling=scorer.scaling,
     )
     out = layout.report(segment)
     with publishing(out) as tmp:
