@@ -20,6 +20,7 @@ from features.contract.repayments import (
     days_past_due,
     onset_day,
     reached,
+    reached_before,
     settled_before,
 )
 from features.contract.segments import Segment
@@ -93,6 +94,9 @@ def credit_history(
     known_paid = settled_before(pl.col(AS_OF), rules.tolerance)
     dpd = days_past_due(pl.col(AS_OF), rules.tolerance)
     received = (pl.col("paid_on") < pl.col(AS_OF)).fill_null(False)  # money, settled or not
+    # the day an instalment turns late or bad, as the label and counterparty onsets read it
+    reached_late = reached_before(late, rules.tolerance, pl.col(AS_OF))
+    reached_bad = reached_before(bad, rules.tolerance, pl.col(AS_OF))
     installments = repayments.select("loan_id", "due_on", "paid_on", "amount_due", "amount_paid")
     joined = (
         keys.join(seg_loans.select("loan_id", ENTITY, "issued_on"), on=ENTITY)
@@ -102,14 +106,20 @@ def credit_history(
     recent = pl.col("due_on") >= pl.col(AS_OF) - pl.duration(days=365)
     history = (
         joined.filter(pl.col("due_on") < pl.col(AS_OF))
-        .with_columns(dpd.alias("dpd"), known_paid.alias("known_paid"), received.alias("received"))
+        .with_columns(
+            dpd.alias("dpd"),
+            known_paid.alias("known_paid"),
+            received.alias("received"),
+            reached_late.alias("reached_late"),
+            reached_bad.alias("reached_bad"),
+        )
         .group_by(ENTITY, AS_OF)
         .agg(
             pl.col("dpd").max().alias("prior_max_dpd"),
             pl.col("dpd").mean().alias("prior_mean_dpd"),
             (pl.col("dpd") > 0).mean().alias("prior_late_share"),
-            (pl.col("dpd") >= late).sum().cast(pl.Int32).alias(f"prior_dpd{late}_count"),
-            (pl.col("dpd") >= bad).any().cast(pl.Int32).alias(f"prior_dpd{bad}_ever"),
+            pl.col("reached_late").sum().cast(pl.Int32).alias(f"prior_dpd{late}_count"),
+            pl.col("reached_bad").any().cast(pl.Int32).alias(f"prior_dpd{bad}_ever"),
             pl.len().cast(pl.Int32).alias("prior_installments_due"),
             pl.col("dpd").filter(recent).max().alias("max_dpd_365d"),
             (pl.col("dpd") > 0).filter(recent).sum().cast(pl.Int32).alias("late_365d"),

@@ -13,7 +13,7 @@ import datetime as dt
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
-from features.contract.repayments import reached, reached_on
+from features.contract.repayments import reached_before, reached_on
 
 GOOD, BAD, INDETERMINATE = "good", "bad", "indeterminate"
 
@@ -47,11 +47,9 @@ def label_loans(
     # The instalment reached the threshold if it was still not settled on the day it would
     # reach it (see features.contract.repayments) and that day was observed and falls inside
     # the half-open performance window [issued_on, window_end).
-    reached_threshold = (
-        reached(params.dpd_threshold, params.partial_payment_tolerance)
-        & (reached_at < observed_until)
-        & (reached_at < window_end)
-    )
+    reached_threshold = reached_before(
+        params.dpd_threshold, params.partial_payment_tolerance, observed_until
+    ) & (reached_at < window_end)
     bad_loans = (
         repayments.join(loans.select("loan_id", "issued_on"), on="loan_id")
         .filter(reached_threshold)

@@ -77,6 +77,38 @@ def test_label_and_features_agree_on_a_short_payment() -> None:
     assert onset.height == 1
 
 
+@pytest.mark.parametrize(("day", "reached_30"), [(D(2024, 3, 31), False), (D(2024, 4, 1), True)])
+def test_label_onset_and_history_agree_on_the_day_an_instalment_turns_late(
+    day: dt.date, reached_30: bool
+) -> None:
+    """Due 2024-03-01, never paid: it reaches 30 days past due on 2024-03-31.
+
+    Observed up to (not including) that day, the counterparty onset and the credit history
+    say "not yet"; from the next day on both say "reached", as the label does (below).
+    """
+    rules = RepaymentRules(default_dpd=30, delinquent_dpd=30, tolerance=TOLERANCE)
+    loan = loans([("L1", "merchant", "M1", D(2024, 2, 1), 100.0, 1)])
+    unpaid = repayments([("L1", 1, D(2024, 3, 1), 100.0, None, None)])
+    keys = pl.LazyFrame({"entity_id": ["M1"], "as_of": [day]})
+    history = credit_history(keys, loan.lazy(), unpaid.lazy(), "merchant", rules).collect()
+    onset = delinquency_onset(loan.lazy(), unpaid.lazy(), rules)["__onset"].item()
+    day_number = (day - D(1900, 1, 1)).days
+    assert history["prior_dpd30_count"].item() == int(reached_30)
+    assert history["prior_dpd30_ever"].item() == int(reached_30)
+    assert (onset < day_number) is reached_30  # how connection features read the onset
+
+
+@pytest.mark.parametrize(("dpd", "status"), [(30, BAD), (31, "good")])
+def test_the_label_counts_a_threshold_reached_on_the_last_observed_day(dpd: int, status) -> None:
+    """Due 2024-03-01, never paid, observed up to 2024-04-01 (the window's end): 30 days past
+    due is reached on 2024-03-31 (observed: bad), 31 on 2024-04-01 (not observed: good)."""
+    loan = loans([("L1", "merchant", "M1", D(2024, 1, 1), 100.0, 1)])
+    unpaid = repayments([("L1", 1, D(2024, 3, 1), 100.0, None, None)])
+    params = LabelParams(dpd_threshold=dpd, performance_months=3, partial_payment_tolerance=0.01)
+    label = label_loans(loan, unpaid, observed_until=D(2024, 4, 1), params=params)
+    assert label["status"].item() == status
+
+
 def test_rules_reject_nonsense() -> None:
     with pytest.raises(ValueError, match="days past due"):
         RepaymentRules(default_dpd=0, delinquent_dpd=30, tolerance=0.01)

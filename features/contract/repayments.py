@@ -12,6 +12,7 @@ The expressions read the contract columns of the repayments table (``due_on``, `
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 import polars as pl
@@ -88,6 +89,16 @@ def reached(dpd: int, tolerance: float) -> pl.Expr:
     question (the label asks it of the log's end, the features of each as_of).
     """
     return settled_on(tolerance).is_null() | (settled_on(tolerance) >= reached_on(dpd))
+
+
+def reached_before(dpd: int, tolerance: float, day: pl.Expr | dt.date) -> pl.Expr:
+    """Whether the instalment reached ``dpd`` days past due on a day strictly before ``day``.
+
+    ``day`` is the first day not observed: a loan's label asks it of the log's end, a feature
+    of its as_of, and a counterparty's onset is read the same way (``onset < as_of``), so all
+    three agree on the day an instalment turns late or bad.
+    """
+    return reached(dpd, tolerance) & (reached_on(dpd) < day)
 
 
 def onset_day(dpd: int, tolerance: float) -> pl.Expr:
