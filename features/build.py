@@ -141,8 +141,7 @@ def build(
         aggregates = definitions.aggregates(snaps, events, inputs, wanted)
         del events
         columns = set(aggregates.collect_schema().names())
-        roots = {r for expr in expressions for r in expr.meta.root_names()}
-        if roots <= columns and not (set(spine.columns) - {ENTITY, AS_OF}) & columns:
+        if wanted <= columns and not (set(spine.columns) - {ENTITY, AS_OF}) & columns:
             # The expressions read only the per-snapshot aggregates: evaluate them once per
             # snapshot and join just the outputs to the spine (the aggregates hold several
             # times more columns, which the join would otherwise copy for every spine row).

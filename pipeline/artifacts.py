@@ -18,14 +18,26 @@ from pathlib import Path
 
 import lightgbm as lgb
 import numpy as np
+import polars as pl
 
 from models.calibrate import Calibrator
 from pipeline.storage import write_json
 
 TRAINING_FILE = "training.json"
+REFERENCE_SCORES = "reference_scores.parquet"
 ADDITIVE_DIR = "additive"
 ADDITIVE_BOOSTER = "booster.txt"
 ADDITIVE_CALIBRATOR = "calibrator.json"
+
+
+def write_reference_scores(folder: Path, scores: np.ndarray) -> None:
+    """Save the training loans' scores: the promotion gate's PSI reference."""
+    pl.DataFrame({"score": scores}).write_parquet(folder / REFERENCE_SCORES)
+
+
+def read_reference_scores(folder: Path) -> np.ndarray:
+    """The training loans' scores saved by :func:`write_reference_scores`."""
+    return pl.read_parquet(folder / REFERENCE_SCORES)["score"].to_numpy()
 
 
 def read_training(folder: Path) -> dict:

@@ -48,9 +48,9 @@ def reference_profile(
 
 def write_reference(
     folder: Path,
-    x_train: np.ndarray,
+    x_reference: np.ndarray,
     feature_names: Sequence[str],
-    train_scores: np.ndarray,
+    reference_scores: np.ndarray,
     *,
     bins: int = 10,
 ) -> Path:
@@ -59,7 +59,7 @@ def write_reference(
     The train stage saves the whole book's distribution when the model was built.
     """
     path = folder / REFERENCE_FILE
-    payload = reference_profile(x_train, feature_names, train_scores, bins=bins)
+    payload = reference_profile(x_reference, feature_names, reference_scores, bins=bins)
     path.write_text(json.dumps(payload, indent=1))
     return path
 
@@ -77,7 +77,9 @@ def assess(
     feature_names: Sequence[str],
     params: DriftParams,
 ) -> dict:
-    """Score PSI and feature CSI of a scored population against the training reference.
+    """Score PSI and feature CSI of a scored population against the model's drift reference.
+
+    The reference is the book when the model was built, saved beside it by the train stage.
 
     ``x`` is the scored feature matrix in ``feature_names`` order (None: score PSI only).
     Returns the indices, the thresholds, the features above each threshold and the overall

@@ -135,7 +135,7 @@ def log_scorer(
 ) -> tuple[str, int]:
     """Log the Scorer as a models-from-code pyfunc into ``run_id`` and register a new version.
 
-    The Scorer's folder (booster text file, plain-data JSON, training reference) is the
+    The Scorer's folder (booster text file, plain-data JSON, drift reference) is the
     artifact ``scorer``; ``features`` and ``models`` travel as code. The signature and input
     example are built from a synthetic frame. ``tags`` go on the new model version.
     Returns the model URI and the registered version number.
@@ -249,11 +249,6 @@ def scorer_folder(model_dir: Path) -> Path:
     if not found:
         raise FileNotFoundError(f"expected a Scorer under {model_dir / 'artifacts'}; found none")
     return found[0].parent
-
-
-def reference_scores(scorer_dir: Path) -> np.ndarray:
-    """The training score distribution saved beside a Scorer (for PSI)."""
-    return pl.read_parquet(scorer_dir / "reference_scores.parquet")["score"].to_numpy()
 
 
 def promotion_gate(checks: dict, params: RegistryParams, score_levels: Levels) -> list[str]:

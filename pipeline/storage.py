@@ -185,7 +185,7 @@ def publish_file(target: Path, write: Callable[[Path], None]) -> Path:
 
 
 def write_parquet(frame: pl.DataFrame, path: Path) -> Path:
-    """Write ``frame`` to ``path`` (atomically when ``path`` is a final output)."""
+    """Write ``frame`` to ``path`` atomically (a temporary sibling renamed into place)."""
     return publish_file(path, frame.write_parquet)
 
 

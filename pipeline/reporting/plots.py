@@ -1,7 +1,7 @@
 """The report's plots, rendered with matplotlib to PNG bytes (no files, no display).
 
 Each function takes plain arrays or polars tables and returns the PNG; the report embeds them
-as base64 so the HTML is one self-contained file, and the evaluate step also writes them to
+as base64 so the HTML is one self-contained file, and the evaluate stage also writes them to
 ``plots/`` for MLflow and DVC.
 """
 

@@ -42,7 +42,7 @@ TEMPLATE = "report.html.j2"
 
 @dataclass(frozen=True)
 class ReportInputs:
-    """Everything the report shows, computed by the evaluate step.
+    """Everything the report shows, computed by the evaluate stage.
 
     ``test`` holds one row per test loan with ``bad``, ``pd``, ``baseline_pd``, ``score``,
     ``band`` and optionally ``true_pd``; ``tables`` the named evaluation tables (``gains``,

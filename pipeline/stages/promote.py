@@ -17,6 +17,7 @@ from models.scorer import Scorer
 from models.split import TEST
 from models.train import monotonicity_violations
 from pipeline import inputs, registry
+from pipeline.artifacts import read_reference_scores
 from pipeline.config import Sections, uses
 from pipeline.storage import Layout
 
@@ -75,7 +76,7 @@ def run(settings: Sections, segment: str, *, force: bool = False) -> dict:
         test_scores = pd_to_score(chall_pd, chall.scaling)
         # the gate compares like with like: training loans' scores vs out-of-time test loans'
         checks["challenger_score_psi"] = stability.psi(
-            registry.reference_scores(chall_dir), test_scores, bins=settings.drift.bins
+            read_reference_scores(chall_dir), test_scores, bins=settings.drift.bins
         )
         if champion is not None:
             champ = registry.load_scorer(

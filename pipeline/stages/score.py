@@ -32,7 +32,7 @@ import polars as pl
 
 from models.scorer import Scorer
 from pipeline import batch, drift, inputs, registry
-from pipeline.artifacts import TRAINING_FILE, read_training
+from pipeline.artifacts import TRAINING_FILE, read_reference_scores, read_training
 from pipeline.config import Sections, uses
 from pipeline.storage import Layout, exclusive_lock, publishing, require, sweep
 
@@ -110,7 +110,7 @@ def run(
                 else None
             )
             reference = drift.read_reference(folder) or drift.reference_from_scores(
-                registry.reference_scores(folder), settings.drift.bins
+                read_reference_scores(folder), settings.drift.bins
             )
         catalog = inputs.feature_definitions(segment, settings.features, settings.label).catalog
         batch.check_feature_list(scorer.feature_names, catalog.names, segment)

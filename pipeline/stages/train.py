@@ -23,7 +23,7 @@ from models.scorer import Scorer
 from models.split import TRAIN, VALID
 from models.train import fit_booster, gain_importance, monotonicity_violations
 from pipeline import drift, inputs, registry
-from pipeline.artifacts import TRAINING_FILE, AdditiveReference
+from pipeline.artifacts import TRAINING_FILE, AdditiveReference, write_reference_scores
 from pipeline.config import Sections, uses
 from pipeline.storage import Layout, publishing, require, write_json
 
@@ -122,7 +122,7 @@ def run(settings: Sections, segment: str) -> dict:
     }
     with publishing(layout.model(segment)) as tmp:
         scorer.save(tmp)
-        pl.DataFrame({"score": scores(x_train)}).write_parquet(tmp / "reference_scores.parquet")
+        write_reference_scores(tmp, scores(x_train))
         drift.write_reference(tmp, x_book, names, scores(x_book), bins=settings.drift.bins)
         write_json(
             {
