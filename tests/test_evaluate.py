@@ -105,3 +105,22 @@ def test_by_group_auc_per_month() -> None:
     assert table["loans"].to_list() == [3, 3]
     assert table["model_auc"].to_list() == pytest.approx([0.5, 0.5])
     assert table["model_mean_pd"].to_list() == pytest.approx([0.6, 0.4])
+
+
+def test_months_more_than_the_drop_below_the_test_auc_are_flagged() -> None:
+    from pipeline.config import MonitoringParams
+    from pipeline.stages.evaluate import _by_month
+
+    # 2024-01 ranks perfectly (AUC 1.0); 2024-02 ranks backwards (AUC 0.0)
+    frame = pl.DataFrame(
+        {
+            "issue_month": ["2024-01"] * 4 + ["2024-02"] * 4,
+            "slice": ["test"] * 8,
+            "bad": [0, 0, 1, 1, 0, 0, 1, 1],
+            "pd": [0.1, 0.2, 0.8, 0.9, 0.9, 0.8, 0.2, 0.1],
+        }
+    )
+    months = _by_month(frame, {"model": "pd"}, 0.5, MonitoringParams(auc_drop_alert=0.03))
+    assert months["issue_month"].to_list() == ["2024-01", "2024-02"]
+    assert months["model_auc"].to_list() == [1.0, 0.0]
+    assert months["auc_alert"].to_list() == [False, True]

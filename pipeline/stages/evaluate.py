@@ -26,7 +26,7 @@ from models.split import TEST, TRAIN, VALID
 from models.train import monotonicity_violations
 from pipeline import evaluation, inputs, registry, reporting
 from pipeline.artifacts import AdditiveReference, read_training
-from pipeline.config import Sections, uses
+from pipeline.config import MonitoringParams, Sections, uses
 from pipeline.reporting import Section
 from pipeline.storage import Layout, publishing, require, write_csv, write_json
 
@@ -211,9 +211,7 @@ def _measure(
     tables = {
         "gains": ev.gains_table(y, test["pd"].to_numpy()),
         "by_band": ev.by_band(test, band_order),
-        "by_month": ev.by_group(frame, "issue_month", pd_columns)
-        .join(frame.group_by("issue_month").agg(pl.col("slice").first()), on="issue_month")
-        .sort("issue_month"),
+        "by_month": _by_month(frame, pd_columns, metrics["test"]["auc"], monitoring),
         "calibration": ev.calibration_bins(y, test["pd"].to_numpy()),
         "csi": csi,
         "importance": importance,
@@ -222,10 +220,36 @@ def _measure(
         # The baseline as a signable scorecard: points per bin on the model's score scale.
         "scorecard_points": card.points_table(scorer.scaling.factor, scorer.scaling.offset),
     }
+    # The monitoring plan's review trigger, applied to the evaluated months (model card).
+    metrics["auc_drop"] = {
+        "limit": monitoring.auc_drop_alert,
+        "test_months_below": tables["by_month"]
+        .filter(pl.col("auc_alert") & (pl.col("slice") == TEST))["issue_month"]
+        .to_list(),
+    }
     report_test = test.select(
         "bad", "pd", "baseline_pd", "score", "band", *(["true_pd"] if has_truth else [])
     )
     return metrics, tables, report_test
+
+
+def _by_month(
+    frame: pl.DataFrame, pd_columns: dict[str, str], test_auc: float, monitoring: MonitoringParams
+) -> pl.DataFrame:
+    """Metrics per issue month, with ``auc_alert`` on the months a review would be called for.
+
+    A month's model AUC more than ``monitoring.auc_drop_alert`` below the test slice's is the
+    monitoring plan's review trigger (the model card states it); on the evaluated months it
+    shows whether the test AUC hides a weak month.
+    """
+    months = (
+        ev.by_group(frame, "issue_month", pd_columns)
+        .join(frame.group_by("issue_month").agg(pl.col("slice").first()), on="issue_month")
+        .sort("issue_month")
+    )
+    return months.with_columns(
+        (pl.col("model_auc") < test_auc - monitoring.auc_drop_alert).alias("auc_alert")
+    )
 
 
 def _write_report(
