@@ -90,10 +90,14 @@ class Catalog:
         seen: set[str] = set()
         for f in self.features:
             if f.spec.segment != self.segment:
-                raise ValueError(f"feature {f.spec.name!r} is not a {self.segment} feature")
+                raise ValueError(
+                    f"expected {self.segment} features only; got {f.spec.name!r} of segment "
+                    f"{f.spec.segment!r}"
+                )
             if f.spec.name in seen:
                 raise ValueError(
-                    f"feature {f.spec.name!r} is defined twice for segment {self.segment!r}"
+                    f"expected unique feature names in the {self.segment} catalog; got "
+                    f"{f.spec.name!r} twice"
                 )
             seen.add(f.spec.name)
 
@@ -146,7 +150,7 @@ class CatalogBuilder:
         """
         _check(self.segment, dimension, monotone)
         if not description.strip():
-            raise ValueError(f"feature {name} needs a description")
+            raise ValueError(f"expected a description of feature {name!r}; got an empty one")
         spec = FeatureSpec(
             name=name,
             segment=self.segment,

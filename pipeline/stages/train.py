@@ -87,7 +87,8 @@ def run(settings: Sections, segment: str) -> dict:
     broken = monotonicity_violations(booster, x_train, pd_monotone)
     if broken:
         raise RuntimeError(
-            f"the fitted {segment} model breaks its monotone constraints on {broken}"
+            f"expected the fitted {segment} model to keep its monotone constraints; it breaks "
+            f"them on {broken}"
         )
     card = fit_scorecard(x_train, y_train, names, settings.model.baseline)
     card_calibrator = fit_calibrator(card.log_odds(x_valid), y_valid, calibration)
