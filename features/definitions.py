@@ -15,7 +15,7 @@ from functools import partial
 from features import consumer, merchant
 from features.build import DefinitionParams, Definitions
 from features.catalog import markdown
-from features.contract.segments import NAMES, Segment
+from features.contract.segments import CONSUMER, MERCHANT, NAMES, Segment
 from features.contract.segments import segment as segment_named
 
 # The columns the decision (limit) needs that are not model features, in every segment.
@@ -47,9 +47,11 @@ def _consumer(segment: Segment, params: DefinitionParams) -> Definitions:
 
 
 _DEFINE: dict[str, Callable[[Segment, DefinitionParams], Definitions]] = {
-    "merchant": _merchant,
-    "consumer": _consumer,
+    MERCHANT.name: _merchant,
+    CONSUMER.name: _consumer,
 }
+if set(_DEFINE) != set(NAMES):  # a segment added to the contract needs its definitions here
+    raise ImportError(f"expected feature definitions for {list(NAMES)}; got {list(_DEFINE)}")
 
 
 def definitions(segment: str | Segment, params: DefinitionParams) -> Definitions:

@@ -13,11 +13,19 @@ import datetime as dt
 import functools
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
+from typing import Annotated, Any, Concatenate, Literal, ParamSpec, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
+from features.contract.segments import NAMES
 from models.baseline import BaselineParams
 from models.labels import LabelParams
 from models.limits import LimitPolicy
@@ -26,7 +34,15 @@ from models.split import SplitParams
 from models.stability import Levels
 from models.train import TrainParams
 
-Segment = Literal["merchant", "consumer"]
+
+def _known_segment(name: str) -> str:
+    """A segment name of :mod:`features.contract.segments` (the one list of segments)."""
+    if name not in NAMES:
+        raise ValueError(f"expected a segment in {list(NAMES)}; got {name!r}")
+    return name
+
+
+Segment = Annotated[str, AfterValidator(_known_segment)]
 
 
 class _Frozen(BaseModel):
@@ -92,7 +108,7 @@ class ScoringParams(_Frozen):
     """Batch scoring: the date (null: the end of the observed log), segments, reason codes."""
 
     as_of: dt.date | None = None
-    segments: tuple[Segment, ...] = ("merchant", "consumer")
+    segments: tuple[Segment, ...] = NAMES
     reasons: bool = True
     max_days_after_log: int = Field(3, ge=0)
 
