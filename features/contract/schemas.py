@@ -4,8 +4,9 @@ These are the rules that can be checked on one table alone: column types, nullab
 amounts, allowed values (kinds, directions, segments, channels), unique keys and in-row
 consistency. Rules that need another table (unknown entities or loans, events before an entity
 existed, payments before issue) or the clock (timestamps in the future) are applied by
-``pipeline.validate``. Column names and dtypes come from ``features.contract.tables`` and a
-test holds the two together; ``docs/data-contract.md`` is the human-readable version.
+``pipeline.validate``. These classes are the one definition of every table's columns, dtypes,
+keys and nullability: ``features.contract.tables`` reads them from here, and
+``docs/data-contract.md`` is the human-readable version.
 
 Rule names are chosen so that, after :func:`rule_name`, the summary reads plainly:
 ``duplicate_id``, ``null_<column>``, ``non_positive_<column>``, ``unknown_kind`` and so on.
@@ -16,7 +17,7 @@ from __future__ import annotations
 import dataframely as dy
 import polars as pl
 
-from features.contract import tables as contract
+from features.contract import vocabulary as contract
 
 # Plausible birth years: older than this are typos, younger cannot hold an account.
 MIN_BIRTH_YEAR = 1900
