@@ -19,6 +19,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from pipeline import keep_freed_memory
 
@@ -31,6 +32,7 @@ app = typer.Typer(
 )
 console = Console(stderr=True)
 out = Console()
+INPUT_EXIT_CODE = 2  # a raw file that cannot be read as a table: the user fixes the file
 
 
 class SegmentChoice(StrEnum):
@@ -91,8 +93,12 @@ def _stage(name: str, *, quiet: bool = False) -> Iterator[Callable[[str], None]]
         with console.status(f"[bold]{name}[/]") as status:
             yield lambda msg: status.update(f"[bold]{name}[/]: {msg}")
     except (ValueError, FileNotFoundError, ConfigError, RuntimeError) as exc:
-        console.print(f"[red]error[/] in {name}: {exc}")
-        raise typer.Exit(1) from None
+        from pipeline.raw_tables import RawTableError
+
+        # One line however narrow the terminal (soft wrap), and the message taken literally:
+        # a path or a parser's words may hold brackets that rich would read as markup.
+        console.print(f"[red]error in {name}: {escape(str(exc))}[/]", soft_wrap=True)
+        raise typer.Exit(INPUT_EXIT_CODE if isinstance(exc, RawTableError) else 1) from None
     except Exception as exc:
         from mlflow.exceptions import MlflowException
 
@@ -157,7 +163,12 @@ def generate(
 
 @app.command()
 def validate(params: ParamsOption = Path("params.yaml"), data: DataOption = None) -> None:
-    """Validate raw tables: clean rows go on, bad rows to quarantine with the rule they broke."""
+    """Validate raw tables: clean rows go on, bad rows to quarantine with the rule they broke.
+
+    A file that cannot be read as a table (empty, truncated, not Parquet, a malformed or
+    non-UTF-8 CSV line, no rows, a required column without values) stops the run with one line
+    naming the file (and the CSV line) and exit code 2; nothing already validated is changed.
+    """
     from pipeline.stages import validate as stage
 
     with _stage("validate"):

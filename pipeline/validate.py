@@ -43,6 +43,7 @@ from features.contract.segments import CONSUMER, MERCHANT, SEGMENTS
 from pipeline.raw_tables import (
     ROW,
     RULES,
+    RawTableError,
     SchemaDriftError,
     Table,
     check_drift,
@@ -52,7 +53,7 @@ from pipeline.raw_tables import (
 )
 from pipeline.storage import publishing
 
-__all__ = ["SchemaDriftError", "validate"]
+__all__ = ["RawTableError", "SchemaDriftError", "validate"]
 
 ENTITY_TABLES = tuple(seg.entity_table for seg in SEGMENTS.values())
 SINCE = {seg.entity_table: seg.since for seg in SEGMENTS.values()}  # since when an entity exists
@@ -154,7 +155,10 @@ def validate(
          "reference_time": iso timestamp, "inputs": {table: "parquet" | "csv"}}
 
     ``reference_time`` is "now" for the future-timestamp rule (naive means UTC). Raises
-    :class:`SchemaDriftError` on a missing or mistyped column, before writing anything.
+    :class:`SchemaDriftError` on a missing or mistyped column and
+    :class:`~pipeline.raw_tables.RawTableError` on a file that is not a readable table (empty,
+    truncated, not Parquet, a malformed or non-UTF-8 CSV line, no rows, a required column with
+    no value); the previous validated and quarantine folders are left as they were.
 
     Tables are processed small ones first (entities, loans, repayments, outcomes), then the two
     transaction tables one at a time, each written out and released before the next is read,
@@ -170,7 +174,8 @@ def validate(
     now_ts = pl.lit(reference_time).cast(contract.TS)
     now_day = pl.lit(reference_time.astimezone(datetime.UTC).date())
 
-    # Drift anywhere stops the run before any table is read or anything written.
+    # A file that cannot be read as a table (RawTableError) or drift anywhere stops the run
+    # before any table is read in full or anything written.
     for table in contract.TABLES:
         found = find(raw_dir, table)
         if found is None and not contract.TABLES[table].optional:
@@ -216,7 +221,7 @@ def validate(
         issued = loans.data.select(pl.col("loan_id").alias("_loan"), "issued_on")
 
         for name in LOAN_CHILDREN:
-            t = read(raw_dir, name)
+            t = read(raw_dir, name, inspected=True)
             if t is None:
                 continue
             _drop(t, pl.col("loan_id").is_in(dropped_loans.drop_nulls().unique().implode()))
@@ -260,7 +265,7 @@ def validate(
 
 
 def _require(raw_dir: Path, table: str) -> Table:
-    t = read(raw_dir, table)
+    t = read(raw_dir, table, inspected=True)
     if t is None:
         raise ValueError(f"expected {raw_dir / table}.parquet or .csv; got neither")
     return t
