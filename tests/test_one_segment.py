@@ -1,4 +1,4 @@
-"""A lender with one segment: validate, features, train and evaluate through the CLI.
+"""A lender with one segment: validate, features, train, evaluate, register, score on the CLI.
 
 The session's small world loses one segment's tables and its loans (with their repayments),
 as a consumer-only bank or a merchant-only platform would bring them; ``--segment all`` then
@@ -77,6 +77,15 @@ def test_one_segment_runs_end_to_end_through_the_cli(
     metrics = json.loads(layout.metrics(keep).read_text())
     assert 0.5 < metrics["test"]["auc"] < 0.99
     assert not layout.model(absent).exists()
+
+    # Register (with the gate) and score: `all` is the segment present.
+    for command in (["register", "--promote"], ["score", "--drift-fail-on", "never"]):
+        result = runner.invoke(app, [*command, *base])
+        assert result.exit_code == 0, f"{command}: {result.output}"
+        assert absent not in result.output.replace(f"skipped segment {absent}", "")
+    scored = [p.name for p in (data / "scores").iterdir() if not p.name.startswith(".")]
+    assert scored == [keep]
+    assert list((data / "scores" / keep).glob("as_of=*/scores.parquet"))
 
     result = runner.invoke(app, ["train", *base, "--segment", absent])
     assert result.exit_code == 1
