@@ -19,6 +19,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from pipeline import keep_freed_memory
 
@@ -31,6 +32,7 @@ app = typer.Typer(
 )
 console = Console(stderr=True)
 out = Console()
+INPUT_EXIT_CODE = 2  # a raw file that cannot be read as a table: the user fixes the file
 
 
 class SegmentChoice(StrEnum):
@@ -48,7 +50,8 @@ DataOption = Annotated[
     Path | None, typer.Option("--data", help="Data folder (overrides params.yaml data_dir).")
 ]
 SegmentOption = Annotated[
-    SegmentChoice, typer.Option("--segment", "-s", help="merchant, consumer or all.")
+    SegmentChoice,
+    typer.Option("--segment", "-s", help="merchant, consumer or all (every segment present)."),
 ]
 
 
@@ -67,10 +70,19 @@ AsOfOption = Annotated[
 ]
 
 
-def _segments(choice: SegmentChoice) -> list[str]:
-    from features.contract.segments import NAMES
+def _segments(choice: SegmentChoice, params: Path, data: Path | None, command: str) -> list[str]:
+    """The segments a command runs on: ``all`` is every segment the validated data holds.
 
-    return list(NAMES) if choice is SegmentChoice.all else [choice.value]
+    A lender brings the segments it has; a named segment it did not bring is a one-line error.
+    """
+    from pipeline.inputs import present_segments, require_segment
+    from pipeline.storage import Layout
+
+    with _stage(command, quiet=True):
+        layout = Layout(_settings(params, data).data_dir)
+        if choice is SegmentChoice.all:
+            return list(present_segments(layout))
+        return [require_segment(layout, choice.value)]
 
 
 def _settings(params: Path, data: Path | None, **overrides: Any):
@@ -91,8 +103,12 @@ def _stage(name: str, *, quiet: bool = False) -> Iterator[Callable[[str], None]]
         with console.status(f"[bold]{name}[/]") as status:
             yield lambda msg: status.update(f"[bold]{name}[/]: {msg}")
     except (ValueError, FileNotFoundError, ConfigError, RuntimeError) as exc:
-        console.print(f"[red]error[/] in {name}: {exc}")
-        raise typer.Exit(1) from None
+        from pipeline.raw_tables import RawTableError
+
+        # One line however narrow the terminal (soft wrap), and the message taken literally:
+        # a path or a parser's words may hold brackets that rich would read as markup.
+        console.print(f"[red]error in {name}: {escape(str(exc))}[/]", soft_wrap=True)
+        raise typer.Exit(INPUT_EXIT_CODE if isinstance(exc, RawTableError) else 1) from None
     except Exception as exc:
         from mlflow.exceptions import MlflowException
 
@@ -157,7 +173,12 @@ def generate(
 
 @app.command()
 def validate(params: ParamsOption = Path("params.yaml"), data: DataOption = None) -> None:
-    """Validate raw tables: clean rows go on, bad rows to quarantine with the rule they broke."""
+    """Validate raw tables: clean rows go on, bad rows to quarantine with the rule they broke.
+
+    A file that cannot be read as a table (empty, truncated, not Parquet, a malformed or
+    non-UTF-8 CSV line, no rows, a required column without values) stops the run with one line
+    naming the file (and the CSV line) and exit code 2; nothing already validated is changed.
+    """
     from pipeline.stages import validate as stage
 
     with _stage("validate"):
@@ -168,11 +189,16 @@ def validate(params: ParamsOption = Path("params.yaml"), data: DataOption = None
             f"  {table:<24} in {s['rows_in']:>11,}  out {s['rows_out']:>11,}  "
             f"quarantined {s['quarantined']:>7,}  {rules}"
         )
+    from features.contract.segments import SEGMENTS
+
     excluded = summary["consent_excluded"]
-    out.print(
-        f"  no consent: {excluded.get('merchants', 0):,} merchants and "
-        f"{excluded.get('consumers', 0):,} consumers excluded with all their rows"
+    counts = " and ".join(
+        f"{excluded.get(SEGMENTS[s].entity_table, 0):,} {SEGMENTS[s].entity_table}"
+        for s in summary["segments"]
     )
+    out.print(f"  no consent: {counts} excluded with all their rows")
+    for name, why in summary["skipped_segments"].items():
+        console.print(f"[yellow]skipped segment {name}[/]: {escape(why)}", soft_wrap=True)
 
 
 @app.command()
@@ -203,7 +229,7 @@ def features(
     from pipeline.stages import features as stage
 
     date = _date(as_of)
-    for seg in _segments(segment):
+    for seg in _segments(segment, params, data, "features"):
         with _stage(f"features {seg}"):
             path, rows = stage.run(_settings(params, data), seg, date)
         out.print(f"  {seg}: {rows:,} rows -> {path}")
@@ -218,7 +244,7 @@ def train(
     """Train a monotone-constrained, calibrated LightGBM model per segment (out-of-time)."""
     from pipeline.stages import train as stage
 
-    for seg in _segments(segment):
+    for seg in _segments(segment, params, data, "train"):
         with _stage(f"train {seg}"):
             info = stage.run(_settings(params, data), seg)
         sl = info["slices"]
@@ -239,7 +265,7 @@ def evaluate(
     """Evaluate on the out-of-time test slice; write metrics.json and the HTML report."""
     from pipeline.stages import evaluate as stage
 
-    for seg in _segments(segment):
+    for seg in _segments(segment, params, data, "evaluate"):
         with _stage(f"evaluate {seg}"):
             metrics = stage.run(_settings(params, data), seg)
         t = metrics["test"]
@@ -264,7 +290,7 @@ def register(
     """Register the trained model in MLflow as a new version with the alias challenger."""
     from pipeline.stages import register as stage
 
-    for seg in _segments(segment):
+    for seg in _segments(segment, params, data, "register"):
         with _stage(f"register {seg}"):
             record = stage.run(_settings(params, data), seg)
         out.print(f"  {record['model_name']} v{record['version']} @{record['alias']}")
@@ -277,7 +303,7 @@ def _promote_segments(params: Path, data: Path | None, segment: SegmentChoice, f
     from pipeline.stages import promote as stage
 
     ok = True
-    for seg in _segments(segment):
+    for seg in _segments(segment, params, data, "promote"):
         with _stage(f"promote {seg}"):
             result = stage.run(_settings(params, data), seg, force=force)
         decision = result["decision"]
@@ -340,7 +366,8 @@ def score(
 ) -> None:
     """Batch-score every consented entity at a date with the champion model.
 
-    ``--segment all`` scores the segments of params.yaml ``scoring.segments``. Exit codes:
+    ``--segment all`` scores the segments of params.yaml ``scoring.segments`` that the validated
+    data holds. Exit codes:
     0 done (or already done), 1 error (nothing published), 3 drift alert (scores
     published, manifest says alert; see params.yaml drift).
     """
@@ -355,7 +382,13 @@ def score(
         raise typer.BadParameter(f"expected score, any or never; got {drift_fail_on!r}")
     with _stage("score", quiet=True):
         settings = _settings(params, data)
-    chosen = stage.segments(settings) if segment is SegmentChoice.all else [segment.value]
+    present = _segments(segment, params, data, "score")
+    # `all` scores the segments of params.yaml scoring.segments that the data holds.
+    chosen = (
+        [s for s in stage.segments(settings) if s in present]
+        if segment is SegmentChoice.all
+        else present
+    )
     alerts = []
     for seg in chosen:
         with _stage(f"score {seg}"):
@@ -401,7 +434,7 @@ def demo(
     from pipeline import registry
 
     registry.configure(settings.mlflow.tracking_uri, settings.mlflow.experiment)
-    for seg in _segments(SegmentChoice.all):
+    for seg in _segments(SegmentChoice.all, params, data, "demo"):
         if registry.version_by_alias(seg, registry.CHAMPION) is None:
             console.print(f"[yellow]no champion for {seg}[/]: the gate refused; not scored")
             continue

@@ -25,13 +25,45 @@ from pipeline.config import FeatureParams, ScoringParams
 from pipeline.storage import Layout, require
 
 
+def _present(validated: Path) -> list[Segment]:
+    """The segments whose entity table and transactions are in ``validated``."""
+    return [
+        seg
+        for seg in SEGMENTS.values()
+        if all((validated / f"{t}.parquet").exists() for t in (seg.entity_table, seg.txn_table))
+    ]
+
+
+def present_segments(layout: Layout) -> tuple[str, ...]:
+    """The segments the validated data holds: what ``--segment all`` means.
+
+    A lender brings the segments it has; validation writes the tables of those only.
+    """
+    return tuple(seg.name for seg in _present(require(layout.validated, "validate")))
+
+
+def require_segment(layout: Layout, name: str) -> str:
+    """``name`` if the validated data holds that segment; otherwise say which segments it holds."""
+    segment(name)
+    present = present_segments(layout)
+    if name not in present:
+        raise ValueError(
+            f"expected a segment present in {layout.validated} ({', '.join(present)}); got "
+            f"{name!r}, whose tables were not in the raw data (see `longtail validate`)"
+        )
+    return name
+
+
 def observed_until(validated: Path) -> dt.date:
-    """The first day after the observed log: the day after the last transaction."""
+    """The first day after the observed log: the day after the last transaction of any segment."""
+    present = _present(validated)
+    if not present:
+        raise ValueError(f"expected the transactions of a segment in {validated}; found none")
     last = (
         pl.concat(
             [
                 pl.scan_parquet(validated / f"{s.txn_table}.parquet").select(pl.col("ts").max())
-                for s in SEGMENTS.values()
+                for s in present
             ]
         )
         .select(pl.col("ts").max())
@@ -55,6 +87,8 @@ def feature_inputs(validated: Path, seg: Segment) -> Inputs:
         return pl.scan_parquet(validated / f"{name}.parquet")
 
     partners = seg.partners
+    if partners is not None and not (validated / f"{partners.table}.parquet").exists():
+        partners = None  # the partners' segment was not brought: no categories
     return Inputs(
         events=entity_table(seg.txn_table).rename({seg.entity_id: "entity_id"}),
         entities=entity_table(seg.entity_table).rename({seg.entity_id: "entity_id"}),

@@ -1,12 +1,19 @@
 """Reading raw contract tables: find a table's file, stop on schema drift, parse to the contract.
 
-A table is ``<table>.parquet`` or ``<table>.csv``. A missing or mistyped column is schema drift
-(:class:`SchemaDriftError`, before anything is written); compatible Parquet types are cast,
-timestamps brought to UTC, CSV cells parsed (a cell that cannot be read flags its row).
+A table is ``<table>.parquet`` or ``<table>.csv``. A file that cannot be read as a table at all
+(empty, truncated or not Parquet, a malformed CSV line, bytes that are not UTF-8, a header but no
+rows, a required column without a single value) stops the run with :class:`RawTableError`,
+which names the file, the CSV line when it is known, and the problem in plain words: the user
+fixes the file, not a row. A missing or mistyped column is schema drift (:class:`SchemaDriftError`,
+before anything is written); compatible Parquet types are cast, timestamps brought to UTC, CSV
+cells parsed (a cell that cannot be read flags its row).
 """
 
 from __future__ import annotations
 
+import contextlib
+import csv
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +29,182 @@ _FALSE = ("false", "f", "0", "no", "n")
 
 class SchemaDriftError(ValueError):
     """A table lacks a contract column or holds it with an incompatible type."""
+
+
+class RawTableError(ValueError):
+    """A raw file that cannot be read as a table: which file, which line (CSV, when known), why.
+
+    The message is one line, ``<file>[, line <n>]: <problem>``, so the CLI can print it as is.
+    """
+
+    def __init__(self, path: Path, problem: str, line: int | None = None) -> None:
+        self.path = path
+        self.problem = problem
+        self.line = line
+        where = str(path) if line is None else f"{path}, line {line}"
+        super().__init__(f"{where}: {problem}")
+
+
+_PARQUET_MAGIC = b"PAR1"
+
+
+@contextlib.contextmanager
+def _reader_errors(path: Path, fmt: str) -> Iterator[None]:
+    """Turn what the reader raises into :class:`RawTableError`, in one line, naming the file.
+
+    The checks before reading catch the common damage with plain words; this is the net under
+    them, for damage only the reader sees (a Parquet page that does not decode, say).
+    """
+    try:
+        yield
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        # The first line of the reader's message: polars adds paragraphs of hints.
+        said = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        if fmt == "parquet":
+            problem = (
+                f"the Parquet file is damaged and cannot be read (the reader says: {said}); "
+                "expected a complete Parquet file: export it again"
+            )
+        else:
+            problem = f"the CSV cannot be read (the parser says: {said}; it did not say which line)"
+        raise RawTableError(path, problem) from None
+
+
+def _check_parquet_bytes(path: Path) -> None:
+    """Tell a truncated Parquet file from one that is not Parquet at all, by its marker bytes.
+
+    A Parquet file starts and ends with ``PAR1``; a copy cut short keeps the first and loses the
+    footer (with the schema) at the end.
+    """
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(256)
+        f.seek(max(size - 4, 0))
+        tail = f.read(4)
+    if head[:4] != _PARQUET_MAGIC:
+        try:
+            head_text = head.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            # A character cut by the 256-byte window still reads as text.
+            head_text = head[: exc.start].decode("utf-8") if exc.start >= len(head) - 3 else None
+        if head_text is None:
+            looks = "binary data of another kind"
+        else:
+            looks = "text" + (" (a CSV file must be named .csv)" if "," in head_text else "")
+        raise RawTableError(
+            path,
+            f"not a Parquet file; expected a file starting with the Parquet marker PAR1; got "
+            f"{looks}",
+        )
+    if size < 12 or tail != _PARQUET_MAGIC:
+        raise RawTableError(
+            path,
+            f"the Parquet file is truncated (it ends after {size:,} bytes without the Parquet "
+            "footer); expected a complete file: copy or export it again",
+        )
+
+
+def _csv_lines(path: Path) -> Iterator[str]:
+    """The file's lines decoded as UTF-8; a line that is not UTF-8 names itself."""
+    with path.open("rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                byte = raw[exc.start]
+                raise RawTableError(
+                    path,
+                    f"the text is not UTF-8 (byte 0x{byte:02x}, the line's byte {exc.start + 1}); "
+                    "expected UTF-8: re-save the file as UTF-8 (from GBK, for instance: "
+                    "iconv -f GBK -t UTF-8)",
+                    line=number,
+                ) from None
+
+
+def _check_csv_lines(path: Path) -> None:
+    """Every record has as many fields as the header, quotes close, and the text is UTF-8.
+
+    Polars fills a short row with nulls without a word and reports other damage without a line
+    number, so one streaming pass with the standard csv module finds the first bad line.
+    Blank lines are allowed (they carry no record).
+    """
+    reader = csv.reader(_csv_lines(path), strict=True)
+    header: list[str] | None = None
+    while True:
+        start = reader.line_num + 1
+        try:
+            record = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            if "end of data" in str(exc) or "EOF" in str(exc):
+                problem = (
+                    "a quoted value opened on this line is never closed (unterminated quote), "
+                    'so the rest of the file would be one value; expected a closing "'
+                )
+            else:
+                problem = (
+                    f"malformed quoting (the csv reader says: {exc}); expected values quoted "
+                    "as in RFC 4180"
+                )
+            raise RawTableError(path, problem, line=start) from None
+        if not record:
+            continue
+        if header is None:
+            header = record
+        elif len(record) != len(header):
+            raise RawTableError(
+                path,
+                f"the line has {len(record)} fields; expected {len(header)}, as in the header",
+                line=start,
+            )
+
+
+def inspect(path: Path, fmt: str) -> pl.Schema:
+    """The file's columns and types, after checking that it can be read as a table at all.
+
+    Raises :class:`RawTableError` on an empty file, a truncated or non-Parquet ``.parquet``
+    file, and (for CSV, in one pass over the file) a line that is not UTF-8, has the wrong
+    number of fields or opens a quote it never closes.
+    """
+    if path.stat().st_size == 0:
+        expected = "a Parquet file with rows" if fmt == "parquet" else "a header line and rows"
+        raise RawTableError(path, f"the file is empty (0 bytes); expected {expected}")
+    if fmt == "parquet":
+        _check_parquet_bytes(path)
+        with _reader_errors(path, fmt):
+            return pl.read_parquet_schema(path)
+    _check_csv_lines(path)
+    with _reader_errors(path, fmt):
+        return pl.read_csv(path, n_rows=0, infer_schema=False).schema
+
+
+def _check_content(path: Path, table: str, frame: pl.DataFrame, *, text: bool) -> None:
+    """A table needs rows, and each required column at least one value.
+
+    A column that is null (or, in a CSV, blank) in every row means the export lost it, not that
+    every row is bad; quarantining them all would hide that.
+    """
+    if frame.height == 0:
+        raise RawTableError(path, "the file has a header but no rows; expected at least one row")
+    spec = contract.TABLES[table]
+    required = [c for c in spec.columns if c not in spec.nullable]
+    if not required:
+        return
+    present = (
+        (pl.col(c).str.strip_chars().str.len_bytes() > 0).any()
+        if text
+        else pl.col(c).is_not_null().any()
+        for c in required
+    )
+    has_value = frame.select(present).row(0)
+    for column, ok in zip(required, has_value, strict=True):
+        if not ok:
+            raise RawTableError(
+                path,
+                f"required column {column!r} has no value in any of its {frame.height:,} rows; "
+                "expected a value in every row",
+            )
 
 
 @dataclass
@@ -111,14 +294,18 @@ def _parse_text(col: str, dtype: pl.DataType) -> pl.Expr:
 
 
 def columns_of(path: Path, fmt: str) -> pl.Schema:
-    """The file's columns and types, without reading its rows."""
-    if fmt == "parquet":
-        return pl.read_parquet_schema(path)
-    return pl.read_csv(path, n_rows=0, infer_schema=False).schema
+    """The file's columns and types, without reading its rows (see :func:`inspect`)."""
+    return inspect(path, fmt)
 
 
-def read(raw_dir: Path, table: str) -> Table | None:
-    """Read one table, check it for drift and bring it to the contract's types."""
+def read(raw_dir: Path, table: str, *, inspected: bool = False) -> Table | None:
+    """Read one table, check it for drift and bring it to the contract's types.
+
+    ``inspected`` says the caller already ran :func:`inspect` and :func:`check_drift` on the
+    file (validation does, for every table before it writes anything), which spares a CSV a
+    second pass over its lines. Raises :class:`RawTableError` when the file cannot be read as
+    a table.
+    """
     found = find(raw_dir, table)
     if found is None:
         if contract.TABLES[table].optional:
@@ -126,9 +313,12 @@ def read(raw_dir: Path, table: str) -> Table | None:
         raise ValueError(f"expected {raw_dir / table}.parquet or .csv; got neither")
     path, fmt = found
     spec = contract.TABLES[table]
-    check_drift(table, columns_of(path, fmt), fmt)
+    if not inspected:
+        check_drift(table, inspect(path, fmt), fmt)
     if fmt == "parquet":
-        raw = pl.read_parquet(path, columns=list(spec.columns))
+        with _reader_errors(path, fmt):
+            raw = pl.read_parquet(path, columns=list(spec.columns))
+        _check_content(path, table, raw, text=False)
         # Timestamps are brought to UTC here; other casts are left to the schema, which reports
         # a value that does not fit (say, an Int64 too large for Int32) as bad_value_<column>.
         typed = raw.with_columns(
@@ -138,7 +328,10 @@ def read(raw_dir: Path, table: str) -> Table | None:
         ).with_row_index(ROW)
         typed = typed.with_columns(pl.col(ROW).cast(pl.Int64))
         return Table(table, fmt, source=typed, data=typed, rows_in=typed.height)
-    raw = pl.read_csv(path, infer_schema=False).select(list(spec.columns)).with_row_index(ROW)
+    with _reader_errors(path, fmt):
+        raw = pl.read_csv(path, infer_schema=False).select(list(spec.columns))
+    _check_content(path, table, raw, text=True)
+    raw = raw.with_row_index(ROW)
     raw = raw.with_columns(pl.col(ROW).cast(pl.Int64))
     typed = raw.select(ROW, *(_parse_text(c, t).alias(c) for c, t in spec.columns.items()))
     text = {c: pl.col(c).str.strip_chars() for c in spec.columns}

@@ -15,8 +15,10 @@ The run, table by table:
    amounts, allowed values, duplicate keys (every copy of a duplicated key is quarantined), in-row
    consistency.
 4. **Cross-table and clock rules**: transactions and loans of unknown entities (or of entities
-   whose own row was quarantined), events in the future or before the entity existed,
-   repayments of unknown (or quarantined) loans, payments before issue.
+   whose own row was quarantined), loans of a segment whose tables were not brought
+   (``segment_not_provided``: a lender brings the segments it has), events in the future or
+   before the entity existed, repayments of unknown (or quarantined) loans, payments before
+   issue.
 
 Clean rows are written to ``validated_dir/<table>.parquet``; bad rows, as they were read, to
 ``quarantine_dir/<table>.parquet`` with ``source_row`` (0-based row in the input file) and
@@ -39,10 +41,11 @@ import polars as pl
 
 from features.contract import tables as contract
 from features.contract.schemas import SCHEMAS, rule_name
-from features.contract.segments import CONSUMER, MERCHANT, SEGMENTS
+from features.contract.segments import SEGMENTS, Segment
 from pipeline.raw_tables import (
     ROW,
     RULES,
+    RawTableError,
     SchemaDriftError,
     Table,
     check_drift,
@@ -52,10 +55,14 @@ from pipeline.raw_tables import (
 )
 from pipeline.storage import publishing
 
-__all__ = ["SchemaDriftError", "validate"]
+__all__ = ["RawTableError", "SchemaDriftError", "validate"]
 
-ENTITY_TABLES = tuple(seg.entity_table for seg in SEGMENTS.values())
-SINCE = {seg.entity_table: seg.since for seg in SEGMENTS.values()}  # since when an entity exists
+# A log's column naming entities of other segments (by entity table): blanked where such an
+# entity has not consented.
+REFERENCES = {
+    "merchant_transactions": ("buyer_id", ("consumers",)),
+    "consumer_transactions": ("counterparty_id", ("consumers", "merchants")),
+}
 LOAN_CHILDREN = ("repayments", "outcomes")
 
 
@@ -148,15 +155,23 @@ def validate(
 
     Returns the summary also saved as ``quarantine_dir/summary.json``::
 
-        {"tables": {table: {"rows_in", "rows_out", "quarantined", "rules": {rule: count}}},
+        {"segments": [present segment], "skipped_segments": {segment: why},
+         "tables": {table: {"rows_in", "rows_out", "quarantined", "rules": {rule: count}}},
          "consent_excluded": {"merchants": rows, "consumers": rows, <table>: rows dropped,
                               "references_blanked": cells},
          "reference_time": iso timestamp, "inputs": {table: "parquet" | "csv"}}
 
     ``reference_time`` is "now" for the future-timestamp rule (naive means UTC). Raises
-    :class:`SchemaDriftError` on a missing or mistyped column, before writing anything.
+    :class:`SchemaDriftError` on a missing or mistyped column and
+    :class:`~pipeline.raw_tables.RawTableError` on a file that is not a readable table (empty,
+    truncated, not Parquet, a malformed or non-UTF-8 CSV line, no rows, a required column with
+    no value); the previous validated and quarantine folders are left as they were.
 
-    Tables are processed small ones first (entities, loans, repayments, outcomes), then the two
+    A segment is optional: one whose entity table and transactions are both absent is skipped
+    (``skipped_segments`` says why; nothing of it is written) and its loans are quarantined as
+    ``segment_not_provided``. Only one of the two, or no segment at all, is an error.
+
+    Tables are processed small ones first (entities, loans, repayments, outcomes), then the
     transaction tables one at a time, each written out and released before the next is read,
     so peak memory is about one transaction table, not all of them.
     """
@@ -170,53 +185,46 @@ def validate(
     now_ts = pl.lit(reference_time).cast(contract.TS)
     now_day = pl.lit(reference_time.astimezone(datetime.UTC).date())
 
-    # Drift anywhere stops the run before any table is read or anything written.
+    present, skipped = _present_segments(raw_dir)
+    absent_tables = {t for seg in SEGMENTS.values() if seg.name in skipped for t in _tables(seg)}
+
+    # A file that cannot be read as a table (RawTableError) or drift anywhere stops the run
+    # before any table is read in full or anything written.
     for table in contract.TABLES:
         found = find(raw_dir, table)
-        if found is None and not contract.TABLES[table].optional:
+        if found is None and not contract.TABLES[table].optional and table not in absent_tables:
             raise ValueError(f"expected {raw_dir / table}.parquet or .csv; got neither")
-        if found is not None:
+        if found is not None and table not in absent_tables:
             check_drift(table, columns_of(*found), found[1])
 
     with _Staging(validated_dir, quarantine_dir) as out:
-        entities = {name: _require(raw_dir, name) for name in ENTITY_TABLES}
+        # Keyed by entity table; only the segments whose tables were brought.
+        entities = {seg.entity_table: _require(raw_dir, seg.entity_table) for seg in present}
         excluded = {
             name: _not_consented(t, contract.TABLES[name].key[0]) for name, t in entities.items()
         }
-        for name, since in ((seg.entity_table, seg.since) for seg in SEGMENTS.values()):
-            t = entities[name]
-            key = contract.TABLES[name].key[0]
-            _drop(t, pl.col(key).is_in(excluded[name].implode()))
+        for seg in present:
+            t = entities[seg.entity_table]
+            _drop(t, pl.col(seg.entity_id).is_in(excluded[seg.entity_table].implode()))
             _single_table_rules(t)
-            _cross_rules(t, {"future_date": pl.col(since) > now_day})
-        merchants, consumers = entities["merchants"], entities["consumers"]
-        raw_m = _raw_ids(merchants, "merchant_id")
-        raw_c = _raw_ids(consumers, "consumer_id")
+            _cross_rules(t, {"future_date": pl.col(seg.since) > now_day})
+        raw_ids = {seg.name: _raw_ids(entities[seg.entity_table], seg.entity_id) for seg in present}
 
         loans = _require(raw_dir, "loans")
-        owned_by_excluded = (
-            pl.when(pl.col("segment") == "merchant")
-            .then(pl.col("entity_id").is_in(excluded["merchants"].implode()))
-            .when(pl.col("segment") == "consumer")
-            .then(pl.col("entity_id").is_in(excluded["consumers"].implode()))
-            .otherwise(False)
+        owned_by_excluded = pl.any_horizontal(
+            (pl.col("segment") == seg.name)
+            & pl.col("entity_id").is_in(excluded[seg.entity_table].implode())
+            for seg in present
         )
         dropped_loans = loans.data.filter(owned_by_excluded.fill_null(False))["loan_id"]
         _drop(loans, owned_by_excluded)
         _single_table_rules(loans)
-        _loan_rules(
-            loans,
-            raw_m=raw_m,
-            raw_c=raw_c,
-            merchants=merchants,
-            consumers=consumers,
-            now_day=now_day,
-        )
+        _loan_rules(loans, present=present, entities=entities, raw_ids=raw_ids, now_day=now_day)
         raw_loans = _raw_ids(loans, "loan_id")
         issued = loans.data.select(pl.col("loan_id").alias("_loan"), "issued_on")
 
         for name in LOAN_CHILDREN:
-            t = read(raw_dir, name)
+            t = read(raw_dir, name, inspected=True)
             if t is None:
                 continue
             _drop(t, pl.col("loan_id").is_in(dropped_loans.drop_nulls().unique().implode()))
@@ -227,40 +235,75 @@ def validate(
         out.finish(loans)
 
         blanked = 0
-        for name, entity, ref_col, ref_ids in (
-            ("merchant_transactions", merchants, "buyer_id", excluded["consumers"]),
-            (
-                "consumer_transactions",
-                consumers,
-                "counterparty_id",
-                pl.concat([excluded["consumers"], excluded["merchants"]]),
-            ),
-        ):
-            t = _require(raw_dir, name)
-            owner = contract.TABLES[entity.name].key[0]
-            excluded_owner = excluded[entity.name]
-            _drop(t, pl.col(owner).is_in(excluded_owner.implode()))
+        for seg in present:
+            entity = entities[seg.entity_table]
+            ref_col, ref_tables = REFERENCES[seg.txn_table]
+            ref_ids = pl.concat(
+                [pl.Series(ref_col, [], dtype=pl.String)]
+                + [excluded[name] for name in ref_tables if name in excluded]
+            )
+            t = _require(raw_dir, seg.txn_table)
+            _drop(t, pl.col(seg.entity_id).is_in(excluded[seg.entity_table].implode()))
             blanked += _blank(t, ref_col, ref_ids)
             _single_table_rules(t)
             _entity_rules(
                 t,
                 entity,
-                raw_ids=raw_m if entity.name == "merchants" else raw_c,
-                since=SINCE[entity.name],
-                what=entity.name.removesuffix("s"),
+                raw_ids=raw_ids[seg.name],
+                since=seg.since,
+                what=seg.name,
                 now=now_ts,
             )
             out.finish(t)
             del t
 
-        out.finish(merchants)
-        out.finish(consumers)
-        summary = out.summary(blanked, reference_time)
+        for seg in present:
+            out.finish(entities[seg.entity_table])
+        summary = out.summary(blanked, reference_time, skipped)
     return summary
 
 
+def _tables(seg: Segment) -> tuple[str, str]:
+    """The tables a segment brings: its entities and their transactions."""
+    return seg.entity_table, seg.txn_table
+
+
+def _present_segments(raw_dir: Path) -> tuple[list[Segment], dict[str, str]]:
+    """The segments whose tables are in ``raw_dir``, and why each other segment was skipped.
+
+    A lender brings the segments it has: a segment with neither of its tables is skipped (its
+    loans are quarantined as ``segment_not_provided``); one with only one of them is an error,
+    and so is a folder with no segment at all.
+    """
+    present: list[Segment] = []
+    skipped: dict[str, str] = {}
+    for seg in SEGMENTS.values():
+        found = {table: find(raw_dir, table) is not None for table in _tables(seg)}
+        if all(found.values()):
+            present.append(seg)
+        elif not any(found.values()):
+            skipped[seg.name] = (
+                f"neither {seg.entity_table} nor {seg.txn_table} is in {raw_dir}; its loans are "
+                "quarantined as segment_not_provided"
+            )
+        else:
+            have, lack = (
+                next(t for t, ok in found.items() if ok is want) for want in (True, False)
+            )
+            raise ValueError(
+                f"expected {raw_dir / lack}.parquet or .csv beside {have} (a segment brings its "
+                "entities and their transactions); got neither"
+            )
+    if not present:
+        tables = " or ".join(" + ".join(_tables(seg)) for seg in SEGMENTS.values())
+        raise ValueError(
+            f"expected the tables of at least one segment ({tables}) in {raw_dir}; got none"
+        )
+    return present, skipped
+
+
 def _require(raw_dir: Path, table: str) -> Table:
-    t = read(raw_dir, table)
+    t = read(raw_dir, table, inspected=True)
     if t is None:
         raise ValueError(f"expected {raw_dir / table}.parquet or .csv; got neither")
     return t
@@ -327,17 +370,22 @@ def _raw_ids(t: Table, column: str) -> pl.Series:
 def _loan_rules(
     t: Table,
     *,
-    raw_m: pl.Series,
-    raw_c: pl.Series,
-    merchants: Table,
-    consumers: Table,
+    present: list[Segment],
+    entities: dict[str, Table],
+    raw_ids: dict[str, pl.Series],
     now_day: pl.Expr,
 ) -> None:
-    """The borrower must exist in its segment's table (and have passed) and predate the loan."""
+    """The borrower must exist in its segment's table (and have passed) and predate the loan.
+
+    A loan of a segment whose tables were not brought is ``segment_not_provided``: nothing can
+    be said about its borrower, so it does not train or score.
+    """
     since = pl.concat(
         [
-            _since(table, seg.entity_id, seg.since).with_columns(_seg=pl.lit(seg.name))
-            for table, seg in ((merchants, MERCHANT), (consumers, CONSUMER))
+            _since(entities[seg.entity_table], seg.entity_id, seg.since).with_columns(
+                _seg=pl.lit(seg.name)
+            )
+            for seg in present
         ]
     )
     t.data = t.data.join(
@@ -347,16 +395,16 @@ def _loan_rules(
         how="left",
         maintain_order="left",
     )
-    merchant = pl.col("segment") == "merchant"
-    known = (
-        pl.when(merchant)
-        .then(pl.col("entity_id").is_in(raw_m.implode()))
-        .otherwise(pl.col("entity_id").is_in(raw_c.implode()))
+    provided = pl.col("segment").is_in([seg.name for seg in present])
+    known = pl.any_horizontal(
+        (pl.col("segment") == seg.name) & pl.col("entity_id").is_in(raw_ids[seg.name].implode())
+        for seg in present
     )
     _cross_rules(
         t,
         {
-            "unknown_entity": ~known,
+            "segment_not_provided": ~provided,
+            "unknown_entity": provided & ~known,
             "entity_quarantined": known & pl.col("_since").is_null(),
             "future_date": pl.col("issued_on") > now_day,
             "before_onboarding": pl.col("issued_on") < pl.col("_since"),
@@ -411,10 +459,14 @@ class _Staging:
         t.data = t.source = pl.DataFrame()
         t.bad = []
 
-    def summary(self, blanked: int, reference_time: datetime.datetime) -> dict[str, Any]:
+    def summary(
+        self, blanked: int, reference_time: datetime.datetime, skipped: dict[str, str]
+    ) -> dict[str, Any]:
         """Write summary.json (the folders are published when the block ends); return it."""
         order = [name for name in contract.TABLES if name in self.stats]
         summary = {
+            "segments": [name for name in SEGMENTS if name not in skipped],
+            "skipped_segments": skipped,
             "tables": {name: self.stats[name] for name in order},
             "consent_excluded": {
                 **{name: self.consent[name] for name in order},

@@ -318,3 +318,48 @@ def test_schemas_match_the_contract(name: str) -> None:
     assert {c: col.dtype for c, col in schema.columns().items()} == dict(table.schema)
     nullable = [c for c, col in schema.columns().items() if col.nullable]
     assert nullable == list(table.nullable)
+
+
+# --- a lender brings the segments it has ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("absent", "loan_rows", "repayment_rows"),
+    [("merchant", [0, 2], [0, 1, 2, 6]), ("consumer", [1], [3, 4, 5])],
+)
+def test_one_segment_is_validated_alone_and_the_others_loans_quarantined(
+    tmp_path: Path, absent: str, loan_rows: list[int], repayment_rows: list[int]
+) -> None:
+    from features.contract.segments import SEGMENTS
+
+    gone = SEGMENTS[absent]
+    tables = clean_tables()
+    del tables[gone.entity_table], tables[gone.txn_table]
+    summary = run(tmp_path, tables)
+    kept = next(name for name in SEGMENTS if name != absent)
+    assert summary["segments"] == [kept]
+    assert absent in summary["skipped_segments"]
+    assert gone.entity_table in summary["skipped_segments"][absent]
+    written = sorted(p.stem for p in (tmp_path / "validated").glob("*.parquet"))
+    assert written == sorted({*tables} - {"outcomes"})
+    bad = quarantined(tmp_path)
+    assert bad["loans"] == {key: ["segment_not_provided"] for key in loan_rows}
+    assert bad["repayments"] == {key: ["loan_quarantined"] for key in repayment_rows}
+    assert set(bad) == {"loans", "repayments"}
+
+
+def test_half_a_segment_is_an_error(tmp_path: Path) -> None:
+    tables = clean_tables()
+    del tables["consumer_transactions"]
+    with pytest.raises(
+        ValueError, match=r"expected .*consumer_transactions\.parquet or \.csv beside consumers"
+    ):
+        run(tmp_path, tables)
+
+
+def test_no_segment_at_all_is_an_error(tmp_path: Path) -> None:
+    tables = clean_tables()
+    for name in ("merchants", "consumers", "merchant_transactions", "consumer_transactions"):
+        del tables[name]
+    with pytest.raises(ValueError, match=r"expected the tables of at least one segment"):
+        run(tmp_path, tables)
