@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
 import typer
 from rich.console import Console
@@ -373,13 +373,15 @@ def score(
     """
     keep_freed_memory()  # scoring builds features: before polars is imported
     from pipeline.batch import DRIFT_EXIT_CODE
+    from pipeline.config import DriftParams
     from pipeline.stages import score as stage
 
     date = _date(as_of)
     if model_uri is not None and segment is SegmentChoice.all:
         raise typer.BadParameter("--model-uri needs a single --segment")
-    if drift_fail_on not in {None, "score", "any", "never"}:
-        raise typer.BadParameter(f"expected score, any or never; got {drift_fail_on!r}")
+    choices = get_args(DriftParams.model_fields["fail_on"].annotation)
+    if drift_fail_on is not None and drift_fail_on not in choices:
+        raise typer.BadParameter(f"expected one of {', '.join(choices)}; got {drift_fail_on!r}")
     with _stage("score", quiet=True):
         settings = _settings(params, data)
     present = _segments(segment, params, data, "score")
@@ -432,6 +434,7 @@ def demo(
     _promote_segments(params, data, SegmentChoice.all, force=False)
     settings = _settings(params, data)
     from pipeline import registry
+    from pipeline.batch import DRIFT_EXIT_CODE
 
     registry.configure(settings.mlflow.tracking_uri, settings.mlflow.experiment)
     for seg in _segments(SegmentChoice.all, params, data, "demo"):
@@ -441,7 +444,7 @@ def demo(
         try:
             score(**ctx, segment=SegmentChoice(seg), as_of=None, model_uri=None, force=True)
         except typer.Exit as exc:
-            if exc.exit_code != 3:  # a drift alert is reported above; the demo still finishes
+            if exc.exit_code != DRIFT_EXIT_CODE:  # a drift alert is reported; the demo goes on
                 raise
     root = settings.data_dir
     out.print(

@@ -240,11 +240,6 @@ class Sections:
         """The data folder every stage works under."""
         return self._settings.data_dir
 
-    @property
-    def names(self) -> tuple[str, ...]:
-        """The sections this view exposes."""
-        return self._names
-
     def __getattr__(self, name: str) -> Any:
         if name in self._names:
             return getattr(self._settings, name)
