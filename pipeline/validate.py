@@ -60,8 +60,9 @@ __all__ = ["RawTableError", "SchemaDriftError", "validate"]
 # A log's column naming entities of other segments (by entity table): blanked where such an
 # entity has not consented.
 REFERENCES = {
-    "merchant_transactions": ("buyer_id", ("consumers",)),
-    "consumer_transactions": ("counterparty_id", ("consumers", "merchants")),
+    seg.txn_table: (seg.references.column, seg.references.entity_tables)
+    for seg in SEGMENTS.values()
+    if seg.references is not None
 }
 LOAN_CHILDREN = ("repayments", "outcomes")
 

@@ -23,6 +23,14 @@ class Partners:
 
 
 @dataclass(frozen=True)
+class References:
+    """A column of a segment's log that names entities of the entity tables listed."""
+
+    column: str
+    entity_tables: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Segment:
     """One segment of borrowers and the contract tables that describe it."""
 
@@ -31,6 +39,7 @@ class Segment:
     entity_id: str
     txn_table: str
     since: str  # the entity table's date column: the entity exists from this day on
+    references: References | None = None  # blanked where that entity has not consented
     partners: Partners | None = None
 
 
@@ -40,6 +49,7 @@ MERCHANT = Segment(
     entity_id="merchant_id",
     txn_table="merchant_transactions",
     since="onboarded_on",
+    references=References(column="buyer_id", entity_tables=("consumers",)),
 )
 CONSUMER = Segment(
     name="consumer",
@@ -47,6 +57,7 @@ CONSUMER = Segment(
     entity_id="consumer_id",
     txn_table="consumer_transactions",
     since="registered_on",
+    references=References(column="counterparty_id", entity_tables=("consumers", "merchants")),
     # A consumer's purchases are categorised by the merchant's industry.
     partners=Partners(table="merchants", id_column="merchant_id", category_column="industry"),
 )
