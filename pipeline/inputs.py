@@ -176,24 +176,16 @@ def feature_definitions(name: str, features: FeatureParams, label: LabelParams) 
 
 
 def segment_features(
-    layout: Layout,
-    name: str,
-    spine: pl.DataFrame,
-    features: FeatureParams,
-    label: LabelParams,
+    layout: Layout, defined: Definitions, spine: pl.DataFrame, *, chunks: int
 ) -> pl.DataFrame:
-    """The segment's features for a spine, from the validated tables.
+    """The features of ``defined``'s segment for a spine, from the validated tables.
 
-    One place applies params' definitions and entity chunks: training spines, the book
-    snapshot and batch scoring all build their features here.
+    One place reads the validated tables into the feature job: training spines, the book
+    snapshot and batch scoring all build their features here, from the definitions the stage
+    built once (:func:`feature_definitions`) and params' entity ``chunks``.
     """
     validated = require(layout.validated, "validate")
-    return build_features(
-        feature_definitions(name, features, label),
-        spine,
-        feature_inputs(validated, segment(name)),
-        chunks=features.chunks,
-    )
+    return build_features(defined, spine, feature_inputs(validated, defined.segment), chunks=chunks)
 
 
 def sliced(layout: Layout, name: str, split: SplitParams) -> pl.DataFrame:

@@ -153,11 +153,8 @@ def _measure(
     violations = monotonicity_violations(
         scorer.booster, x[is_test], [s.pd_monotone for s in scorer.specs]
     )
-    score_psi = stability.psi(
-        frame.filter(pl.col("slice") == TRAIN)["score"].to_numpy(),
-        test["score"].to_numpy(),
-        bins=settings.drift.bins,
-    )
+    train_scores = scores[is_train]
+    score_psi = stability.psi(train_scores, test["score"].to_numpy(), bins=settings.drift.bins)
     metrics: dict = {
         **test_metrics,
         "valid": ev.summary(valid["bad"].to_numpy(), valid["pd"].to_numpy()),
@@ -165,9 +162,7 @@ def _measure(
             "score_psi_train_test": score_psi,
             "score_psi_status": stability.status(score_psi, settings.drift.score_levels),
             "score_psi_train_valid": stability.psi(
-                frame.filter(pl.col("slice") == TRAIN)["score"].to_numpy(),
-                valid["score"].to_numpy(),
-                bins=settings.drift.bins,
+                train_scores, valid["score"].to_numpy(), bins=settings.drift.bins
             ),
             "max_csi_top_features": float(csi["csi"].max()) if csi.height else 0.0,
         },

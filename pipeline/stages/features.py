@@ -28,13 +28,13 @@ def run(settings: Sections, segment: str, as_of: dt.date | None = None) -> tuple
     layout = Layout(settings.data_dir)
     validated = require(layout.validated, "validate")
 
-    catalog = inputs.feature_definitions(segment, settings.features, settings.label).catalog
+    defined = inputs.feature_definitions(segment, settings.features, settings.label)
 
     def write(spine: pl.DataFrame, path: Path) -> tuple[Path, int]:
-        frame = inputs.segment_features(layout, segment, spine, settings.features, settings.label)
+        frame = inputs.segment_features(layout, defined, spine, chunks=settings.features.chunks)
         write_parquet(frame, path)
-        names = len(catalog.names)
-        log.info("features %s: %d rows x %d features -> %s", segment, frame.height, names, path)
+        width = len(defined.catalog.names)
+        log.info("features %s: %d rows x %d features -> %s", segment, frame.height, width, path)
         return path, frame.height
 
     if as_of is not None:

@@ -112,14 +112,12 @@ def run(
             reference = drift.read_reference(folder) or drift.reference_from_scores(
                 read_reference_scores(folder), settings.drift.bins
             )
-        catalog = inputs.feature_definitions(segment, settings.features, settings.label).catalog
-        batch.check_feature_list(scorer.feature_names, catalog.names, segment)
-        batch.check_catalog_hash(trained_hash, catalog.hash, segment)
+        defined = inputs.feature_definitions(segment, settings.features, settings.label)
+        batch.check_feature_list(scorer.feature_names, defined.catalog.names, segment)
+        batch.check_catalog_hash(trained_hash, defined.catalog.hash, segment)
 
         spine = inputs.scoring_spine(layout, segment, as_of)
-        features = inputs.segment_features(
-            layout, segment, spine, settings.features, settings.label
-        )
+        features = inputs.segment_features(layout, defined, spine, chunks=settings.features.chunks)
         scorer.check_columns(features)
         scores = scorer.score(features, reasons=settings.scoring.reasons).with_columns(
             pl.lit(int(version), dtype=pl.Int32).alias("model_version")
