@@ -75,7 +75,7 @@ MEASURES: dict[str, pl.Expr] = {
     "repay_amt": _when(_kind == "repayment", _amount),
     "repay_cnt": _kind == "repayment",
     "night_cnt": pl.col("hour") < 6,
-    **{f"ch_{c}_cnt": pl.col("channel") == c for c in CHANNELS},
+    **{f"ch_{c}_cnt": (pl.col("channel") == c).fill_null(False) for c in CHANNELS},
     # day-level measures, on the day's first row or on the row that closes it
     "active_day": (_key != _key.shift(1)).fill_null(True),
     "bal_days": _closes_day,

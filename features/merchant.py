@@ -72,7 +72,7 @@ MEASURES: dict[str, pl.Expr] = {
     # a trading day: the day's first sale (the previous sale was on another day)
     "sale_day": _sale
     & (pl.when(_sale).then(pl.col(KEY)).forward_fill().shift(1) != pl.col(KEY)).fill_null(True),
-    **{f"ch_{c}_cnt": pl.col("channel") == c for c in CHANNELS},
+    **{f"ch_{c}_cnt": (pl.col("channel") == c).fill_null(False) for c in CHANNELS},
 }
 LAST_DAYS: dict[str, pl.Expr] = {
     "last_sale_cnt_day": _sale,

@@ -3,7 +3,9 @@
 A loan is bad when any instalment reaches ``dpd_threshold`` days past due within the
 ``performance_months`` after issue. Loans whose performance window has not closed by the end of
 the observed log are indeterminate and are not trained or evaluated on. A lender that already has
-labels can supply an outcomes table instead; it takes precedence for the loans it names.
+labels can supply an outcomes table instead; it takes precedence for the loans it names. A loan
+with neither an instalment in the repayment log nor an outcome has no evidence of how it went:
+it is indeterminate, never counted good.
 """
 
 from __future__ import annotations
@@ -57,8 +59,9 @@ def label_loans(
         .unique()
         .with_columns(pl.lit(True).alias("_bad"))
     )
+    scheduled = repayments["loan_id"].unique().implode()
     labelled = loans.join(bad_loans, on="loan_id", how="left").with_columns(
-        pl.when(window_end > observed_until)
+        pl.when((window_end > observed_until) | ~pl.col("loan_id").is_in(scheduled))
         .then(pl.lit(INDETERMINATE))
         .when(pl.col("_bad").fill_null(False))
         .then(pl.lit(BAD))

@@ -17,6 +17,7 @@ from features.build import DefinitionParams, Definitions, Inputs
 from features.build import build as build_features
 from features.contract.repayments import RepaymentRules
 from features.contract.segments import SEGMENTS, Segment, segment
+from features.contract.tables import TABLES
 from features.contract.truth import KNOWABLE_PARTS
 from features.definitions import definitions
 from models.labels import LabelParams, label_loans
@@ -52,6 +53,14 @@ def require_segment(layout: Layout, name: str) -> str:
             f"{name!r}, whose tables were not in the raw data (see `longtail validate`)"
         )
     return name
+
+
+def _optional(validated: Path, table: str) -> pl.LazyFrame:
+    """A table the lender may leave out (``contract.OPTIONAL``): empty when it was not brought."""
+    path = validated / f"{table}.parquet"
+    if path.exists():
+        return pl.scan_parquet(path)
+    return pl.LazyFrame(schema=TABLES[table].schema)
 
 
 def observed_until(validated: Path) -> dt.date:
@@ -93,7 +102,7 @@ def feature_inputs(validated: Path, seg: Segment) -> Inputs:
         events=entity_table(seg.txn_table).rename({seg.entity_id: "entity_id"}),
         entities=entity_table(seg.entity_table).rename({seg.entity_id: "entity_id"}),
         loans=entity_table("loans"),
-        repayments=entity_table("repayments"),
+        repayments=_optional(validated, "repayments"),
         partners=(
             None
             if partners is None
@@ -109,9 +118,8 @@ def training_spine(layout: Layout, name: str, label: LabelParams) -> pl.DataFram
     """One row per loan of the segment: (loan, entity, as_of = issue date) with its label."""
     validated = require(layout.validated, "validate")
     loans = pl.read_parquet(validated / "loans.parquet").filter(pl.col("segment") == name)
-    repayments = pl.read_parquet(validated / "repayments.parquet")
-    outcomes_path = validated / "outcomes.parquet"
-    outcomes = pl.read_parquet(outcomes_path) if outcomes_path.exists() else None
+    repayments = _optional(validated, "repayments").collect()
+    outcomes = _optional(validated, "outcomes").collect()
     labelled = label_loans(
         loans,
         repayments,

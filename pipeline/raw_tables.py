@@ -268,8 +268,12 @@ def _to_utc(col: pl.Expr, got: pl.DataType) -> pl.Expr:
     return col.cast(contract.TS)
 
 
-def _parse_text(col: str, dtype: pl.DataType) -> pl.Expr:
-    """Parse a CSV text column into the contract type; unreadable cells become null."""
+def _parse_text(col: str, dtype: pl.DataType, *, nullable: bool = False) -> pl.Expr:
+    """Parse a CSV text column into the contract type; unreadable cells become null.
+
+    A blank cell of a nullable text column is null (an unknown channel, say); in a required
+    text column it stays as read, for the schema to report.
+    """
     text = pl.col(col).str.strip_chars()
     text = pl.when(text == "").then(None).otherwise(text)
     if isinstance(dtype, pl.Datetime):
@@ -289,7 +293,7 @@ def _parse_text(col: str, dtype: pl.DataType) -> pl.Expr:
         low = text.str.to_lowercase()
         return pl.when(low.is_in(_TRUE)).then(True).when(low.is_in(_FALSE)).then(False)
     if dtype == pl.String():
-        return pl.col(col)
+        return text.cast(pl.String) if nullable else pl.col(col)
     return text.cast(dtype, strict=False)
 
 
@@ -333,7 +337,10 @@ def read(raw_dir: Path, table: str, *, inspected: bool = False) -> Table | None:
     _check_content(path, table, raw, text=True)
     raw = raw.with_row_index(ROW)
     raw = raw.with_columns(pl.col(ROW).cast(pl.Int64))
-    typed = raw.select(ROW, *(_parse_text(c, t).alias(c) for c, t in spec.columns.items()))
+    typed = raw.select(
+        ROW,
+        *(_parse_text(c, t, nullable=c in spec.nullable).alias(c) for c, t in spec.columns.items()),
+    )
     text = {c: pl.col(c).str.strip_chars() for c in spec.columns}
     flags = raw.select(
         ((text[c].is_not_null() & (text[c] != "")).alias(f"bad_value_{c}")) for c in spec.columns

@@ -93,8 +93,20 @@ def test_delinquency_after_the_window_is_not_bad() -> None:
     assert _status(loans, reps) == {"late_in_life": GOOD}
 
 
-def test_loan_without_repayment_rows_is_good() -> None:
-    assert _status(_loans(("quiet", ISSUED)), _repayments()) == {"quiet": GOOD}
+def test_loan_without_repayment_rows_or_outcome_is_indeterminate() -> None:
+    # No instalment and no outcome: nothing says how the loan went, so it is never counted good
+    # (a lender that brings outcomes instead of a schedule would otherwise train on all-good).
+    out = label_loans(
+        _loans(("quiet", ISSUED)), _repayments(), observed_until=OBSERVED, params=PARAMS
+    )
+    assert out["status"].to_list() == [INDETERMINATE]
+    assert out["bad"].to_list() == [None]
+
+
+def test_loan_with_an_outcome_and_no_schedule_takes_the_outcome() -> None:
+    loans = _loans(("x", ISSUED), ("y", ISSUED))
+    outcomes = pl.DataFrame({"loan_id": ["x", "y"], "defaulted": [True, False]})
+    assert _status(loans, _repayments(), outcomes=outcomes) == {"x": BAD, "y": GOOD}
 
 
 def test_outcomes_table_overrides_the_repayment_log() -> None:

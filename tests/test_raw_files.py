@@ -187,8 +187,8 @@ CASES = [
         "csv_column_all_blank",
         "csv",
         "consumer_transactions",
-        _write(_no_values("channel", " ", pl.String())),
-        ["required column 'channel' has no value in any of its 6 rows"],
+        _write(_no_values("kind", " ", pl.String())),
+        ["required column 'kind' has no value in any of its 6 rows"],
     ),
 ]
 

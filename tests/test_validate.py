@@ -267,9 +267,18 @@ def test_compatible_types_are_cast(tmp_path: Path) -> None:
 
 def test_missing_required_table_is_an_error(tmp_path: Path) -> None:
     tables = clean_tables()
-    del tables["repayments"]
-    with pytest.raises(ValueError, match=r"expected .*repayments\.parquet or \.csv"):
+    del tables["loans"]
+    with pytest.raises(ValueError, match=r"expected .*loans\.parquet or \.csv"):
         run(tmp_path, tables)
+
+
+def test_a_book_without_a_repayment_schedule_validates(tmp_path: Path) -> None:
+    # A lender that records each loan's outcome, not its instalments, leaves repayments out.
+    tables = clean_tables()
+    del tables["repayments"]
+    summary = run(tmp_path, tables)
+    assert "repayments" not in summary["tables"]
+    assert not (tmp_path / "validated" / "repayments.parquet").exists()
 
 
 def test_csv_timestamps_in_common_iso_forms(tmp_path: Path) -> None:

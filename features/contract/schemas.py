@@ -58,7 +58,7 @@ class MerchantTransactionSchema(dy.Schema):
     kind = dy.String(check=_one_of(contract.MERCHANT_TXN_KINDS, "unknown_kind"))
     amount = dy.Float64(min_exclusive=0.0)
     buyer_id = dy.String(nullable=True)
-    channel = dy.String(check=_one_of(contract.CHANNELS, "unknown_channel"))
+    channel = dy.String(nullable=True, check=_one_of(contract.CHANNELS, "unknown_channel"))
 
 
 class ConsumerTransactionSchema(dy.Schema):
@@ -71,7 +71,7 @@ class ConsumerTransactionSchema(dy.Schema):
     direction = dy.String(check=_one_of(contract.DIRECTIONS, "unknown_direction"))
     amount = dy.Float64(min_exclusive=0.0)
     counterparty_id = dy.String(nullable=True)
-    channel = dy.String(check=_one_of(contract.CHANNELS, "unknown_channel"))
+    channel = dy.String(nullable=True, check=_one_of(contract.CHANNELS, "unknown_channel"))
     balance_after = dy.Float64(nullable=True)
 
     @dy.rule()

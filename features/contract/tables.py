@@ -46,8 +46,9 @@ __all__ = [
     "Table",
 ]
 
-# Tables a lender may leave out (outcomes: when it has labels and no repayment log).
-OPTIONAL: tuple[str, ...] = ("outcomes",)
+# Tables a lender may leave out: the repayment schedule (a lender that records only each loan's
+# outcome brings ``outcomes`` instead) and the outcomes (labels then come from the schedule).
+OPTIONAL: tuple[str, ...] = ("repayments", "outcomes")
 
 
 @dataclass(frozen=True)

@@ -15,14 +15,10 @@ SEGMENTS: tuple[str, ...] = NAMES
 TS = pl.Datetime("us", "UTC")
 
 MERCHANT_TXN_KINDS: tuple[str, ...] = ("sale", "refund", "chargeback", "payout", "fee")
-CONSUMER_TXN_KINDS: tuple[str, ...] = (
-    "purchase",
-    "transfer_in",
-    "transfer_out",
-    "income",
-    "bill_payment",
-    "repayment",
-)
+# Each consumer kind and the direction it implies. The first six are a wallet's words; the rest
+# let a bank's account statement fit without loss (a cash withdrawal is not a purchase, penalty
+# interest is not a bill). A value a lender's mapping cannot place goes to other_in / other_out
+# (or quarantine, by the mapping's choice: docs/data-contract.md).
 CONSUMER_KIND_DIRECTION: dict[str, str] = {
     "purchase": "out",
     "transfer_in": "in",
@@ -30,8 +26,19 @@ CONSUMER_KIND_DIRECTION: dict[str, str] = {
     "income": "in",
     "bill_payment": "out",
     "repayment": "out",
+    "cash_deposit": "in",
+    "cash_withdrawal": "out",
+    "fee": "out",  # account, card and statement fees
+    "interest_credit": "in",  # interest the account earned
+    "penalty": "out",  # overdraft / penalty interest, late and returned-payment charges
+    "loan_disbursement": "in",  # a loan paid into the account
+    "refund": "in",
+    "other_in": "in",
+    "other_out": "out",
 }
+CONSUMER_TXN_KINDS: tuple[str, ...] = tuple(CONSUMER_KIND_DIRECTION)
 DIRECTIONS: tuple[str, ...] = ("in", "out")
+# A null channel is "unknown" (a branch bank has none to report).
 CHANNELS: tuple[str, ...] = ("app", "web", "pos", "mini_program")
 # Suggested (not enforced) values: the synthetic world uses these; users may bring their own.
 INDUSTRIES: tuple[str, ...] = (
