@@ -44,14 +44,15 @@ class DefinitionParams:
     - ``rules``: what paid, late and delinquent mean (:class:`RepaymentRules`);
     - ``merchant_net_margin``: share of a merchant's net sales assumed free to service debt,
       the limit's free cash flow (``features.merchant_net_margin``; no cost data in the log);
-    - ``consumer_low_balance``: yuan; a consumer's day closing below it is a low-balance day
-      (``features.consumer_low_balance``).
+    - ``consumer_low_balance_share``: a consumer's day closing below this share of its own
+      average monthly outflow is a low-balance day (``features.consumer_low_balance_share``):
+      relative, so it holds in any currency.
     """
 
     windows: tuple[int, ...]
     rules: RepaymentRules
     merchant_net_margin: float
-    consumer_low_balance: float
+    consumer_low_balance_share: float
 
     def __post_init__(self) -> None:
         """Reject windows and margins that mean nothing."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict
 
+import numpy as np
 import polars as pl
 
 from features.blocks import (
@@ -83,9 +84,36 @@ MEASURES: dict[str, pl.Expr] = {
 }
 
 
-def _low_balance_days(low_balance: float) -> pl.Expr:
-    """A measure: 1 on the row that closes a day below ``low_balance`` yuan."""
-    return _closes_day & (_balance < low_balance * FEN)
+# A day is a low-balance day when it closes below a share of the consumer's own average monthly
+# outflow over the OUTFLOW_DAYS up to that day (a negative balance always is): relative to the
+# entity's flows, so it means the same in any currency and at any scale.
+OUTFLOW_DAYS = 90
+
+
+def _low_balance_days(events: pl.DataFrame, share: float) -> pl.Series:
+    """1 on each row that closes a day below ``share`` of the month's typical outflow, else 0.
+
+    The typical monthly outflow at a day is the entity's money out over the ``OUTFLOW_DAYS``
+    days ending with that day (that day included), per 30 days: a prefix sum of the sorted log
+    read at two binary-searched positions for each row that closes a day. Only events up to the
+    day itself are read, so the flag is point-in-time like every measure.
+    """
+    closes = events["closes_day"].to_numpy()
+    at = np.flatnonzero(closes)
+    flags = np.zeros(events.height, dtype=np.int64)
+    if at.size == 0:
+        return pl.Series("low_bal_days", flags)
+    key = events[KEY].to_numpy()
+    out = events.select(_when(~_in, _amount)).to_series().to_numpy()
+    spent = np.concatenate(([0], np.cumsum(out)))
+    # Keys are entity << DAY_BITS | day, and days count from 1900: key - (OUTFLOW_DAYS - 1) is
+    # the first day of the span, in the same entity.
+    first = np.searchsorted(key, key[at] - (OUTFLOW_DAYS - 1), side="left")
+    last = np.searchsorted(key, key[at], side="right")
+    monthly = (spent[last] - spent[first]) * (30 / OUTFLOW_DAYS)
+    balance = events["balance_fen"].to_numpy()[at]
+    flags[at] = balance < share * monthly
+    return pl.Series("low_bal_days", flags)
 
 
 LAST_DAYS: dict[str, pl.Expr] = {
@@ -144,11 +172,12 @@ def aggregates(
     wanted: set[str],
     *,
     rules: RepaymentRules,
-    low_balance: float,
+    low_balance_share: float,
 ) -> pl.LazyFrame:
     """The per-snapshot columns the consumer catalog's expressions read.
 
-    ``low_balance`` (yuan) is the closing balance below which a day is a low-balance day.
+    ``low_balance_share``: a day closing below this share of the consumer's average monthly
+    outflow (over the 90 days up to it) is a low-balance day (see :func:`_low_balance_days`).
 
     ``events`` is the encoded log of the snapshots' entities (:func:`narrow`, then
     :func:`features.keys.encode_events`).
@@ -156,7 +185,8 @@ def aggregates(
     windows = windows_of(wanted)
 
     def activity() -> dict[str, pl.Series]:
-        timeline = Timeline(events, {**MEASURES, "low_bal_days": _low_balance_days(low_balance)})
+        flagged = events.with_columns(_low_balance_days(events, low_balance_share))
+        timeline = Timeline(flagged, {**MEASURES, "low_bal_days": pl.col("low_bal_days")})
         columns = read_sums(timeline, snaps, wanted, windows=windows)
         columns.update(
             timeline.read(
@@ -238,31 +268,32 @@ def _log_std(w: int) -> pl.Expr:
     return pl.when(n > 1).then(var.clip(lower_bound=0).sqrt())
 
 
-def catalog(windows: Sequence[int], rules: RepaymentRules, low_balance: float) -> Catalog:
+def catalog(windows: Sequence[int], rules: RepaymentRules, low_balance_share: float) -> Catalog:
     """The consumer catalog; ``windows`` are the windows of the windowed families.
 
-    ``rules`` say what late and default mean for the credit-history features; ``low_balance``
-    (yuan) is the closing balance below which a day is a low-balance day.
+    ``rules`` say what late and default mean for the credit-history features; a day closing
+    below ``low_balance_share`` of the consumer's average monthly outflow is a low-balance day.
     """
     b = CatalogBuilder(
-        SEGMENT, basis=(("repayment_rules", asdict(rules)), ("low_balance", low_balance))
+        SEGMENT,
+        basis=(("repayment_rules", asdict(rules)), ("low_balance_share", low_balance_share)),
     )
     b.per_window(
         (30, 90, 180, 365), "income_{w}d", lambda w: _col(f"income_amt_{w}d"),
         dimension=ATP, monotone=1, family="windowed sum",
-        description="Income received (yuan) in the {w} days before as_of.",
+        description="Income received in the {w} days before as_of.",
         reason="low income over the last {w} days",
     )  # fmt: skip
     b.per_window(
         (30, 90, 365), "inflow_{w}d", lambda w: _col(f"in_amt_{w}d"),
         dimension=ATP, monotone=1, family="windowed sum",
-        description="Money in (yuan, income and transfers) in the {w} days before as_of.",
+        description="Money in (income and transfers) in the {w} days before as_of.",
         reason="little money coming in over the last {w} days",
     )  # fmt: skip
     b.per_window(
         (30, 90, 365), "net_flow_{w}d", lambda w: _col(f"in_amt_{w}d") - _col(f"out_amt_{w}d"),
         dimension=ATP, monotone=1, family="windowed sum",
-        description="Money in minus money out (yuan) in the {w} days before as_of.",
+        description="Money in minus money out in the {w} days before as_of.",
         reason="spending more than coming in over the last {w} days",
     )  # fmt: skip
     b.per_window(
@@ -283,14 +314,15 @@ def catalog(windows: Sequence[int], rules: RepaymentRules, low_balance: float) -
         (30, 90), "mean_balance_{w}d",
         lambda w: safe_ratio(_col(f"bal_sum_amt_{w}d"), _col(f"bal_days_{w}d")),
         dimension=ATP, monotone=1, family="windowed mean",
-        description="Mean closing balance (yuan) over days with a reported balance in the {w} "
+        description="Mean closing balance over days with a reported balance in the {w} "
         "days before as_of.",
         reason="low account balance over the last {w} days",
     )  # fmt: skip
     b.per_window(
         (30, 90), "low_balance_days_{w}d", lambda w: _col(f"low_bal_days_{w}d"),
         dimension=ATP, monotone=-1, family="windowed count",
-        description=f"Days closing with a balance below {low_balance:.0f} yuan in the {{w}} "
+        description=f"Days closing with a balance below {low_balance_share:.0%} of the average "
+        f"monthly outflow of the {OUTFLOW_DAYS} days up to the day (or below zero) in the {{w}} "
         "days before as_of.",
         reason="often nearly out of money",
     )  # fmt: skip
@@ -303,7 +335,7 @@ def catalog(windows: Sequence[int], rules: RepaymentRules, low_balance: float) -
     b.per_window(
         (30, 90, 365), "purchase_amount_{w}d", lambda w: _col(f"purchase_amt_{w}d"),
         dimension=BEH, monotone=0, family="windowed sum",
-        description="Purchases (yuan) in the {w} days before as_of.",
+        description="Purchases in the {w} days before as_of.",
         reason="purchase activity in the last {w} days",
     )  # fmt: skip
     b.per_window(
@@ -316,7 +348,7 @@ def catalog(windows: Sequence[int], rules: RepaymentRules, low_balance: float) -
         (90, 365), "avg_purchase_{w}d",
         lambda w: safe_ratio(_col(f"purchase_amt_{w}d"), _col(f"purchase_cnt_{w}d")),
         dimension=BEH, monotone=0, family="windowed mean",
-        description="Mean purchase amount (yuan) in the {w} days before as_of.",
+        description="Mean purchase amount in the {w} days before as_of.",
         reason="typical purchase size",
     )  # fmt: skip
     b.per_window(
@@ -390,7 +422,7 @@ def catalog(windows: Sequence[int], rules: RepaymentRules, low_balance: float) -
             ATP,
             1,
             360,
-            "Smallest 30-day block of income (yuan) among the last twelve.",
+            "Smallest 30-day block of income among the last twelve.",
             "a month with little or no income",
             "dispersion",
         ),
@@ -450,7 +482,7 @@ def catalog(windows: Sequence[int], rules: RepaymentRules, low_balance: float) -
             ATP,
             1,
             None,
-            "Closing balance (yuan) on the last day with a reported balance before as_of.",
+            "Closing balance on the last day with a reported balance before as_of.",
             "low account balance",
             "recency",
         ),

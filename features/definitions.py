@@ -36,12 +36,14 @@ def _merchant(segment: Segment, params: DefinitionParams) -> Definitions:
 def _consumer(segment: Segment, params: DefinitionParams) -> Definitions:
     return Definitions(
         segment=segment,
-        catalog=consumer.catalog(params.windows, params.rules, params.consumer_low_balance),
+        catalog=consumer.catalog(params.windows, params.rules, params.consumer_low_balance_share),
         policy_inputs=tuple(consumer.policy_inputs()),
         narrow=consumer.narrow,
         derived=consumer.DERIVED,
         aggregates=partial(
-            consumer.aggregates, rules=params.rules, low_balance=params.consumer_low_balance
+            consumer.aggregates,
+            rules=params.rules,
+            low_balance_share=params.consumer_low_balance_share,
         ),
     )
 

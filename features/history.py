@@ -47,7 +47,7 @@ def delinquency_onset(
     )
 
 
-def _yuan_sum(amount: pl.Expr) -> pl.Expr:
+def _money_sum(amount: pl.Expr) -> pl.Expr:
     """A sum of money, exact: added in integer fen.
 
     The order of the rows (which parallel group-bys do not fix) then cannot change the last bit
@@ -85,7 +85,7 @@ def credit_history(
         .group_by(ENTITY, AS_OF)
         .agg(
             pl.len().cast(pl.Int32).alias("prior_loans"),
-            _yuan_sum(pl.col("principal")).alias("prior_principal"),
+            _money_sum(pl.col("principal")).alias("prior_principal"),
             pl.col("issued_on").max().alias("last_loan_day"),
             pl.col("issued_on").min().alias("first_loan_day"),
             (pl.col("last_due") >= pl.col(AS_OF)).sum().cast(pl.Int32).alias("open_loans"),
@@ -124,15 +124,15 @@ def credit_history(
             pl.col("dpd").filter(recent).max().alias("max_dpd_365d"),
             (pl.col("dpd") > 0).filter(recent).sum().cast(pl.Int32).alias("late_365d"),
             pl.col("due_on").filter(pl.col("dpd") > 0).max().alias("last_late_day"),
-            _yuan_sum(pl.col("amount_paid").filter(pl.col("received"))).alias("paid_amt"),
-            _yuan_sum(pl.col("amount_due")).alias("due_amt"),
+            _money_sum(pl.col("amount_paid").filter(pl.col("received"))).alias("paid_amt"),
+            _money_sum(pl.col("amount_due")).alias("due_amt"),
             pl.col("dpd").filter(~pl.col("known_paid")).max().alias("current_dpd"),
         )
     )
     outstanding = (
         joined.filter(~known_paid)
         .group_by(ENTITY, AS_OF)
-        .agg(_yuan_sum(pl.col("amount_due")).alias("outstanding_due"))
+        .agg(_money_sum(pl.col("amount_due")).alias("outstanding_due"))
     )
     zeros = [
         "prior_loans",
@@ -171,7 +171,7 @@ def declare_credit_history(b: CatalogBuilder, rules: RepaymentRules) -> None:
             "prior_principal_total",
             pl.col("prior_principal"),
             0,
-            "Total principal (yuan) of loans issued before as_of.",
+            "Total principal of loans issued before as_of.",
             "amount borrowed before",
             None,
         ),
@@ -187,7 +187,7 @@ def declare_credit_history(b: CatalogBuilder, rules: RepaymentRules) -> None:
             "outstanding_due",
             pl.col("outstanding_due"),
             -1,
-            "Instalment amounts (yuan) of earlier loans not known to be paid at as_of.",
+            "Instalment amounts of earlier loans not known to be paid at as_of.",
             "high outstanding debt",
             None,
         ),

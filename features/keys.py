@@ -18,7 +18,8 @@ AS_OF = "as_of"
 CODE = "__code"  # the entity's dense integer code within one build
 KEY = "__key"  # code << DAY_BITS | days since ANCHOR_DAY: sorts by entity, then day
 SECOND = "__second"  # an event's seconds since midnight (UTC)
-# Money measures are integers in fen (1/100 yuan); names ending in ``_amt`` are fen.
+# Money measures are integers in hundredths of the currency unit ("fen"); names ending in
+# ``_amt`` are fen.
 FEN = 100
 # Fixed-point scale of non-integer measures such as log amounts; names ending in ``_fx``.
 FIXED = 10_000
@@ -33,7 +34,7 @@ EVER = -1  # the offset that reads the running sums before an entity's first day
 
 
 def fen(amount: pl.Expr) -> pl.Expr:
-    """A yuan amount as integer fen (money has two decimals in the contract)."""
+    """An amount in currency units as integer hundredths (money has two decimals)."""
     return (amount * FEN).round(0).cast(pl.Int64)
 
 

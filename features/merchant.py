@@ -190,13 +190,13 @@ def catalog(windows: Sequence[int], rules: RepaymentRules) -> Catalog:
     b.per_window(
         windows, "sales_amount_{w}d", lambda w: _col(f"sale_amt_{w}d"),
         dimension=ATP, monotone=1, family="windowed sum",
-        description="Sales (yuan) in the {w} days before as_of.",
+        description="Sales in the {w} days before as_of.",
         reason="low sales over the last {w} days",
     )  # fmt: skip
     b.per_window(
         (30, 90, 365), "net_sales_{w}d", _net,
         dimension=ATP, monotone=1, family="windowed sum",
-        description="Sales minus refunds and chargebacks (yuan) in the {w} days before as_of.",
+        description="Sales minus refunds and chargebacks in the {w} days before as_of.",
         reason="low net sales over the last {w} days",
     )  # fmt: skip
     b.per_window(
@@ -217,7 +217,7 @@ def catalog(windows: Sequence[int], rules: RepaymentRules) -> Catalog:
         (30, 90), "sales_per_active_day_{w}d",
         lambda w: safe_ratio(_col(f"sale_amt_{w}d"), _col(f"sale_day_{w}d")),
         dimension=ATP, monotone=1, family="windowed mean",
-        description="Mean sales (yuan) per trading day in the {w} days before as_of.",
+        description="Mean sales per trading day in the {w} days before as_of.",
         reason="low sales on a typical trading day",
     )  # fmt: skip
     single = [
@@ -257,7 +257,7 @@ def catalog(windows: Sequence[int], rules: RepaymentRules) -> Catalog:
             ATP,
             1,
             360,
-            "Best 30-day block of sales (yuan) among the last twelve.",
+            "Best 30-day block of sales among the last twelve.",
             "no strong month of sales in the last year",
             "dispersion",
         ),
@@ -267,7 +267,7 @@ def catalog(windows: Sequence[int], rules: RepaymentRules) -> Catalog:
             ATP,
             1,
             360,
-            "Weakest 30-day block of sales (yuan) among the last twelve.",
+            "Weakest 30-day block of sales among the last twelve.",
             "a very weak month of sales in the last year",
             "dispersion",
         ),
@@ -277,7 +277,7 @@ def catalog(windows: Sequence[int], rules: RepaymentRules) -> Catalog:
             ATP,
             1,
             180,
-            "Weakest 30-day block of sales (yuan) among the last six.",
+            "Weakest 30-day block of sales among the last six.",
             "a very weak month of sales recently",
             "dispersion",
         ),
@@ -288,7 +288,7 @@ def catalog(windows: Sequence[int], rules: RepaymentRules) -> Catalog:
             BEH,
             0,
             30,
-            "Mean sale amount (yuan) in the 30 days before as_of.",
+            "Mean sale amount in the 30 days before as_of.",
             "typical sale size",
             "windowed mean",
         ),
@@ -298,7 +298,7 @@ def catalog(windows: Sequence[int], rules: RepaymentRules) -> Catalog:
             BEH,
             0,
             90,
-            "Mean sale amount (yuan) in the 90 days before as_of.",
+            "Mean sale amount in the 90 days before as_of.",
             "typical sale size",
             "windowed mean",
         ),
@@ -308,7 +308,7 @@ def catalog(windows: Sequence[int], rules: RepaymentRules) -> Catalog:
             BEH,
             0,
             365,
-            "Mean sale amount (yuan) in the 365 days before as_of.",
+            "Mean sale amount in the 365 days before as_of.",
             "typical sale size",
             "windowed mean",
         ),

@@ -254,7 +254,7 @@ def read_sums(
     block_days: int = BLOCK_DAYS,
     spells: Mapping[str, tuple[str, str, int]] | None = None,
 ) -> dict[str, pl.Series]:
-    """The timeline's window sums that ``wanted`` names (yuan for money, reals for ``_fx``).
+    """The timeline's window sums that ``wanted`` names (currency units for money, reals for fx).
 
     For each measure ``c``: ``{c}_{w}d`` is the sum over the ``w`` days before as_of,
     ``{c}_ever`` over all days before it, and ``{c}_b{k}`` over the k-th 30-day block before

@@ -7,8 +7,9 @@
    ``annual_interest_rate`` (an annuity; with a zero rate, payment x term);
 3. ``expected_loss``: the expected-loss budget / (PD x LGD), so PD x LGD x limit never exceeds
    the budget;
-4. ``product_cap``: 5,000,000 yuan for merchants; 200,000 for consumers (the per-borrower cap
-   on internet consumer loans in China's 2020 rules).
+4. ``product_cap``: the demo's 5,000,000 for merchants; 200,000 for consumers (the per-borrower
+   cap on internet consumer loans in China's 2020 rules). Every amount in the policy is in the
+   log's currency: a lender sets its own in params.
 
 Zero below the approval cut-off or on a knock-out (no consent, currently ``knockout_dpd``+ days
 past due). The least constraint is rounded down to ``rounding_step`` and its name is recorded
@@ -101,7 +102,7 @@ def loan_limits(
     policy: LimitPolicy,
     apply_cutoff: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Limits (yuan, float, >= 0) and the binding constraint or knock-out of each entity.
+    """Limits (the log's currency, >= 0) and the binding constraint or knock-out of each entity.
 
     Missing or negative cash flow counts as zero (no evidence of capacity, no limit); a missing
     days-past-due counts as not delinquent (no loan, nothing overdue). ``apply_cutoff=False``

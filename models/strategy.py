@@ -29,8 +29,9 @@ def cutoff_table(
     """One row per cut-off, ascending: approvals, bad rate among approved, total limit.
 
     Columns: ``cutoff``, ``approved``, ``approval_rate``, ``bads_approved``,
-    ``bad_rate_approved`` (null when nobody is approved), ``total_limit`` (yuan). ``bad`` is 0/1
-    per entity (the outcome of the loan scored); ``limits`` are yuan, >= 0.
+    ``bad_rate_approved`` (null when nobody is approved), ``total_limit`` (the log's currency).
+    ``bad`` is 0/1 per entity (the outcome of the loan scored); ``limits`` are in the log's
+    currency, >= 0.
     """
     scores = np.asarray(scores, dtype=float)
     bad = np.asarray(bad, dtype=float)

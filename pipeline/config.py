@@ -76,7 +76,7 @@ class FeatureParams(_Frozen):
     chunks: int = Field(default=1, ge=1)
     delinquent_dpd: int = Field(default=30, gt=0)
     merchant_net_margin: float = Field(default=0.2, gt=0, le=1)
-    consumer_low_balance: float = Field(default=100.0, ge=0)
+    consumer_low_balance_share: float = Field(default=0.25, ge=0)
 
 
 class ModelParams(_Frozen):

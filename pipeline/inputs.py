@@ -174,7 +174,7 @@ def definition_params(features: FeatureParams, label: LabelParams) -> Definition
             tolerance=label.partial_payment_tolerance,
         ),
         merchant_net_margin=features.merchant_net_margin,
-        consumer_low_balance=features.consumer_low_balance,
+        consumer_low_balance_share=features.consumer_low_balance_share,
     )
 
 

@@ -17,7 +17,7 @@ PARAMS = DefinitionParams(
     windows=(7, 30, 90, 180, 365),
     rules=RepaymentRules(default_dpd=90, delinquent_dpd=30, tolerance=0.01),
     merchant_net_margin=0.2,
-    consumer_low_balance=100.0,
+    consumer_low_balance_share=0.25,
 )
 
 

@@ -42,7 +42,7 @@ def test_catalog_hash_follows_the_definition_rules() -> None:
         stricter = replace(PARAMS, rules=replace(PARAMS.rules, tolerance=0.0))
         assert definitions(segment, stricter).catalog.names == base.names
         assert definitions(segment, stricter).catalog.hash != base.hash
-    richer = replace(PARAMS, consumer_low_balance=250.0)
+    richer = replace(PARAMS, consumer_low_balance_share=0.5)
     assert (
         definitions("consumer", richer).catalog.hash != definitions("consumer", PARAMS).catalog.hash
     )

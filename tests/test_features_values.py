@@ -133,7 +133,7 @@ def test_hand_computed_consumer_values() -> None:
         "income_gap_mean_365d": (30 + 31) / 2,
         "days_since_last_income": 3,
         "last_balance": 4800.0,
-        "low_balance_days_30d": 1,
+        "low_balance_days_30d": 0,  # 80 on 6-20 is over a quarter of a 17-a-month outflow
         "counterparties_ever": 2,
         "distinct_counterparties_30d": 2,
         "repeat_counterparty_share_90d": 1 / 3,
@@ -317,4 +317,32 @@ def test_closing_balance_is_the_days_last_reported_balance() -> None:
     spine = pl.DataFrame({"entity_id": ["C1", "C1"], "as_of": [dt.date(2024, 6, 30), AS_OF]})
     frame = features("consumer", spine, inputs("consumer", events, ["C1"]))
     assert frame["last_balance"].to_list() == [500.0, 80.0]
-    assert frame["low_balance_days_30d"].to_list() == [0, 1]
+    # 80 closes 6-30, but the month's typical outflow is 50 * 30 / 90: not low relative to it.
+    assert frame["low_balance_days_30d"].to_list() == [0, 0]
+
+
+@pytest.mark.parametrize("scale", [1.0, 25.0])
+def test_low_balance_is_relative_to_the_consumers_own_outflow(scale: float) -> None:
+    """A day is low below a quarter of the average monthly outflow of the 90 days up to it.
+
+    The same log at 25 times the amounts (another currency) gives the same days.
+    """
+    rows = [
+        ("C1", D(2024, 5, 1, 9), "bill_payment", 3000.0, None, 1000.0),
+        ("C1", D(2024, 6, 10, 9), "purchase", 600.0, "M1", 400.0),  # 3600/3 -> 300: not low
+        ("C1", D(2024, 6, 20, 9), "purchase", 150.0, "M1", 250.0),  # 3750/3 -> 312.5: low
+        ("C1", D(2024, 6, 25, 9), "income", 5000.0, None, 5250.0),
+        ("C1", D(2024, 6, 28, 9), "transfer_out", 5400.0, "C9", -150.0),  # negative: low
+        # 90 days up to 8-29 start on 6-1: the 3000 of 5-1 is out of the span, so the typical
+        # outflow is 6160 / 3 and 600 is over a quarter of it (with 5-1 in, it would be low).
+        ("C1", D(2024, 8, 29, 9), "purchase", 10.0, "M1", 600.0),
+    ]
+    events = consumer_events(
+        [(e, t, k, a * scale, c, None if b is None else b * scale) for e, t, k, a, c, b in rows]
+    )
+    spine = pl.DataFrame(
+        {"entity_id": ["C1", "C1"], "as_of": [dt.date(2024, 7, 1), dt.date(2024, 8, 30)]}
+    )
+    frame = features("consumer", spine, inputs("consumer", events, ["C1"]))
+    assert frame["low_balance_days_30d"].to_list() == [2, 0]
+    assert frame["low_balance_days_90d"].to_list() == [2, 2]

@@ -27,8 +27,8 @@ class RepaymentRules:
     - ``delinquent_dpd``: days past due that make a borrower delinquent (params
       ``features.delinquent_dpd``): counterparties that reached it are risky, and the credit
       history counts earlier instalments that reached it.
-    - ``tolerance``: yuan an instalment may be paid short of its amount due and still count as
-      paid (params ``label.partial_payment_tolerance``).
+    - ``tolerance``: money (the log's currency) an instalment may be paid short of its amount
+      due and still count as paid (params ``label.partial_payment_tolerance``).
     """
 
     default_dpd: int

@@ -1,11 +1,12 @@
 """The input contract: the tables, columns and types users shape their logs to.
 
 The synthetic world writes exactly these tables, validation enforces them, and the feature
-jobs read nothing else. Money is yuan (CNY) as float64 rounded to 2 decimals; timestamps are
-UTC; identifiers are strings. The columns, types, keys and nullability of every table are
-defined once, by its dataframely schema (:mod:`features.contract.schemas`); :data:`TABLES`
-reads them from there. The human-readable version of this contract is
-``docs/data-contract.md``.
+jobs read nothing else. Money is in the log's currency (the synthetic world's is CNY; a source
+mapping names a lender's and scales its amounts to whole units) as float64 rounded to 2
+decimals; timestamps are UTC; identifiers are strings. The columns, types, keys and
+nullability of every table are defined once, by its dataframely schema
+(:mod:`features.contract.schemas`); :data:`TABLES` reads them from there. The
+human-readable version of this contract is ``docs/data-contract.md``.
 """
 
 from __future__ import annotations

@@ -79,8 +79,8 @@ def model_card(
                 f"bad when any instalment is {label.dpd_threshold}+ days past due within "
                 f"{label.performance_months} months of issue; loans whose window has not closed "
                 "are indeterminate and excluded; an instalment paid short by more than "
-                f"{label.partial_payment_tolerance} yuan counts as unpaid; a lender's outcomes "
-                "table overrides the repayment log for the loans it names"
+                f"{label.partial_payment_tolerance} (the log's currency) counts as unpaid; a "
+                "lender's outcomes table overrides the repayment log for the loans it names"
             ),
             **label.model_dump(),
         },
