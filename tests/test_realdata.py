@@ -55,11 +55,10 @@ def _module(name: str, script: str) -> ModuleType:
 
 
 def _params(name: str, folder: Path, tracking_uri: str | None = None, **sections: object) -> Path:
-    """The example's params file, with sections replaced and MLflow pointed at a tmp store."""
-    raw = yaml.safe_load((EXAMPLES / SETS[name] / "params.yaml").read_text())
-    raw.update(sections)
+    """A params file extending the example's, with ``sections`` on it and MLflow in a tmp store."""
+    raw: dict[str, object] = {"extends": str(EXAMPLES / SETS[name] / "params.yaml"), **sections}
     if tracking_uri is not None:
-        raw["mlflow"] = {**raw["mlflow"], "tracking_uri": tracking_uri}
+        raw["mlflow"] = {"tracking_uri": tracking_uri}
     path = folder / f"params-{name}.yaml"
     path.write_text(yaml.safe_dump(raw, allow_unicode=True))
     return path
@@ -118,22 +117,14 @@ def test_taiwan_validates_whole_and_its_payments_carry_signal(prepared) -> None:
     assert _auc_of_few(frame, few) > 0.6
 
 
-def test_superlender_quarantines_only_borrowers_without_a_birth_year(prepared) -> None:
+def test_superlender_validates_whole_with_unknown_ages(prepared) -> None:
     data = prepared["superlender"]
     summary = _summary(data)
-    rules = {t: s["rules"] for t, s in summary.items()}
-    no_birth_year = rules["consumers"]["null_birth_year"]
-    assert no_birth_year > 0
-    # nothing else is quarantined but those borrowers and, with them, their rows
-    assert rules == {
-        "consumers": {"null_birth_year": no_birth_year},
-        "consumer_transactions": {
-            "consumer_quarantined": rules["consumer_transactions"]["consumer_quarantined"]
-        },
-        "loans": {"entity_quarantined": rules["loans"]["entity_quarantined"]},
-        "repayments": {"loan_quarantined": rules["repayments"]["loan_quarantined"]},
-        "outcomes": {"loan_quarantined": no_birth_year},  # one target loan each
-    }
+    # a quarter of the borrowers have no demographics: their birth year is null, not a reason
+    # to drop them with their loans
+    assert {t: s["quarantined"] for t, s in summary.items()} == dict.fromkeys(summary, 0)
+    consumers = pl.read_parquet(data / "validated" / "consumers.parquet")
+    assert 0 < consumers["birth_year"].null_count() < consumers.height
     targets = pl.read_parquet(data / "validated" / "outcomes.parquet").select("loan_id")
     frame = pl.read_parquet(data / "features" / "consumer.parquet").join(targets, on="loan_id")
     assert frame.height == targets.height == summary["outcomes"]["rows_out"]

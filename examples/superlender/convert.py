@@ -7,10 +7,10 @@ Usage: ``python examples/superlender/convert.py OUT_DIR [--source DIR]`` writes 
 Every modelling choice, column by column (README.md beside this file says why):
 
 - a ``customerid`` with a loan is one consumer. ``birth_year`` is the year of ``birthdate``
-  (``traindemographics``); a customer without a demographics row has none, and the contract
-  requires one, so that consumer is quarantined (``null_birth_year``) with all its rows: we do
-  not invent ages. Rows repeated verbatim in the demographics are read once; a customer with two
-  different rows stays duplicated (``duplicate_id``). The data name no region (GPS only), so
+  (``traindemographics``); a customer without a demographics row has none (null: the age
+  features are unknown for them; we do not invent ages). Rows repeated verbatim in the
+  demographics are read once; a customer with two different rows stays duplicated
+  (``duplicate_id``). The data name no region (GPS only), so
   ``region`` is ``nigeria``; every customer consents (the challenge's data); the sign-up date is
   not recorded, so ``registered_on`` is the day of the customer's first loan approval. Bank,
   account type, employment, education and ``referredby`` have no place in the contract.
