@@ -212,6 +212,7 @@ def month_statement(
     lo, hi = int(cal.month_start[m]), int(cal.month_start[m + 1])
     n = len(active)
     ev = _Events()
+    # Pay: salaries from the employer, gig pay from one of the payers.
     inc, k = flows.income, flows.salaried
     ev.add(
         "income",
@@ -223,6 +224,7 @@ def month_statement(
     gig = rng.choice(acct.payers, len(inc.c) - k)
     ev.add("income", inc.c[k:], timestamps(rng, inc.day[k:]), _fen(inc.amount[k:]), gig)
 
+    # Spending: card purchases (a few refunded within the month), ATM withdrawals; cash paid in.
     cash = spend * acct.cash_share
     p_c = np.repeat(np.arange(n), rng.poisson(acct.card_rate * cal.season[m] * active))
     p_fen = _fen(
@@ -254,6 +256,7 @@ def month_statement(
         _fen(_round_to(d_amt, 50.0)),
     )
 
+    # Standing orders and direct debits: household bills and insurance premiums.
     bill = flows.bills
     b_cp = acct.biller[bill.c, bill.slot]
     ev.add("bill_payment", bill.c, timestamps(rng, bill.day), _fen(bill.amount), b_cp)
@@ -263,9 +266,10 @@ def month_statement(
         "bill_payment", ins, timestamps(rng, ins_day), _fen(acct.premium[ins]), acct.insurer[ins]
     )
 
+    # Transfers (the customers are the first parties), odd credits and debits, the loans.
     t = flows.between
     t_fen = _fen(t.amount)
-    ev.add("transfer_out", t.c, t.ts, t_fen, t.to)  # the first parties are the customers
+    ev.add("transfer_out", t.c, t.ts, t_fen, t.to)
     ev.add("transfer_in", t.to, t.ts, t_fen, t.c)
     ev.add("transfer_in", flows.inflow.to, flows.inflow.ts, _fen(flows.inflow.amount))
     for kind, rate, share in (("other_in", 0.06, 0.2), ("other_out", 0.08, 0.1)):
@@ -276,6 +280,7 @@ def month_statement(
     ev.add("repayment", rep.c, timestamps(rng, rep.day), _fen(rep.amount))
     ev.add("loan_disbursement", dis.c, timestamps(rng, dis.day), _fen(dis.amount))
 
+    # The bank's side: bounced debits, then the month-end postings, then the balances.
     frame = ev.frame().with_row_index("seq")
     frame = _bounce(frame, acct, balance)
     frame = _month_end(frame, active, balance, lo=lo, hi=hi)

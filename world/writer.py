@@ -108,6 +108,14 @@ def consumer_rows(cons: pl.DataFrame, mer: Merchants, con: Consumers, first: int
     )
 
 
+def _yuan(fen: pl.Series) -> np.ndarray:
+    """Integer fen as yuan with two decimals.
+
+    Divided by numpy: polars may multiply by 0.01 instead, one ulp off the two-decimal float.
+    """
+    return np.round(fen.to_numpy() / 100.0, 2)
+
+
 def statement_rows(
     ev: pl.DataFrame, con: Consumers, parties: pl.Series, first: int
 ) -> pl.DataFrame:
@@ -127,10 +135,10 @@ def statement_rows(
             "direction": pl.Series(
                 [contract.CONSUMER_KIND_DIRECTION[k] for k in contract.CONSUMER_TXN_KINDS]
             ).gather(kind),
-            "amount": ev["amount"] / 100.0,
+            "amount": _yuan(ev["amount"]),
             "counterparty_id": _lookup(parties, ev["cp"].to_numpy()),
             "channel": _lookup(pl.Series(contract.CHANNELS), ev["chan"].to_numpy()),
-            "balance_after": ev["bal"] / 100.0,
+            "balance_after": _yuan(ev["bal"]),
         }
     )
 
