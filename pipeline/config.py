@@ -50,13 +50,20 @@ class _Frozen(BaseModel):
 
 
 class WorldParams(_Frozen):
-    """Size and seed of the synthetic world the demo generates."""
+    """Size, seed and flavour of the synthetic world the demo generates.
+
+    ``flavour`` is ``platform`` (a payment platform's merchants and consumers, with instalment
+    schedules) or ``bank`` (a retail bank's consumers: current-account statements and loan
+    outcomes, no merchant tables; ``merchants`` is then not used). The values are the world's
+    ``world.synth.FLAVOURS``, restated here because production never imports the world.
+    """
 
     merchants: int = Field(gt=0)
     consumers: int = Field(gt=0)
     months: int = Field(gt=0)
     seed: int = 42
     start: dt.date = dt.date(2023, 1, 1)
+    flavour: Literal["platform", "bank"] = "platform"
 
 
 class ValidationParams(_Frozen):
