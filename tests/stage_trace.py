@@ -162,3 +162,31 @@ class Trace:
                 p for p in before.keys() | after.keys() if before.get(p) != after.get(p)
             }
         return result
+
+
+def dvc_stages(repo: Path) -> dict[str, dict]:
+    """dvc.yaml's stages as dvc expands them: ``name@item`` for each item of a ``foreach``.
+
+    A ``foreach`` may name a params.yaml list (``${scoring.segments}``), as dvc's templating
+    reads it from params.yaml.
+    """
+    import re
+
+    import yaml
+
+    spec = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    stages: dict[str, dict] = {}
+    for name, stage in spec.items():
+        if "foreach" not in stage:
+            stages[name] = stage
+            continue
+        items = stage["foreach"]
+        if isinstance(items, str):
+            reference = re.fullmatch(r"\$\{([\w.]+)\}", items.strip())
+            assert reference, f"stage {name}: foreach {items!r} is not a ${{params.key}}"
+            items = functools.reduce(lambda node, key: node[key], reference[1].split("."), params)
+        for item in items:
+            text = yaml.safe_dump(stage["do"]).replace("${item}", str(item))
+            stages[f"{name}@{item}"] = yaml.safe_load(text)
+    return stages

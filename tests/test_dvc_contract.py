@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 import yaml
+from stage_trace import dvc_stages
 
 from pipeline.cli import app
 
@@ -15,16 +16,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _stages() -> dict[str, dict]:
-    spec = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    stages: dict[str, dict] = {}
-    for name, stage in spec.items():
-        if "foreach" in stage:
-            for item in stage["foreach"]:
-                text = yaml.safe_dump(stage["do"]).replace("${item}", str(item))
-                stages[f"{name}@{item}"] = yaml.safe_load(text)
-        else:
-            stages[name] = stage
-    return stages
+    return dvc_stages(REPO)
 
 
 def test_every_stage_command_is_a_cli_command_with_real_options() -> None:

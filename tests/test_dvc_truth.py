@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 from registry_world import private_world
+from stage_trace import dvc_stages
 
 from pipeline.stages import score
 
@@ -32,14 +33,7 @@ OTHER_BRANCHES = {
 
 
 def _stages() -> dict[str, dict]:
-    spec = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    stages: dict[str, dict] = {}
-    for name, stage in spec.items():
-        for item in stage.get("foreach", [None]):
-            body = stage["do"] if item is not None else stage
-            text = yaml.safe_dump(body).replace("${item}", str(item))
-            stages[name if item is None else f"{name}@{item}"] = yaml.safe_load(text)
-    return stages
+    return dvc_stages(REPO)
 
 
 def _paths(entries: list) -> set[str]:
