@@ -172,17 +172,35 @@ def generate(
 
 
 @app.command()
-def validate(params: ParamsOption = Path("params.yaml"), data: DataOption = None) -> None:
+def validate(
+    params: ParamsOption = Path("params.yaml"),
+    data: DataOption = None,
+    mapping: Annotated[
+        Path | None,
+        typer.Option(
+            "--mapping",
+            help="The source mapping (default: contract.yaml beside the raw tables, if any).",
+        ),
+    ] = None,
+    explain: Annotated[
+        bool,
+        typer.Option(
+            "--explain", help="Print what the source mapping mapped and what fell through."
+        ),
+    ] = False,
+) -> None:
     """Validate raw tables: clean rows go on, bad rows to quarantine with the rule they broke.
 
     A file that cannot be read as a table (empty, truncated, not Parquet, a malformed or
     non-UTF-8 CSV line, no rows, a required column without values) stops the run with one line
     naming the file (and the CSV line) and exit code 2; nothing already validated is changed.
+    A lender's own files are read through a source mapping (``contract.yaml``); a mapping that
+    cannot be used is one line and exit code 1.
     """
     from pipeline.stages import validate as stage
 
     with _stage("validate"):
-        summary = stage.run(_settings(params, data))
+        summary = stage.run(_settings(params, data), mapping=mapping)
     for table, s in summary["tables"].items():
         rules = ", ".join(f"{k}={v}" for k, v in s["rules"].items()) or "-"
         out.print(
@@ -199,6 +217,47 @@ def validate(params: ParamsOption = Path("params.yaml"), data: DataOption = None
     out.print(f"  no consent: {counts} excluded with all their rows")
     for name, why in summary["skipped_segments"].items():
         console.print(f"[yellow]skipped segment {name}[/]: {escape(why)}", soft_wrap=True)
+    for name, why in summary.get("no_transaction_log", {}).items():
+        console.print(f"[yellow]segment {name}[/]: {escape(why)}", soft_wrap=True)
+    if explain:
+        _explain_mapping(summary.get("mapping"))
+
+
+def _explain_mapping(mapping: dict[str, Any] | None) -> None:
+    """Print the source mapping's report: per coded column, what was mapped and what was not."""
+    from rich.table import Table
+
+    if mapping is None:
+        out.print("  no source mapping: every table was read as the contract names it")
+        return
+    currency = mapping["currency"]
+    out.print(
+        f"  source mapping {escape(str(mapping['file']))}: currency "
+        f"{currency['code'] or 'unnamed'} (scale {currency['scale']:g}), timezone "
+        f"{mapping['timezone']}, unmapped values: {mapping['unmapped']}",
+        soft_wrap=True,
+    )
+    table = Table("table", "column", "source value", "canonical", "rows", title="source mapping")
+    for name, report in mapping["tables"].items():
+        renames = ", ".join(
+            f"{c} <- {'|'.join(src) if isinstance(src, list) else src}"
+            for c, src in report["columns"].items()
+        )
+        if renames or report["file"]:
+            out.print(f"  {name}: file {report['file'] or '(default)'}; {renames or 'no renames'}")
+        for column, counts in report["values"].items():
+            for value, (canonical, rows) in counts["applied"].items():
+                shown = "null" if canonical is None else str(canonical)
+                table.add_row(name, column, escape(value), shown, f"{rows:,}")
+            for value, rows in counts["unmapped"].items():
+                table.add_row(
+                    name,
+                    column,
+                    escape(value),
+                    f"[red]unmapped: {counts['action']}[/]",
+                    f"{rows:,}",
+                )
+    out.print(table)
 
 
 @app.command()
