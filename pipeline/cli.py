@@ -225,6 +225,8 @@ def validate(
 
 def _explain_mapping(mapping: dict[str, Any] | None) -> None:
     """Print the source mapping's report: per coded column, what was mapped and what was not."""
+    import json
+
     from rich.table import Table
 
     if mapping is None:
@@ -247,14 +249,14 @@ def _explain_mapping(mapping: dict[str, Any] | None) -> None:
             out.print(f"  {name}: file {report['file'] or '(default)'}; {renames or 'no renames'}")
         for column, counts in report["values"].items():
             for value, (canonical, rows) in counts["applied"].items():
-                shown = "null" if canonical is None else str(canonical)
+                shown = canonical if isinstance(canonical, str) else json.dumps(canonical)
                 table.add_row(name, column, escape(value), shown, f"{rows:,}")
             for value, rows in counts["unmapped"].items():
                 table.add_row(
                     name,
                     column,
                     escape(value),
-                    f"[red]unmapped: {counts['action']}[/]",
+                    f"[red]unmapped -> {escape(counts['action'])}[/]",
                     f"{rows:,}",
                 )
     out.print(table)

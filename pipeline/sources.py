@@ -634,16 +634,16 @@ def apply(raw: pl.DataFrame, table: str, mapping: SourceMapping, *, text: bool, 
                 )
                 extra["kind"] = pl.when(pl.col("_hit_kind")).then(value).otherwise(fallback)
                 extra["unmapped_kind"] = written & fallback.is_null()
-                unmapped[column] = "other_in / other_out by direction (unmapped_kind without one)"
+                unmapped[column] = "other_in / other_out by direction"
             else:
                 extra["kind"] = value
                 extra["unmapped_kind"] = written
-                unmapped[column] = "quarantined as unmapped_kind"
+                unmapped[column] = "quarantined: unmapped_kind"
         elif column == "channel" and mapping.unmapped == "other":
-            unmapped[column] = "null (unknown channel)"
+            unmapped[column] = "null (unknown)"
         else:
             extra[f"unmapped_{column}"] = written
-            unmapped[column] = f"quarantined as unmapped_{column}"
+            unmapped[column] = f"quarantined: unmapped_{column}"
     stage = stage.with_columns(**extra)
     flag_cols = [*flags, *(c for c in extra if c.startswith("unmapped_"))]
     typed = stage.select(row, *spec.columns, *flag_cols)
