@@ -176,26 +176,17 @@ def validate(
     params: ParamsOption = Path("params.yaml"),
     data: DataOption = None,
     mapping: Annotated[
-        Path | None,
-        typer.Option(
-            "--mapping",
-            help="The source mapping (default: contract.yaml beside the raw tables, if any).",
-        ),
+        Path | None, typer.Option(help="Source mapping (default: raw/contract.yaml if present).")
     ] = None,
-    explain: Annotated[
-        bool,
-        typer.Option(
-            "--explain", help="Print what the source mapping mapped and what fell through."
-        ),
-    ] = False,
+    explain: Annotated[bool, typer.Option(help="Print what the mapping mapped and not.")] = False,
 ) -> None:
     """Validate raw tables: clean rows go on, bad rows to quarantine with the rule they broke.
 
     A file that cannot be read as a table (empty, truncated, not Parquet, a malformed or
     non-UTF-8 CSV line, no rows, a required column without values) stops the run with one line
     naming the file (and the CSV line) and exit code 2; nothing already validated is changed.
-    A lender's own files are read through a source mapping (``contract.yaml``); a mapping that
-    cannot be used is one line and exit code 1.
+    A lender's own files are read through a source mapping (``contract.yaml``, see
+    pipeline/sources.py); a mapping that cannot be used is one line and exit code 1.
     """
     from pipeline.stages import validate as stage
 
@@ -230,35 +221,22 @@ def _explain_mapping(mapping: dict[str, Any] | None) -> None:
     from rich.table import Table
 
     if mapping is None:
-        out.print("  no source mapping: every table was read as the contract names it")
-        return
-    currency = mapping["currency"]
+        return out.print("  no source mapping: every table was read as the contract names it")
+    money = mapping["currency"]
     out.print(
-        f"  source mapping {escape(str(mapping['file']))}: currency "
-        f"{currency['code'] or 'unnamed'} (scale {currency['scale']:g}), timezone "
-        f"{mapping['timezone']}, unmapped values: {mapping['unmapped']}",
+        f"  source mapping {escape(str(mapping['file']))}: currency {money['code']} (scale "
+        f"{money['scale']:g}), timezone {mapping['timezone']}, unmapped: {mapping['unmapped']}",
         soft_wrap=True,
     )
     table = Table("table", "column", "source value", "canonical", "rows", title="source mapping")
     for name, report in mapping["tables"].items():
-        renames = ", ".join(
-            f"{c} <- {'|'.join(src) if isinstance(src, list) else src}"
-            for c, src in report["columns"].items()
-        )
-        if renames or report["file"]:
-            out.print(f"  {name}: file {report['file'] or '(default)'}; {renames or 'no renames'}")
         for column, counts in report["values"].items():
             for value, (canonical, rows) in counts["applied"].items():
                 shown = canonical if isinstance(canonical, str) else json.dumps(canonical)
                 table.add_row(name, column, escape(value), shown, f"{rows:,}")
             for value, rows in counts["unmapped"].items():
-                table.add_row(
-                    name,
-                    column,
-                    escape(value),
-                    f"[red]unmapped -> {escape(counts['action'])}[/]",
-                    f"{rows:,}",
-                )
+                fell = f"[red]unmapped -> {escape(counts['action'])}[/]"
+                table.add_row(name, column, escape(value), fell, f"{rows:,}")
     out.print(table)
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import polars as pl
 
 from features.contract import tables as contract
-from pipeline import sources
+from pipeline import source_transform, sources
 from pipeline.sources import IDENTITY, SourceMapping
 
 ROW = "source_row"
@@ -323,7 +323,7 @@ def read(
     # Timestamps are brought to UTC and CSV cells parsed here; other casts of Parquet columns
     # are left to the schema, which reports a value that does not fit (say, an Int64 too large
     # for Int32) as bad_value_<column>.
-    mapped = sources.apply(raw, table, mapping, text=fmt == "csv", row=ROW)
+    mapped = source_transform.apply(raw, table, mapping, text=fmt == "csv", row=ROW)
     _check_content(path, table, mapped.source.drop(ROW), text=fmt == "csv")
     if fmt == "parquet" and mapping is IDENTITY:
         # The contract's own Parquet columns: the typed rows are the rows as written.

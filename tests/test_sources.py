@@ -16,7 +16,8 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from pipeline import sources
+from features.contract.vocabulary import MONEY
+from pipeline import source_transform, sources
 from pipeline.cli import app
 from pipeline.sources import SourceMappingError
 
@@ -58,7 +59,7 @@ TXN = {
 
 
 def apply(raw: pl.DataFrame, m: sources.SourceMapping, table: str = "consumer_transactions"):
-    return sources.apply(raw, table, m, text=True, row=ROW)
+    return source_transform.apply(raw, table, m, text=True, row=ROW)
 
 
 def txn(values: dict[str, Any], unmapped: str = "quarantine", **extra: Any):
@@ -142,7 +143,7 @@ def test_the_scale_applies_to_every_money_column() -> None:
         }
     ).with_row_index(ROW)
     assert apply(loans, m, "loans").typed["principal"].to_list() == [5000.0]
-    assert set(sources.MONEY) == {
+    assert set(MONEY) == {
         "merchant_transactions",
         "consumer_transactions",
         "loans",
