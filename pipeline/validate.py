@@ -2,15 +2,11 @@
 
 The run, table by table:
 
-1. **Read** ``raw_dir/<table>.parquet`` (or ``.csv``), or, through a source mapping
-   (``raw_dir/contract.yaml``, :mod:`pipeline.sources`), the lender's own file with its own
-   column names, codes, date formats and currency; a coded value the mapping does not cover is
-   quarantined (``unmapped_<column>``) or, by the mapping's choice, put in ``other_in`` /
-   ``other_out`` (a consumer kind) or an unknown channel. A missing or mistyped column is schema
-   drift: the run stops with :class:`SchemaDriftError` naming the table and the column, before
-   anything is written. Parquet columns of a compatible type are cast (any integer width, integers
-   to floats, any datetime unit; naive timestamps are taken as UTC). CSV cells are parsed; a cell
-   that cannot be read as its column's type quarantines its row (``bad_value_<column>``).
+1. **Read** ``raw_dir/<table>.parquet`` (or ``.csv``), or the lender's own file in its own
+   words through a source mapping (``contract.yaml``, :mod:`pipeline.sources`). A missing or
+   mistyped column is schema drift (:class:`SchemaDriftError`): the run stops before anything
+   is written. Compatible Parquet types are cast; CSV cells are parsed, and a cell that cannot
+   be read quarantines its row (``bad_value_<column>``).
 2. **Consent.** Entities that have not authorised data use are dropped with every row that
    belongs to them (their transactions, their loans, those loans' repayments and outcomes), and
    references to them in other entities' rows (``buyer_id``, ``counterparty_id``) are blanked.
@@ -70,6 +66,7 @@ REFERENCES = {
     if seg.references is not None
 }
 LOAN_CHILDREN = ("repayments", "outcomes")
+NO_LOG = "no transaction log, so only credit-history and identity features will be built"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -167,18 +164,10 @@ def validate(
          "consent_excluded": {"merchants": rows, "consumers": rows, <table>: rows dropped,
                               "references_blanked": cells},
          "reference_time": iso timestamp, "inputs": {table: "parquet" | "csv"},
-         "no_transaction_log": {segment: what is built without one},
-         "mapping": null | {"file", "currency": {"code", "scale"}, "timezone", "unmapped",
-                            "tables": {table: {"file", "columns", "constants", "formats",
-                                               "signed_amount", "values": {coded column:
-                                               {"applied": {source value: [canonical, rows]},
-                                                "unmapped": {source value: rows},
-                                                "action": what befell the unmapped}}}}}}
+         "no_transaction_log": {segment: why}, "mapping": null | {"file", "currency",
+         "timezone", "unmapped", "tables": {table: source_transform.Mapped.report}}}
 
-    ``mapping`` is the source mapping file (default ``raw_dir/contract.yaml`` when it exists;
-    without one every table is read as the contract names it). A mapping file that cannot be
-    used raises :class:`~pipeline.sources.SourceMappingError` before anything is read.
-
+    ``mapping``: the source mapping file (default ``raw_dir/contract.yaml`` if it exists).
     ``reference_time`` is "now" for the future-timestamp rule (naive means UTC). Raises
     :class:`SchemaDriftError` on a missing or mistyped column and
     :class:`~pipeline.raw_tables.RawTableError` on a file that is not a readable table (empty,
@@ -187,10 +176,9 @@ def validate(
 
     A segment is optional: one whose entity table and transactions are both absent is skipped
     (``skipped_segments`` says why; nothing of it is written) and its loans are quarantined as
-    ``segment_not_provided``. A segment's transaction log is optional too: a digital lender may
-    bring its consumers and loans only; the segment is then present without a log
-    (``no_transaction_log``) and only its credit-history and identity features can be built.
-    Transactions without their entity table, or no segment at all, is an error.
+    ``segment_not_provided``. Its log is optional (a digital lender's borrowers and loans): the
+    segment is present without one (``no_transaction_log``); transactions without their
+    entities, or no segment at all, is an error.
 
     Tables are processed small ones first (entities, loans, repayments, outcomes), then the
     transaction tables one at a time, each written out and released before the next is read,
@@ -208,7 +196,9 @@ def validate(
 
     source_map, map_file = sources.load(raw_dir, mapping)
     present, skipped, no_log = _present_segments(raw_dir, source_map)
-    absent_tables = {t for seg in SEGMENTS.values() if seg.name in skipped for t in _tables(seg)}
+    absent_tables = {
+        t for s in SEGMENTS.values() if s.name in skipped for t in (s.entity_table, s.txn_table)
+    }
     absent_tables |= {SEGMENTS[name].txn_table for name in no_log}
 
     # A file that cannot be read as a table (RawTableError) or drift anywhere stops the run
@@ -286,30 +276,18 @@ def validate(
 
         for seg in present:
             out.finish(entities[seg.entity_table])
-        summary = out.summary(blanked, reference_time, skipped)
-        summary["no_transaction_log"] = no_log
-        summary["mapping"] = (
-            None if map_file is None else {**source_map.describe(map_file), "tables": out.mapping}
+        mapped = {n: out.mapping[n] for n in contract.TABLES if out.mapping.get(n)}
+        described = map_file and {**source_map.describe(map_file), "tables": mapped}
+        summary = out.summary(
+            blanked, reference_time, skipped, no_transaction_log=no_log, mapping=described
         )
-        out.write_summary(summary)
     return summary
 
 
-def _tables(seg: Segment) -> tuple[str, str]:
-    """The tables a segment brings: its entities and their transactions."""
-    return seg.entity_table, seg.txn_table
+def _present_segments(raw_dir: Path, mapping: sources.SourceMapping) -> tuple[Any, ...]:
+    """The segments present in ``raw_dir``, {skipped segment: why}, {segment without a log: why}.
 
-
-def _present_segments(
-    raw_dir: Path, mapping: sources.SourceMapping
-) -> tuple[list[Segment], dict[str, str], dict[str, str]]:
-    """The segments present in ``raw_dir``, why each other one was skipped, and which lack a log.
-
-    A lender brings the segments it has: a segment with neither of its tables is skipped (its
-    loans are quarantined as ``segment_not_provided``). A segment with its entity table but no
-    transactions is present without a log (a digital lender's consumers and loans): only its
-    credit-history and identity features can be built. Transactions without their entity
-    table are an error, and so is a folder with no segment at all.
+    See :func:`validate`: a segment needs its entity table; its transactions are optional.
     """
     present: list[Segment] = []
     skipped: dict[str, str] = {}
@@ -320,10 +298,7 @@ def _present_segments(
         if has_entities:
             present.append(seg)
             if not has_log:
-                no_log[seg.name] = (
-                    f"no {seg.txn_table} in {raw_dir}: no transaction log, so only "
-                    "credit-history and identity features will be built"
-                )
+                no_log[seg.name] = f"no {seg.txn_table} in {raw_dir}: {NO_LOG}"
         elif not has_log:
             skipped[seg.name] = (
                 f"neither {seg.entity_table} nor {seg.txn_table} is in {raw_dir}; its loans are "
@@ -336,9 +311,7 @@ def _present_segments(
             )
     if not present:
         tables = " or ".join(seg.entity_table for seg in SEGMENTS.values())
-        raise ValueError(
-            f"expected the tables of at least one segment ({tables}) in {raw_dir}; got none"
-        )
+        raise ValueError(f"expected the tables of a segment ({tables}) in {raw_dir}; got none")
     return present, skipped, no_log
 
 
@@ -497,15 +470,14 @@ class _Staging:
         }
         self.consent[t.name] = t.consent_dropped
         self.inputs[t.name] = t.fmt
-        if t.mapping:
-            self.mapping[t.name] = t.mapping
+        self.mapping[t.name] = t.mapping
         t.data = t.source = pl.DataFrame()
         t.bad = []
 
     def summary(
-        self, blanked: int, reference_time: datetime.datetime, skipped: dict[str, str]
+        self, blanked: int, reference_time: datetime.datetime, skipped: dict[str, str], **more: Any
     ) -> dict[str, Any]:
-        """The run's counts (written by :meth:`write_summary`)."""
+        """Write summary.json (the folders are published when the block ends); return it."""
         order = [name for name in contract.TABLES if name in self.stats]
         summary = {
             "segments": [name for name in SEGMENTS if name not in skipped],
@@ -517,13 +489,10 @@ class _Staging:
             },
             "reference_time": reference_time.isoformat(),
             "inputs": {name: self.inputs[name] for name in order},
+            **more,
         }
-        self.mapping = {name: self.mapping[name] for name in order if name in self.mapping}
-        return summary
-
-    def write_summary(self, summary: dict[str, Any]) -> None:
-        """Write summary.json (the folders are published when the block ends)."""
         (self.tmp[1] / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        return summary
 
     def __exit__(self, *exc: object) -> None:
         self._stack.__exit__(*exc)
