@@ -26,7 +26,9 @@ class Inputs:
     segment's entity table renamed likewise; ``loans`` and ``repayments`` the whole contract
     tables (both segments: connection features need the delinquency of counterparties).
     ``partners`` optionally maps counterparty ids to a category (``partner_id``, ``category``),
-    e.g. merchants to their industry for a consumer's spending concentration.
+    e.g. merchants to their industry for a consumer's spending concentration. ``has_log`` is
+    false when the lender brought no transaction log for the segment (``events`` is then empty
+    with the contract's schema): see :data:`WITHOUT_LOG`.
     """
 
     events: pl.LazyFrame
@@ -34,6 +36,14 @@ class Inputs:
     loans: pl.LazyFrame
     repayments: pl.LazyFrame
     partners: pl.LazyFrame | None = None
+    has_log: bool = True
+
+
+# The dimensions a segment without a transaction log can still be scored on (a digital lender's
+# borrowers and loans): its credit history and identity. The catalog's other features are null
+# then (unknown, not zero: no log is not an inactive account), so the model learns nothing
+# from them and reasons never cite them.
+WITHOUT_LOG: tuple[str, ...] = ("credit_history", "identity")
 
 
 @dataclass(frozen=True)
@@ -112,7 +122,8 @@ def build(
     ``as_of`` are used. ``chunks > 1`` computes entities in that many hash buckets, one after
     the other (each bucket keeps only its own entities' events), to bound memory on logs
     larger than RAM; the result is identical. ``streaming`` reads the log with polars'
-    streaming engine.
+    streaming engine. Without a log (``inputs.has_log`` false) only the :data:`WITHOUT_LOG`
+    dimensions are computed; the other features are null.
     """
     missing = {ENTITY, AS_OF} - set(spine.columns)
     if missing:
@@ -156,5 +167,10 @@ def build(
             )
         parts.append(frame.select(row, *spine.columns, *outputs).collect())
     if chunks == 1 and parts[0][row].is_sorted():  # the spine's order already
-        return parts[0].drop(row)
-    return pl.concat(parts).sort(row).drop(row)
+        frame = parts[0].drop(row)
+    else:
+        frame = pl.concat(parts).sort(row).drop(row)
+    if not inputs.has_log:
+        unknown = [s.name for s in definitions.catalog.specs if s.dimension not in WITHOUT_LOG]
+        frame = frame.with_columns(pl.lit(None, dtype=frame.schema[c]).alias(c) for c in unknown)
+    return frame

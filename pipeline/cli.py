@@ -184,17 +184,26 @@ def generate(
 
 
 @app.command()
-def validate(params: ParamsOption = Path("params.yaml"), data: DataOption = None) -> None:
+def validate(
+    params: ParamsOption = Path("params.yaml"),
+    data: DataOption = None,
+    mapping: Annotated[
+        Path | None, typer.Option(help="Source mapping (default: raw/contract.yaml if present).")
+    ] = None,
+    explain: Annotated[bool, typer.Option(help="Print what the mapping mapped and not.")] = False,
+) -> None:
     """Validate raw tables: clean rows go on, bad rows to quarantine with the rule they broke.
 
     A file that cannot be read as a table (empty, truncated, not Parquet, a malformed or
     non-UTF-8 CSV line, no rows, a required column without values) stops the run with one line
     naming the file (and the CSV line) and exit code 2; nothing already validated is changed.
+    A lender's own files are read through a source mapping (``contract.yaml``, see
+    pipeline/sources.py); a mapping that cannot be used is one line and exit code 1.
     """
     from pipeline.stages import validate as stage
 
     with _stage("validate"):
-        summary = stage.run(_settings(params, data))
+        summary = stage.run(_settings(params, data), mapping=mapping)
     for table, s in summary["tables"].items():
         rules = ", ".join(f"{k}={v}" for k, v in s["rules"].items()) or "-"
         out.print(
@@ -211,6 +220,36 @@ def validate(params: ParamsOption = Path("params.yaml"), data: DataOption = None
     out.print(f"  no consent: {counts} excluded with all their rows")
     for name, why in summary["skipped_segments"].items():
         console.print(f"[yellow]skipped segment {name}[/]: {escape(why)}", soft_wrap=True)
+    for name, why in summary.get("no_transaction_log", {}).items():
+        console.print(f"[yellow]segment {name}[/]: {escape(why)}", soft_wrap=True)
+    if explain:
+        _explain_mapping(summary.get("mapping"))
+
+
+def _explain_mapping(mapping: dict[str, Any] | None) -> None:
+    """Print the source mapping's report: per coded column, what was mapped and what was not."""
+    import json
+
+    from rich.table import Table
+
+    if mapping is None:
+        return out.print("  no source mapping: every table was read as the contract names it")
+    money = mapping["currency"]
+    out.print(
+        f"  source mapping {escape(str(mapping['file']))}: currency {money['code']} (scale "
+        f"{money['scale']:g}), timezone {mapping['timezone']}, unmapped: {mapping['unmapped']}",
+        soft_wrap=True,
+    )
+    table = Table("table", "column", "source value", "canonical", "rows", title="source mapping")
+    for name, report in mapping["tables"].items():
+        for column, counts in report["values"].items():
+            for value, (canonical, rows) in counts["applied"].items():
+                shown = canonical if isinstance(canonical, str) else json.dumps(canonical)
+                table.add_row(name, column, escape(value), shown, f"{rows:,}")
+            for value, rows in counts["unmapped"].items():
+                fell = f"[red]unmapped -> {escape(counts['action'])}[/]"
+                table.add_row(name, column, escape(value), fell, f"{rows:,}")
+    out.print(table)
 
 
 @app.command()

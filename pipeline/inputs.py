@@ -27,11 +27,12 @@ from pipeline.storage import Layout, require
 
 
 def _present(validated: Path) -> list[Segment]:
-    """The segments whose entity table and transactions are in ``validated``."""
+    """The segments whose entity table is in ``validated``.
+
+    Their transaction log may be absent: a digital lender may bring its borrowers and loans only.
+    """
     return [
-        seg
-        for seg in SEGMENTS.values()
-        if all((validated / f"{t}.parquet").exists() for t in (seg.entity_table, seg.txn_table))
+        seg for seg in SEGMENTS.values() if (validated / f"{seg.entity_table}.parquet").exists()
     ]
 
 
@@ -64,24 +65,29 @@ def _optional(validated: Path, table: str) -> pl.LazyFrame:
 
 
 def observed_until(validated: Path) -> dt.date:
-    """The first day after the observed log: the day after the last transaction of any segment."""
-    present = _present(validated)
-    if not present:
-        raise ValueError(f"expected the transactions of a segment in {validated}; found none")
-    last = (
-        pl.concat(
-            [
-                pl.scan_parquet(validated / f"{s.txn_table}.parquet").select(pl.col("ts").max())
-                for s in present
-            ]
+    """The first day after the observed data: the day after its last dated event.
+
+    Events are what happened: transactions of every segment (their UTC day), loan issues and
+    payments made (``paid_on``). Due dates are not events (a schedule runs into the future),
+    nor are entities' registration days. A book without transaction logs (loans only) is thus
+    observed up to its last loan issue or payment.
+    """
+    days = [
+        pl.scan_parquet(validated / f"{s.txn_table}.parquet").select(
+            pl.col("ts").max().dt.date().alias("day")
         )
-        .select(pl.col("ts").max())
-        .collect()
-        .item()
-    )
+        for s in _present(validated)
+        if (validated / f"{s.txn_table}.parquet").exists()
+    ]
+    if (validated / "loans.parquet").exists():
+        days.append(
+            pl.scan_parquet(validated / "loans.parquet").select(day=pl.col("issued_on").max())
+        )
+    days.append(_optional(validated, "repayments").select(day=pl.col("paid_on").max()))
+    last = pl.concat(days).select(pl.col("day").max()).collect().item()
     if last is None:
-        raise ValueError(f"expected transactions in {validated}; found none")
-    return last.date() + dt.timedelta(days=1)
+        raise ValueError(f"expected dated events (transactions, loans) in {validated}; found none")
+    return last + dt.timedelta(days=1)
 
 
 def default_as_of(layout: Layout, scoring: ScoringParams) -> dt.date:
@@ -99,7 +105,8 @@ def feature_inputs(validated: Path, seg: Segment) -> Inputs:
     if partners is not None and not (validated / f"{partners.table}.parquet").exists():
         partners = None  # the partners' segment was not brought: no categories
     return Inputs(
-        events=entity_table(seg.txn_table).rename({seg.entity_id: "entity_id"}),
+        events=_events(validated, seg),
+        has_log=(validated / f"{seg.txn_table}.parquet").exists(),
         entities=entity_table(seg.entity_table).rename({seg.entity_id: "entity_id"}),
         loans=entity_table("loans"),
         repayments=_optional(validated, "repayments"),
@@ -112,6 +119,21 @@ def feature_inputs(validated: Path, seg: Segment) -> Inputs:
             )
         ),
     )
+
+
+def _events(validated: Path, seg: Segment) -> pl.LazyFrame:
+    """The segment's transactions renamed to ``entity_id``, or none.
+
+    Without a log (a loans-only lender) the frame is empty with the contract's schema: the
+    transaction features come out null, credit history and identity still count.
+    """
+    path = validated / f"{seg.txn_table}.parquet"
+    log = (
+        pl.scan_parquet(path)
+        if path.exists()
+        else pl.LazyFrame(schema=TABLES[seg.txn_table].schema)
+    )
+    return log.rename({seg.entity_id: "entity_id"})
 
 
 def training_spine(layout: Layout, name: str, label: LabelParams) -> pl.DataFrame:

@@ -1,12 +1,13 @@
 """Reading raw contract tables: find a table's file, stop on schema drift, parse to the contract.
 
-A table is ``<table>.parquet`` or ``<table>.csv``. A file that cannot be read as a table at all
-(empty, truncated or not Parquet, a malformed CSV line, bytes that are not UTF-8, a header but no
-rows, a required column without a single value) stops the run with :class:`RawTableError`,
-which names the file, the CSV line when it is known, and the problem in plain words: the user
-fixes the file, not a row. A missing or mistyped column is schema drift (:class:`SchemaDriftError`,
-before anything is written); compatible Parquet types are cast, timestamps brought to UTC, CSV
-cells parsed (a cell that cannot be read flags its row).
+A table is ``<table>.parquet`` or ``<table>.csv``, or the file a source mapping names (a
+lender's own columns and codes, read through :mod:`pipeline.sources`). A file that cannot be
+read as a table at all (empty, truncated or not Parquet, a malformed CSV line, bytes that are
+not UTF-8, a header but no rows, a required column without a single value) stops the run with
+:class:`RawTableError`, which names the file, the CSV line when it is known, and the problem in
+plain words: the user fixes the file, not a row. A missing or mistyped column is schema drift
+(:class:`SchemaDriftError`, before anything is written); compatible Parquet types are cast,
+timestamps brought to UTC, CSV cells parsed (a cell that cannot be read flags its row).
 """
 
 from __future__ import annotations
@@ -16,15 +17,16 @@ import csv
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
 from features.contract import tables as contract
+from pipeline import source_transform, sources
+from pipeline.sources import IDENTITY, SourceMapping
 
 ROW = "source_row"
 RULES = "rules"
-_TRUE = ("true", "t", "1", "yes", "y")
-_FALSE = ("false", "f", "0", "no", "n")
 
 
 class SchemaDriftError(ValueError):
@@ -217,17 +219,18 @@ class Table:
     data: pl.DataFrame  # contract-typed rows still in play, with ROW
     rows_in: int
     bad: list[pl.DataFrame] = field(default_factory=list)  # frames of (ROW, RULES)
-    parse_flags: list[str] = field(default_factory=list)  # CSV cells that could not be read
+    parse_flags: list[str] = field(default_factory=list)  # cells unread, values unmapped
     consent_dropped: int = 0
+    mapping: dict[str, Any] = field(default_factory=dict)  # what the source mapping did
 
 
-def find(raw_dir: Path, table: str) -> tuple[Path, str] | None:
-    """The table's file and format (Parquet first), or None when there is neither."""
-    for fmt in ("parquet", "csv"):
-        path = raw_dir / f"{table}.{fmt}"
-        if path.exists():
-            return path, fmt
-    return None
+def find(raw_dir: Path, table: str, mapping: SourceMapping = IDENTITY) -> tuple[Path, str] | None:
+    """The table's file and format, or None when there is none.
+
+    Without a source mapping (or when it names no file) ``<table>.parquet`` then ``.csv``;
+    a file the mapping names must exist (see :func:`pipeline.sources.file_of`).
+    """
+    return sources.file_of(raw_dir, table, mapping)
 
 
 def _compatible(got: pl.DataType, want: pl.DataType) -> bool:
@@ -245,56 +248,42 @@ def _compatible(got: pl.DataType, want: pl.DataType) -> bool:
     return got == want
 
 
-def check_drift(table: str, columns: pl.Schema, fmt: str) -> None:
-    """Raise :class:`SchemaDriftError` on a missing contract column or an incompatible type."""
-    spec = contract.TABLES[table]
-    for column, dtype in spec.columns.items():
-        if column not in columns:
-            raise SchemaDriftError(
-                f"table {table!r}: missing column {column!r}; expected a column of type {dtype}"
-                f" (found columns: {', '.join(columns.names())})"
-            )
-        if fmt == "parquet" and not _compatible(columns[column], dtype):
-            raise SchemaDriftError(
-                f"table {table!r}: column {column!r} has type {columns[column]}; expected {dtype}"
-            )
+def check_drift(
+    table: str, columns: pl.Schema, fmt: str, mapping: SourceMapping = IDENTITY
+) -> None:
+    """Raise :class:`SchemaDriftError` on a missing contract column or an incompatible type.
 
-
-def _to_utc(col: pl.Expr, got: pl.DataType) -> pl.Expr:
-    if isinstance(got, pl.Datetime) and got.time_zone is None:
-        col = col.dt.replace_time_zone("UTC")
-    elif isinstance(got, pl.Datetime):
-        col = col.dt.convert_time_zone("UTC")
-    return col.cast(contract.TS)
-
-
-def _parse_text(col: str, dtype: pl.DataType, *, nullable: bool = False) -> pl.Expr:
-    """Parse a CSV text column into the contract type; unreadable cells become null.
-
-    A blank cell of a nullable text column is null (an unknown channel, say); in a required
-    text column it stays as read, for the schema to report.
+    Through a source mapping, a missing column names the source column and the contract column
+    it feeds; a column matched as text (a coded column with a value map, an identifier) may be
+    of any type, and a date or timestamp with a format must be text.
     """
-    text = pl.col(col).str.strip_chars()
-    text = pl.when(text == "").then(None).otherwise(text)
-    if isinstance(dtype, pl.Datetime):
-        iso = text.str.replace(" ", "T", literal=True)
-        aware = iso.str.to_datetime(
-            "%Y-%m-%dT%H:%M:%S%.f%#z", time_zone="UTC", time_unit="us", strict=False
-        )
-        naive = pl.coalesce(
-            iso.str.to_datetime(fmt, time_unit="us", strict=False)
-            for fmt in ("%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M")
-        ).dt.replace_time_zone("UTC")
-        # Date-only values are not timestamps.
-        return pl.coalesce(aware, naive).cast(dtype)
-    if dtype == pl.Date():
-        return text.str.to_date("%Y-%m-%d", strict=False)
-    if dtype == pl.Boolean():
-        low = text.str.to_lowercase()
-        return pl.when(low.is_in(_TRUE)).then(True).when(low.is_in(_FALSE)).then(False)
-    if dtype == pl.String():
-        return text.cast(pl.String) if nullable else pl.col(col)
-    return text.cast(dtype, strict=False)
+    spec = contract.TABLES[table]
+    mapped = table in mapping.tables
+    for column, parts in sources.feeds(table, mapping).items():
+        dtype = spec.columns[column]
+        for part in parts:
+            if part not in columns:
+                feeds = "" if part == column else f" (the source of contract column {column!r})"
+                raise SchemaDriftError(
+                    f"table {table!r}: missing column {part!r}{feeds}; expected a column of "
+                    f"type {dtype} (found columns: {', '.join(columns.names())})"
+                )
+        if fmt != "parquet" or len(parts) > 1:
+            continue
+        got = columns[parts[0]]
+        if mapped and sources.matched_as_text(table, column, mapping):
+            continue
+        if sources.parsed_from_text(table, column, mapping):
+            ok = got in (pl.String(), pl.Null())
+            want = f"text to read with format {mapping.table(table).formats[column]!r}"
+        else:
+            ok = _compatible(got, dtype)
+            want = str(dtype)
+        if not ok:
+            named = "" if parts[0] == column else f" (source of {column!r})"
+            raise SchemaDriftError(
+                f"table {table!r}: column {parts[0]!r}{named} has type {got}; expected {want}"
+            )
 
 
 def columns_of(path: Path, fmt: str) -> pl.Schema:
@@ -302,54 +291,56 @@ def columns_of(path: Path, fmt: str) -> pl.Schema:
     return inspect(path, fmt)
 
 
-def read(raw_dir: Path, table: str, *, inspected: bool = False) -> Table | None:
-    """Read one table, check it for drift and bring it to the contract's types.
+def read(
+    raw_dir: Path, table: str, *, inspected: bool = False, mapping: SourceMapping = IDENTITY
+) -> Table | None:
+    """Read one table through the source mapping, check it for drift, bring it to the contract.
 
     ``inspected`` says the caller already ran :func:`inspect` and :func:`check_drift` on the
     file (validation does, for every table before it writes anything), which spares a CSV a
     second pass over its lines. Raises :class:`RawTableError` when the file cannot be read as
-    a table.
+    a table. The table's ``source`` holds the contract's columns with the user's cells (for
+    quarantine), ``data`` the contract-typed rows with one flag column per way a cell failed
+    (``bad_value_<column>``, ``unmapped_<column>``).
     """
-    found = find(raw_dir, table)
+    found = find(raw_dir, table, mapping)
     if found is None:
         if contract.TABLES[table].optional:
             return None
         raise ValueError(f"expected {raw_dir / table}.parquet or .csv; got neither")
     path, fmt = found
-    spec = contract.TABLES[table]
     if not inspected:
-        check_drift(table, inspect(path, fmt), fmt)
-    if fmt == "parquet":
-        with _reader_errors(path, fmt):
-            raw = pl.read_parquet(path, columns=list(spec.columns))
-        _check_content(path, table, raw, text=False)
-        # Timestamps are brought to UTC here; other casts are left to the schema, which reports
-        # a value that does not fit (say, an Int64 too large for Int32) as bad_value_<column>.
-        typed = raw.with_columns(
-            _to_utc(pl.col(c), raw.schema[c]).alias(c)
-            for c, t in spec.columns.items()
-            if isinstance(t, pl.Datetime)
-        ).with_row_index(ROW)
-        typed = typed.with_columns(pl.col(ROW).cast(pl.Int64))
-        return Table(table, fmt, source=typed, data=typed, rows_in=typed.height)
-    with _reader_errors(path, fmt):
-        raw = pl.read_csv(path, infer_schema=False).select(list(spec.columns))
-    _check_content(path, table, raw, text=True)
-    raw = raw.with_row_index(ROW)
-    raw = raw.with_columns(pl.col(ROW).cast(pl.Int64))
-    typed = raw.select(
-        ROW,
-        *(_parse_text(c, t, nullable=c in spec.nullable).alias(c) for c, t in spec.columns.items()),
+        check_drift(table, inspect(path, fmt), fmt, mapping)
+    wanted = list(
+        dict.fromkeys(c for parts in sources.feeds(table, mapping).values() for c in parts)
     )
-    text = {c: pl.col(c).str.strip_chars() for c in spec.columns}
-    flags = raw.select(
-        ((text[c].is_not_null() & (text[c] != "")).alias(f"bad_value_{c}")) for c in spec.columns
-    ).with_columns(pl.col(f"bad_value_{c}") & typed[c].is_null() for c in spec.columns)
+    with _reader_errors(path, fmt):
+        if fmt == "parquet":
+            raw = pl.read_parquet(path, columns=wanted)
+        else:
+            raw = pl.read_csv(path, infer_schema=False).select(wanted)
+    raw = raw.with_row_index(ROW).with_columns(pl.col(ROW).cast(pl.Int64))
+    # Timestamps are brought to UTC and CSV cells parsed here; other casts of Parquet columns
+    # are left to the schema, which reports a value that does not fit (say, an Int64 too large
+    # for Int32) as bad_value_<column>.
+    mapped = source_transform.apply(raw, table, mapping, text=fmt == "csv", row=ROW)
+    _check_content(path, table, mapped.source.drop(ROW), text=fmt == "csv")
+    if fmt == "parquet" and mapping is IDENTITY:
+        # The contract's own Parquet columns: the typed rows are the rows as written.
+        return Table(
+            table,
+            fmt,
+            source=mapped.typed,
+            data=mapped.typed,
+            rows_in=raw.height,
+            mapping=mapped.report,
+        )
     return Table(
         table,
         fmt,
-        source=raw,
-        data=pl.concat([typed, flags], how="horizontal"),
+        source=mapped.source,
+        data=mapped.typed,
         rows_in=raw.height,
-        parse_flags=flags.columns,
+        parse_flags=mapped.flags,
+        mapping=mapped.report,
     )

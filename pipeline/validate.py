@@ -2,11 +2,11 @@
 
 The run, table by table:
 
-1. **Read** ``raw_dir/<table>.parquet`` (or ``.csv``). A missing or mistyped column is schema
-   drift: the run stops with :class:`SchemaDriftError` naming the table and the column, before
-   anything is written. Parquet columns of a compatible type are cast (any integer width, integers
-   to floats, any datetime unit; naive timestamps are taken as UTC). CSV cells are parsed; a cell
-   that cannot be read as its column's type quarantines its row (``bad_value_<column>``).
+1. **Read** ``raw_dir/<table>.parquet`` (or ``.csv``), or the lender's own file in its own
+   words through a source mapping (``contract.yaml``, :mod:`pipeline.sources`). A missing or
+   mistyped column is schema drift (:class:`SchemaDriftError`): the run stops before anything
+   is written. Compatible Parquet types are cast; CSV cells are parsed, and a cell that cannot
+   be read quarantines its row (``bad_value_<column>``).
 2. **Consent.** Entities that have not authorised data use are dropped with every row that
    belongs to them (their transactions, their loans, those loans' repayments and outcomes), and
    references to them in other entities' rows (``buyer_id``, ``counterparty_id``) are blanked.
@@ -42,6 +42,7 @@ import polars as pl
 from features.contract import tables as contract
 from features.contract.schemas import SCHEMAS, rule_name
 from features.contract.segments import SEGMENTS, Segment
+from pipeline import sources
 from pipeline.raw_tables import (
     ROW,
     RULES,
@@ -65,6 +66,7 @@ REFERENCES = {
     if seg.references is not None
 }
 LOAN_CHILDREN = ("repayments", "outcomes")
+NO_LOG = "no transaction log, so only credit-history and identity features will be built"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -151,6 +153,7 @@ def validate(
     quarantine_dir: Path,
     *,
     reference_time: datetime.datetime,
+    mapping: Path | None = None,
 ) -> dict[str, Any]:
     """Validate every contract table in ``raw_dir``; write clean rows, quarantine and a summary.
 
@@ -160,8 +163,11 @@ def validate(
          "tables": {table: {"rows_in", "rows_out", "quarantined", "rules": {rule: count}}},
          "consent_excluded": {"merchants": rows, "consumers": rows, <table>: rows dropped,
                               "references_blanked": cells},
-         "reference_time": iso timestamp, "inputs": {table: "parquet" | "csv"}}
+         "reference_time": iso timestamp, "inputs": {table: "parquet" | "csv"},
+         "no_transaction_log": {segment: why}, "mapping": null | {"file", "currency",
+         "timezone", "unmapped", "tables": {table: source_transform.Mapped.report}}}
 
+    ``mapping``: the source mapping file (default ``raw_dir/contract.yaml`` if it exists).
     ``reference_time`` is "now" for the future-timestamp rule (naive means UTC). Raises
     :class:`SchemaDriftError` on a missing or mistyped column and
     :class:`~pipeline.raw_tables.RawTableError` on a file that is not a readable table (empty,
@@ -170,7 +176,9 @@ def validate(
 
     A segment is optional: one whose entity table and transactions are both absent is skipped
     (``skipped_segments`` says why; nothing of it is written) and its loans are quarantined as
-    ``segment_not_provided``. Only one of the two, or no segment at all, is an error.
+    ``segment_not_provided``. Its log is optional (a digital lender's borrowers and loans): the
+    segment is present without one (``no_transaction_log``); transactions without their
+    entities, or no segment at all, is an error.
 
     Tables are processed small ones first (entities, loans, repayments, outcomes), then the
     transaction tables one at a time, each written out and released before the next is read,
@@ -186,21 +194,27 @@ def validate(
     now_ts = pl.lit(reference_time).cast(contract.TS)
     now_day = pl.lit(reference_time.astimezone(datetime.UTC).date())
 
-    present, skipped = _present_segments(raw_dir)
-    absent_tables = {t for seg in SEGMENTS.values() if seg.name in skipped for t in _tables(seg)}
+    source_map, map_file = sources.load(raw_dir, mapping)
+    present, skipped, no_log = _present_segments(raw_dir, source_map)
+    absent_tables = {
+        t for s in SEGMENTS.values() if s.name in skipped for t in (s.entity_table, s.txn_table)
+    }
+    absent_tables |= {SEGMENTS[name].txn_table for name in no_log}
 
     # A file that cannot be read as a table (RawTableError) or drift anywhere stops the run
     # before any table is read in full or anything written.
     for table in contract.TABLES:
-        found = find(raw_dir, table)
+        found = find(raw_dir, table, source_map)
         if found is None and not contract.TABLES[table].optional and table not in absent_tables:
             raise ValueError(f"expected {raw_dir / table}.parquet or .csv; got neither")
         if found is not None and table not in absent_tables:
-            check_drift(table, columns_of(*found), found[1])
+            check_drift(table, columns_of(*found), found[1], source_map)
 
     with _Staging(validated_dir, quarantine_dir) as out:
         # Keyed by entity table; only the segments whose tables were brought.
-        entities = {seg.entity_table: _require(raw_dir, seg.entity_table) for seg in present}
+        entities = {
+            seg.entity_table: _require(raw_dir, seg.entity_table, source_map) for seg in present
+        }
         excluded = {
             name: _not_consented(t, contract.TABLES[name].key[0]) for name, t in entities.items()
         }
@@ -211,7 +225,7 @@ def validate(
             _cross_rules(t, {"future_date": pl.col(seg.since) > now_day})
         raw_ids = {seg.name: _raw_ids(entities[seg.entity_table], seg.entity_id) for seg in present}
 
-        loans = _require(raw_dir, "loans")
+        loans = _require(raw_dir, "loans", source_map)
         owned_by_excluded = pl.any_horizontal(
             (pl.col("segment") == seg.name)
             & pl.col("entity_id").is_in(excluded[seg.entity_table].implode())
@@ -225,7 +239,7 @@ def validate(
         issued = loans.data.select(pl.col("loan_id").alias("_loan"), "issued_on")
 
         for name in LOAN_CHILDREN:
-            t = read(raw_dir, name, inspected=True)
+            t = read(raw_dir, name, inspected=True, mapping=source_map)
             if t is None:
                 continue
             _drop(t, pl.col("loan_id").is_in(dropped_loans.drop_nulls().unique().implode()))
@@ -237,13 +251,15 @@ def validate(
 
         blanked = 0
         for seg in present:
+            if seg.name in no_log:
+                continue
             entity = entities[seg.entity_table]
             ref_col, ref_tables = REFERENCES[seg.txn_table]
             ref_ids = pl.concat(
                 [pl.Series(ref_col, [], dtype=pl.String)]
                 + [excluded[name] for name in ref_tables if name in excluded]
             )
-            t = _require(raw_dir, seg.txn_table)
+            t = _require(raw_dir, seg.txn_table, source_map)
             _drop(t, pl.col(seg.entity_id).is_in(excluded[seg.entity_table].implode()))
             blanked += _blank(t, ref_col, ref_ids)
             _single_table_rules(t)
@@ -260,51 +276,47 @@ def validate(
 
         for seg in present:
             out.finish(entities[seg.entity_table])
-        summary = out.summary(blanked, reference_time, skipped)
+        mapped = {n: out.mapping[n] for n in contract.TABLES if out.mapping.get(n)}
+        described = map_file and {**source_map.describe(map_file), "tables": mapped}
+        summary = out.summary(
+            blanked, reference_time, skipped, no_transaction_log=no_log, mapping=described
+        )
     return summary
 
 
-def _tables(seg: Segment) -> tuple[str, str]:
-    """The tables a segment brings: its entities and their transactions."""
-    return seg.entity_table, seg.txn_table
+def _present_segments(raw_dir: Path, mapping: sources.SourceMapping) -> tuple[Any, ...]:
+    """The segments present in ``raw_dir``, {skipped segment: why}, {segment without a log: why}.
 
-
-def _present_segments(raw_dir: Path) -> tuple[list[Segment], dict[str, str]]:
-    """The segments whose tables are in ``raw_dir``, and why each other segment was skipped.
-
-    A lender brings the segments it has: a segment with neither of its tables is skipped (its
-    loans are quarantined as ``segment_not_provided``); one with only one of them is an error,
-    and so is a folder with no segment at all.
+    See :func:`validate`: a segment needs its entity table; its transactions are optional.
     """
     present: list[Segment] = []
     skipped: dict[str, str] = {}
+    no_log: dict[str, str] = {}
     for seg in SEGMENTS.values():
-        found = {table: find(raw_dir, table) is not None for table in _tables(seg)}
-        if all(found.values()):
+        has_entities = find(raw_dir, seg.entity_table, mapping) is not None
+        has_log = find(raw_dir, seg.txn_table, mapping) is not None
+        if has_entities:
             present.append(seg)
-        elif not any(found.values()):
+            if not has_log:
+                no_log[seg.name] = f"no {seg.txn_table} in {raw_dir}: {NO_LOG}"
+        elif not has_log:
             skipped[seg.name] = (
                 f"neither {seg.entity_table} nor {seg.txn_table} is in {raw_dir}; its loans are "
                 "quarantined as segment_not_provided"
             )
         else:
-            have, lack = (
-                next(t for t, ok in found.items() if ok is want) for want in (True, False)
-            )
             raise ValueError(
-                f"expected {raw_dir / lack}.parquet or .csv beside {have} (a segment brings its "
-                "entities and their transactions); got neither"
+                f"expected {raw_dir / seg.entity_table}.parquet or .csv beside "
+                f"{seg.txn_table} (a segment's transactions need its entities); got neither"
             )
     if not present:
-        tables = " or ".join(" + ".join(_tables(seg)) for seg in SEGMENTS.values())
-        raise ValueError(
-            f"expected the tables of at least one segment ({tables}) in {raw_dir}; got none"
-        )
-    return present, skipped
+        tables = " or ".join(seg.entity_table for seg in SEGMENTS.values())
+        raise ValueError(f"expected the tables of a segment ({tables}) in {raw_dir}; got none")
+    return present, skipped, no_log
 
 
-def _require(raw_dir: Path, table: str) -> Table:
-    t = read(raw_dir, table, inspected=True)
+def _require(raw_dir: Path, table: str, mapping: sources.SourceMapping) -> Table:
+    t = read(raw_dir, table, inspected=True, mapping=mapping)
     if t is None:
         raise ValueError(f"expected {raw_dir / table}.parquet or .csv; got neither")
     return t
@@ -426,6 +438,7 @@ class _Staging:
         self.stats: dict[str, dict[str, Any]] = {}
         self.consent: dict[str, int] = {}
         self.inputs: dict[str, str] = {}
+        self.mapping: dict[str, dict[str, Any]] = {}
         self.tmp: list[Path] = []
         self._stack = contextlib.ExitStack()
 
@@ -457,11 +470,12 @@ class _Staging:
         }
         self.consent[t.name] = t.consent_dropped
         self.inputs[t.name] = t.fmt
+        self.mapping[t.name] = t.mapping
         t.data = t.source = pl.DataFrame()
         t.bad = []
 
     def summary(
-        self, blanked: int, reference_time: datetime.datetime, skipped: dict[str, str]
+        self, blanked: int, reference_time: datetime.datetime, skipped: dict[str, str], **more: Any
     ) -> dict[str, Any]:
         """Write summary.json (the folders are published when the block ends); return it."""
         order = [name for name in contract.TABLES if name in self.stats]
@@ -475,6 +489,7 @@ class _Staging:
             },
             "reference_time": reference_time.isoformat(),
             "inputs": {name: self.inputs[name] for name in order},
+            **more,
         }
         (self.tmp[1] / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         return summary

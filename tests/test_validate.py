@@ -357,18 +357,32 @@ def test_one_segment_is_validated_alone_and_the_others_loans_quarantined(
     assert set(bad) == {"loans", "repayments"}
 
 
-def test_half_a_segment_is_an_error(tmp_path: Path) -> None:
+def test_transactions_without_their_entities_are_an_error(tmp_path: Path) -> None:
     tables = clean_tables()
-    del tables["consumer_transactions"]
+    del tables["consumers"]
     with pytest.raises(
-        ValueError, match=r"expected .*consumer_transactions\.parquet or \.csv beside consumers"
+        ValueError, match=r"expected .*consumers\.parquet or \.csv beside consumer_transactions"
     ):
         run(tmp_path, tables)
+
+
+def test_a_segment_without_its_transaction_log_is_present(tmp_path: Path) -> None:
+    tables = clean_tables()
+    del tables["consumer_transactions"]
+    summary = run(tmp_path, tables)
+    assert summary["segments"] == ["merchant", "consumer"]
+    assert list(summary["no_transaction_log"]) == ["consumer"]
+    assert "only credit-history and identity features" in summary["no_transaction_log"]["consumer"]
+    assert "consumer_transactions" not in summary["tables"]
+    assert not (tmp_path / "validated" / "consumer_transactions.parquet").exists()
+    # The consumers' loans are validated as usual: nothing is quarantined for the missing log.
+    assert quarantined(tmp_path) == {}
+    assert summary["tables"]["loans"]["rows_out"] == clean_tables()["loans"].height - 1
 
 
 def test_no_segment_at_all_is_an_error(tmp_path: Path) -> None:
     tables = clean_tables()
     for name in ("merchants", "consumers", "merchant_transactions", "consumer_transactions"):
         del tables[name]
-    with pytest.raises(ValueError, match=r"expected the tables of at least one segment"):
+    with pytest.raises(ValueError, match=r"expected the tables of a segment"):
         run(tmp_path, tables)

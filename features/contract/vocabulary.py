@@ -38,6 +38,14 @@ CONSUMER_KIND_DIRECTION: dict[str, str] = {
 }
 CONSUMER_TXN_KINDS: tuple[str, ...] = tuple(CONSUMER_KIND_DIRECTION)
 DIRECTIONS: tuple[str, ...] = ("in", "out")
+# The money columns of each table: amounts in the log's currency, which a source mapping's
+# ``currency.scale`` brings to whole units (a log kept in cents has scale 0.01).
+MONEY: dict[str, tuple[str, ...]] = {
+    "merchant_transactions": ("amount",),
+    "consumer_transactions": ("amount", "balance_after"),
+    "loans": ("principal",),
+    "repayments": ("amount_due", "amount_paid"),
+}
 # A null channel is "unknown" (a branch bank has none to report).
 CHANNELS: tuple[str, ...] = ("app", "web", "pos", "mini_program")
 # Suggested (not enforced) values: the synthetic world uses these; users may bring their own.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from pathlib import Path
 
 from pipeline.config import Sections, uses
 from pipeline.storage import Layout, require
@@ -13,13 +14,18 @@ PARAMS = ("validation",)
 
 
 @uses(*PARAMS)
-def run(settings: Sections) -> dict:
-    """Validate every raw table; returns the summary also saved in data/quarantine."""
+def run(settings: Sections, mapping: Path | None = None) -> dict:
+    """Validate every raw table; returns the summary also saved in data/quarantine.
+
+    ``mapping`` is the source mapping file (default: data/raw/contract.yaml when it exists).
+    """
     from pipeline.validate import validate
 
     layout = Layout(settings.data_dir)
     require(layout.raw, "generate")
     reference = settings.validation.reference_time or dt.datetime.now(dt.UTC)
-    summary = validate(layout.raw, layout.validated, layout.quarantine, reference_time=reference)
+    summary = validate(
+        layout.raw, layout.validated, layout.quarantine, reference_time=reference, mapping=mapping
+    )
     log.info("validated: %s", summary)
     return summary
