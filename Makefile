@@ -52,4 +52,4 @@ repro: .venv/.synced
 
 clean:
 	rm -rf data/raw data/truth data/validated data/quarantine data/features data/models \
-	  data/reports data/registry data/scores mlflow.db mlartifacts
+	  data/reports data/registry data/scores data/bank mlflow.db mlflow-bank.db mlartifacts

@@ -165,19 +165,9 @@ def generate(
         raise typer.BadParameter(f"expected one of {', '.join(choices)}; got {flavour!r}")
     with _stage("generate") as progress:
         settings = _settings(params, out_dir or data)
-        world = settings.world.model_copy(
-            update={
-                k: v
-                for k, v in {
-                    "merchants": merchants,
-                    "consumers": consumers,
-                    "months": months,
-                    "seed": seed,
-                    "flavour": flavour,
-                }.items()
-                if v is not None
-            }
-        )
+        given = {"merchants": merchants, "consumers": consumers, "months": months, "seed": seed}
+        given["flavour"] = flavour
+        world = settings.world.model_copy(update={k: v for k, v in given.items() if v is not None})
         counts = stage.run(settings.model_copy(update={"world": world}), progress)
     for table, rows in counts.items():
         out.print(f"  {table:<24} {rows:>12,} rows")
@@ -208,7 +198,8 @@ def validate(
         rules = ", ".join(f"{k}={v}" for k, v in s["rules"].items()) or "-"
         out.print(
             f"  {table:<24} in {s['rows_in']:>11,}  out {s['rows_out']:>11,}  "
-            f"quarantined {s['quarantined']:>7,}  {rules}"
+            f"quarantined {s['quarantined']:>7,}  {rules}",
+            soft_wrap=True,
         )
     from features.contract.segments import SEGMENTS
 
