@@ -12,7 +12,7 @@ RUN := $(UV) run --frozen
 .PHONY: demo test test-fast bench lint format repro clean help
 
 help:
-	@echo "make demo   - install and run the whole pipeline on a small synthetic world"
+	@echo "make demo   - install and run the whole pipeline on the platform world, then the bank world"
 	@echo "make test   - run the test suite"
 	@echo "make bench  - run the benchmarks"
 	@echo "make lint   - ruff check, format check and the import contracts (lint-imports)"
@@ -28,6 +28,7 @@ help:
 
 demo: .venv/.synced
 	$(RUN) longtail demo
+	$(RUN) longtail demo --params examples/bank-world/params.yaml
 
 test: .venv/.synced
 	$(RUN) pytest

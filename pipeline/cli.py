@@ -492,5 +492,5 @@ def demo(
     out.print(
         f"\n[bold]Done.[/]\n  scores:   {root}/scores/<segment>/as_of=<date>/scores.parquet\n"
         f"  reports:  {root}/reports/<segment>/report.html\n"
-        "  registry: uv run mlflow ui --backend-store-uri sqlite:///mlflow.db"
+        f"  registry: uv run mlflow ui --backend-store-uri {settings.mlflow.tracking_uri}"
     )
