@@ -6,6 +6,10 @@ built the way scorecards are built in practice, so that it could itself be signe
 
 * each feature is cut into training-quantile bins (missing values get a bin of their own) and
   each bin is replaced by its weight of evidence ``ln(share of goods / share of bads)``;
+* where the catalog gives the feature a monotone direction, adjacent bins are merged until the
+  WoE moves strictly in that direction (a riskier value never earns better WoE), the way a
+  signed card is binned and the way LightGBM is constrained: the lift over the card then
+  compares like with like, not a constrained model with an unconstrained card;
 * characteristics are chosen by information value: those under ``min_iv`` (0.02, the usual
   "not predictive" line) are dropped, then, strongest first, any whose WoE correlates above
   ``max_corr`` with one already chosen (0.7 by default, the usual screening level);
@@ -21,6 +25,7 @@ Everything learned is plain numbers, saved as JSON (no pickles).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from itertools import pairwise
 
@@ -28,6 +33,7 @@ import numpy as np
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 from sklearn.linear_model import LogisticRegression
+from threadpoolctl import threadpool_limits
 
 BASELINE_FILE = "baseline.json"
 
@@ -165,6 +171,33 @@ def _cut_points(col: np.ndarray, bins: int, min_count: int) -> np.ndarray:
     return edges
 
 
+def _monotone_cut_points(
+    col: np.ndarray, y: np.ndarray, edges: np.ndarray, pd_direction: int, smoothing: float
+) -> np.ndarray:
+    """``edges`` with bins merged until the WoE is strictly monotone in ``pd_direction``.
+
+    ``pd_direction`` +1: the PD rises with the value, so the WoE ``ln(goods / bads)`` must fall
+    from bin to bin; -1 the reverse; 0 leaves the edges as they are. The first adjacent pair
+    out of order (or tied) is merged, and the bins are counted again, until none is: at most
+    one pass per edge (the missing-value bin has no neighbours and is left alone).
+    """
+    if pd_direction == 0:
+        return edges
+    known = ~np.isnan(col)
+    values, outcome = col[known], y[known]
+    while edges.size:
+        idx = np.searchsorted(edges, values, side="right")
+        bad_n = np.bincount(idx, weights=outcome, minlength=edges.size + 1)
+        good_n = np.bincount(idx, weights=1.0 - outcome, minlength=edges.size + 1)
+        # Within one feature the WoE differs from ln((goods + s) / (bads + s)) by a constant.
+        woe = np.log((good_n + smoothing + 1e-12) / (bad_n + smoothing + 1e-12))
+        wrong = np.flatnonzero(np.diff(woe) * pd_direction >= 0)
+        if wrong.size == 0:
+            break
+        edges = np.delete(edges, wrong[0])
+    return edges
+
+
 def information_value(woe: np.ndarray, y: np.ndarray) -> float:
     """Information value of a WoE-encoded column: sum over bins of (goods% - bads%) x WoE."""
     values, idx = np.unique(woe, return_inverse=True)
@@ -193,18 +226,43 @@ def _screen(w: np.ndarray, iv: np.ndarray, params: BaselineParams) -> list[int]:
 
 
 def fit_scorecard(
-    x: np.ndarray, y: np.ndarray, feature_names: list[str], params: BaselineParams
+    x: np.ndarray,
+    y: np.ndarray,
+    feature_names: list[str],
+    params: BaselineParams,
+    pd_monotone: Sequence[int] | None = None,
 ) -> Scorecard:
     """Bin, WoE-encode, choose characteristics and fit the logistic scorecard on training data.
 
+    ``pd_monotone`` gives each feature's direction on the PD (the catalog's, as LightGBM is
+    constrained): its bins are merged until the WoE is monotone that way (None: no merging).
     Without any characteristic that passes the screens the card is intercept-only (the
     training bad rate for everyone), which scores every loan alike rather than failing.
+    The linear algebra runs on one BLAS thread: the matrices are small, and threads spinning
+    on them made a 200-loan card take 5 s instead of 0.2 s on a busy 2-core machine.
     """
+    with threadpool_limits(limits=1):
+        return _fit_scorecard(x, y, feature_names, params, pd_monotone)
+
+
+def _fit_scorecard(
+    x: np.ndarray,
+    y: np.ndarray,
+    feature_names: list[str],
+    params: BaselineParams,
+    pd_monotone: Sequence[int] | None,
+) -> Scorecard:
     x = np.asarray(x, dtype=float)
     y = np.asarray(y, dtype=float)
     if x.ndim != 2 or x.shape[1] != len(feature_names) or x.shape[0] != y.size:
         raise ValueError(
             f"expected a matrix of {y.size} rows x {len(feature_names)} features; got {x.shape}"
+        )
+    directions = [0] * len(feature_names) if pd_monotone is None else list(pd_monotone)
+    if len(directions) != len(feature_names):
+        raise ValueError(
+            f"expected one monotone direction per feature ({len(feature_names)}); "
+            f"got {len(directions)}"
         )
     bads = y.sum()
     goods = y.size - bads
@@ -214,7 +272,9 @@ def fit_scorecard(
     all_edges, all_woe = [], []
     for j in range(x.shape[1]):
         col = x[:, j]
-        edges = _cut_points(col, params.bins, min_count)
+        edges = _monotone_cut_points(
+            col, y, _cut_points(col, params.bins, min_count), directions[j], params.smoothing
+        )
         idx = np.searchsorted(edges, col, side="right")
         idx[np.isnan(col)] = edges.size + 1
         n_bins = edges.size + 2
@@ -248,3 +308,27 @@ def fit_scorecard(
         intercept=intercept,
         iv=tuple(float(v) for v in iv),
     )
+
+
+def cross_fit_scorecard(
+    x: np.ndarray,
+    y: np.ndarray,
+    folds: np.ndarray,
+    feature_names: list[str],
+    params: BaselineParams,
+    pd_monotone: Sequence[int] | None = None,
+) -> np.ndarray:
+    """Out-of-fold log-odds of the scorecard: shape (repeats, rows), like the booster's.
+
+    For each held-out fold of each repeat a card is binned, screened and fitted on the other
+    folds (:func:`fit_scorecard`, monotone bins included) and scores the held-out loans.
+    """
+    if folds.ndim != 2 or folds.shape[1] != len(y):
+        raise ValueError(f"expected folds of shape (repeats, {len(y)}); got {folds.shape}")
+    out = np.full(folds.shape, np.nan)
+    for r, assignment in enumerate(folds):
+        for fold in np.unique(assignment):
+            held = assignment == fold
+            card = fit_scorecard(x[~held], y[~held], feature_names, params, pd_monotone)
+            out[r, held] = card.log_odds(x[held])
+    return out

@@ -172,6 +172,63 @@ def summary(y: np.ndarray, pd_: np.ndarray) -> dict[str, float]:
     }
 
 
+def resampled_se(values: np.ndarray, folds: int) -> float:
+    """The standard error of a metric's mean over the R x K folds of repeated k-fold CV.
+
+    Fold metrics share training loans, so ``sd / sqrt(R K)`` would claim far too much
+    precision. This is Nadeau and Bengio's corrected resampled variance (Machine Learning 52,
+    2003): ``sd^2 x (1 / (R K) + n_test / n_train)`` with ``n_test / n_train = 1 / (K - 1)``.
+    nan for fewer than two finite values (a fold without both classes has no AUC).
+    """
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    if values.size < 2:
+        return float("nan")
+    sd = float(np.std(values, ddof=1))
+    return sd * float(np.sqrt(1.0 / values.size + 1.0 / (folds - 1)))
+
+
+def fold_summaries(
+    frame: pl.DataFrame, pd_columns: Mapping[str, str], *, target: str = "bad"
+) -> pl.DataFrame:
+    """:func:`summary` of each PD column on each (repeat, fold): one row per fold and column.
+
+    ``frame`` holds one row per loan and repeat with ``repeat``, ``fold``, the target and the
+    out-of-fold PD columns; ``pd_columns`` maps a label (``test``, ``baseline``) to a column.
+    """
+    rows = []
+    for (repeat, fold), part in frame.sort("repeat", "fold").group_by(
+        "repeat", "fold", maintain_order=True
+    ):
+        y = part[target].cast(pl.Float64).to_numpy()
+        for label, column in pd_columns.items():
+            rows.append(
+                {"repeat": repeat, "fold": fold, "who": label}
+                | summary(y, part[column].cast(pl.Float64).to_numpy())
+            )
+    return pl.DataFrame(rows)
+
+
+def cv_means(per_fold: pl.DataFrame, folds: int) -> tuple[dict[str, dict], dict[str, dict]]:
+    """Mean and standard error (:func:`resampled_se`) of every metric of every label.
+
+    ``per_fold`` is :func:`fold_summaries`' table; returns ``(means, ses)``, each
+    ``{label: {metric: value}}``; a fold without an AUC is left out of that metric's mean.
+    """
+    metrics = [c for c in per_fold.columns if c not in ("repeat", "fold", "who")]
+    means: dict[str, dict] = {}
+    ses: dict[str, dict] = {}
+    for (label,), part in per_fold.group_by("who", maintain_order=True):
+        means[label], ses[label] = {}, {}
+        for metric in metrics:
+            values = part[metric].cast(pl.Float64).to_numpy()
+            finite = values[np.isfinite(values)]
+            mean = float(finite.mean()) if finite.size else float("nan")
+            means[label][metric] = round(mean) if metric == "count" else mean
+            ses[label][metric] = resampled_se(values, folds)
+    return means, ses
+
+
 def by_group(
     frame: pl.DataFrame, group: str, pd_columns: Mapping[str, str], *, target: str = "bad"
 ) -> pl.DataFrame:

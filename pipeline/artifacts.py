@@ -8,6 +8,8 @@
   (what interactions add); it is never registered for scoring.
 - ``reference_scores.parquet`` and ``reference.json``: the promotion gate's and production
   drift's references (:mod:`pipeline.drift`).
+- ``cv_oof.parquet`` (``split.mode: cv`` only): every labelled loan's out-of-fold PDs in every
+  repeat (model, scorecard, additive reference) with its fold: what the evaluation measures.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ REFERENCE_SCORES = "reference_scores.parquet"
 ADDITIVE_DIR = "additive"
 ADDITIVE_BOOSTER = "booster.txt"
 ADDITIVE_CALIBRATOR = "calibrator.json"
+OUT_OF_FOLD = "cv_oof.parquet"
 
 
 def write_reference_scores(folder: Path, scores: np.ndarray) -> None:
@@ -38,6 +41,22 @@ def write_reference_scores(folder: Path, scores: np.ndarray) -> None:
 def read_reference_scores(folder: Path) -> np.ndarray:
     """The training loans' scores saved by :func:`write_reference_scores`."""
     return pl.read_parquet(folder / REFERENCE_SCORES)["score"].to_numpy()
+
+
+def write_out_of_fold(folder: Path, out_of_fold: pl.DataFrame) -> None:
+    """Save the cross-validation's out-of-fold PDs (one row per loan and repeat)."""
+    out_of_fold.write_parquet(folder / OUT_OF_FOLD)
+
+
+def read_out_of_fold(folder: Path) -> pl.DataFrame:
+    """The out-of-fold PDs of a model trained with ``split.mode: cv``; a clear error otherwise."""
+    path = folder / OUT_OF_FOLD
+    if not path.exists():
+        raise FileNotFoundError(
+            f"expected the out-of-fold predictions {path} of a cross-validated model (split.mode "
+            "is cv but the model was trained out-of-time: run `longtail train` again)"
+        )
+    return pl.read_parquet(path)
 
 
 def read_training(folder: Path) -> dict:

@@ -10,7 +10,13 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from models import evaluate as ev
-from models.baseline import BaselineParams, Scorecard, fit_scorecard, information_value
+from models.baseline import (
+    BaselineParams,
+    Scorecard,
+    cross_fit_scorecard,
+    fit_scorecard,
+    information_value,
+)
 
 
 def _data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -131,3 +137,42 @@ def test_points_add_up_to_the_cards_score_and_follow_the_woe() -> None:
     for _, group in table.group_by("characteristic"):
         ordered = group.sort("woe")
         assert (ordered["points"].diff().drop_nulls() >= -1e-9).all()
+
+
+def test_bins_are_merged_until_the_woe_follows_the_catalog_direction() -> None:
+    """A planted dip: the bad rate rises with the value except in one middle bin."""
+    rng = np.random.default_rng(5)
+    x = rng.uniform(0, 10, size=(8000, 1))
+    rate = np.select(
+        [x[:, 0] < 2, x[:, 0] < 4, x[:, 0] < 6, x[:, 0] < 8], [0.05, 0.10, 0.02, 0.20], 0.30
+    )
+    y = (rng.random(8000) < rate).astype(float)
+    params = BaselineParams(bins=5, min_iv=0.0)
+    free = fit_scorecard(x, y, ["debt"], params)
+    # Without a direction the quantile bins keep the dip: WoE goes up at the third bin.
+    assert (np.diff(free.woe[0][:-1]) > 0).any()
+    card = fit_scorecard(x, y, ["debt"], params, pd_monotone=[1])
+    woe = np.asarray(card.woe[0][:-1])  # the last entry is the missing-value bin
+    assert len(woe) < len(free.woe[0][:-1])
+    assert (np.diff(woe) < 0).all()  # PD rises with debt: WoE strictly falls
+    # The opposite direction merges the other way; no direction leaves the bins alone.
+    falling = fit_scorecard(x, y, ["debt"], params, pd_monotone=[-1])
+    assert (np.diff(np.asarray(falling.woe[0][:-1])) > 0).all()
+    assert fit_scorecard(x, y, ["debt"], params, pd_monotone=[0]).edges == free.edges
+
+
+def test_monotone_directions_must_match_the_features() -> None:
+    x, y = _data(200, 4)
+    with pytest.raises(ValueError, match="expected one monotone direction per feature"):
+        fit_scorecard(x, y, ["a", "b", "c"], BaselineParams(), pd_monotone=[1, -1])
+
+
+def test_cross_fitted_card_scores_each_loan_without_it() -> None:
+    x, y = _data(1500, 6)
+    folds = np.stack([np.arange(1500) % 3, (np.arange(1500) // 3) % 3])
+    out = cross_fit_scorecard(x, y, folds, ["a", "b", "c"], BaselineParams())
+    assert out.shape == (2, 1500)
+    assert np.isfinite(out).all()
+    held = folds[0] == 0
+    alone = fit_scorecard(x[~held], y[~held], ["a", "b", "c"], BaselineParams())
+    np.testing.assert_allclose(out[0, held], alone.log_odds(x[held]))

@@ -124,3 +124,59 @@ def test_months_more_than_the_drop_below_the_test_auc_are_flagged() -> None:
     assert months["issue_month"].to_list() == ["2024-01", "2024-02"]
     assert months["model_auc"].to_list() == [1.0, 0.0]
     assert months["auc_alert"].to_list() == [False, True]
+
+
+def test_resampled_se_by_hand() -> None:
+    # sd (ddof 1) of [0.7, 0.8, 0.9, 0.8] is sqrt(0.02 / 3); 4 folds of k=4: 1/4 + 1/3.
+    values = np.array([0.7, 0.8, 0.9, 0.8])
+    expected = math.sqrt(0.02 / 3) * math.sqrt(1 / 4 + 1 / 3)
+    assert ev.resampled_se(values, folds=4) == pytest.approx(expected)
+    # A fold without an AUC is left out; fewer than two values have no SE.
+    assert ev.resampled_se(np.append(values, np.nan), folds=4) == pytest.approx(expected)
+    assert math.isnan(ev.resampled_se(np.array([0.8]), folds=4))
+
+
+def test_fold_metrics_average_with_their_se() -> None:
+    frame = pl.DataFrame(
+        {
+            "repeat": [0] * 8,
+            "fold": [0] * 4 + [1] * 4,
+            "bad": [0, 0, 1, 1, 0, 0, 1, 1],
+            # Fold 0 ranks perfectly (AUC 1); fold 1 ranks one pair of four wrong (AUC 0.75).
+            "pd": [0.1, 0.2, 0.8, 0.9, 0.1, 0.6, 0.5, 0.9],
+            "other": [0.5] * 8,
+        }
+    )
+    per_fold = ev.fold_summaries(frame, {"test": "pd", "baseline": "other"})
+    assert per_fold.height == 4
+    means, ses = ev.cv_means(per_fold, folds=2)
+    assert means["test"]["auc"] == pytest.approx(0.875)
+    assert ses["test"]["auc"] == pytest.approx(ev.resampled_se(np.array([1.0, 0.75]), 2))
+    assert means["baseline"]["auc"] == pytest.approx(0.5)
+    assert ses["baseline"]["auc"] == 0.0
+    assert means["test"]["count"] == 4
+
+
+def test_checks_without_a_psi_judge_the_means_and_carry_the_se() -> None:
+    from models.stability import Levels
+    from pipeline.config import MonitoringParams
+    from pipeline.evaluation import checks
+
+    metrics = {
+        "test": {"auc": 0.80, "ece": 0.005},
+        "baseline": {"auc": 0.75},
+        "ceiling": {"auc": 0.82},
+        "stability": {"score_psi_train_test": None, "score_psi_status": "not applicable"},
+        "monotone_violations": [],
+        "se": {
+            "test": {"ece": 0.002},
+            "auc_lift_over_baseline": 0.03,
+            "auc_gap_to_ceiling": 0.01,
+        },
+    }
+    out = checks(metrics, MonitoringParams(), Levels(warn=0.1, alert=0.25))
+    assert "score_psi_train_test" not in out
+    assert out["auc_lift_over_baseline"]["value"] == pytest.approx(0.05)
+    assert out["auc_lift_over_baseline"]["se"] == 0.03
+    assert out["ece"]["se"] == 0.002
+    assert all(c["passed"] for c in out.values())

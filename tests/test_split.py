@@ -1,9 +1,10 @@
-"""The out-of-time split: slices by issue month, never sharing one."""
+"""The split: out-of-time slices by issue month never share one; cv folds never share an entity."""
 
 from __future__ import annotations
 
 import datetime as dt
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -14,6 +15,7 @@ from models.split import (
     SplitParams,
     assign_slices,
     complete_months,
+    cv_folds,
     slice_months,
 )
 
@@ -72,3 +74,61 @@ def test_only_months_whose_every_loan_is_labelled_count() -> None:
     labelled = pl.Series([True, True, True, False, False])
     assert complete_months(issue_month, labelled) == ["2024-01"]
     assert complete_months(pl.Series([], dtype=pl.String), pl.Series([], dtype=pl.Boolean)) == []
+
+
+def _book(entities: int = 120, seed: int = 0) -> tuple[pl.Series, pl.Series]:
+    """Loans of ``entities`` borrowers (1-4 loans each), about 15% of borrowers with a bad."""
+    rng = np.random.default_rng(seed)
+    per = rng.integers(1, 5, size=entities)
+    entity = np.repeat(np.arange(entities), per)
+    risky = rng.random(entities) < 0.15
+    bad = risky[entity] & (rng.random(entity.size) < 0.6)
+    return pl.Series("entity_id", [f"c{e:04d}" for e in entity]), pl.Series("bad", bad)
+
+
+def test_cv_folds_are_grouped_by_entity_and_stratified() -> None:
+    entity, bad = _book()
+    params = SplitParams(mode="cv", folds=5, repeats=3, seed=1)
+    folds = cv_folds(entity, bad, params)
+    assert folds.shape == (3, entity.len())
+    assert set(np.unique(folds)) == set(range(5))
+    for assignment in folds:
+        frame = pl.DataFrame({"entity_id": entity, "bad": bad, "fold": assignment})
+        # No entity in two folds of a repeat.
+        assert frame.group_by("entity_id").agg(pl.col("fold").n_unique())["fold"].max() == 1
+        # Stratified: entities with a bad (and without) spread evenly, within one per stratum.
+        per_entity = frame.group_by("entity_id").agg(pl.col("bad").any(), pl.col("fold").first())
+        for has_bad in (True, False):
+            counts = np.bincount(
+                per_entity.filter(pl.col("bad") == has_bad)["fold"].to_numpy(), minlength=5
+            )
+            assert counts.max() - counts.min() <= 2  # strata 1 and 2+ bads each within one
+    # Repeats draw fresh folds.
+    assert (folds[0] != folds[1]).mean() > 0.5
+
+
+def test_cv_folds_are_deterministic_and_ignore_row_order() -> None:
+    entity, bad = _book()
+    params = SplitParams(mode="cv", repeats=2, seed=7)
+    folds = cv_folds(entity, bad, params)
+    np.testing.assert_array_equal(folds, cv_folds(entity, bad, params))
+    order = np.random.default_rng(3).permutation(entity.len())
+    shuffled = cv_folds(entity.gather(order), bad.gather(order), params)
+    np.testing.assert_array_equal(shuffled, folds[:, order])
+    other = cv_folds(entity, bad, params.model_copy(update={"seed": 8}))
+    assert (other != folds).any()
+
+
+def test_cv_folds_refuse_a_book_with_too_few_bad_borrowers() -> None:
+    entity = pl.Series([f"c{i}" for i in range(50)])
+    bad = pl.Series([i < 3 for i in range(50)])
+    with pytest.raises(ValueError, match="expected at least 5 entities with a bad loan"):
+        cv_folds(entity, bad, SplitParams(mode="cv", folds=5))
+
+
+def test_cv_mode_puts_every_labelled_loan_in_training_and_needs_no_months() -> None:
+    frame = _frame(months=1)
+    out = frame.with_columns(
+        assign_slices(pl.col("as_of"), ["2023-01"], SplitParams(mode="cv")).alias("slice")
+    )
+    assert out["slice"].to_list() == [TRAIN] * frame.height

@@ -5,7 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.train import TrainParams, fit_booster, gain_importance, monotonicity_violations
+from models.train import (
+    TrainParams,
+    cross_fit_booster,
+    effective_min_data_in_leaf,
+    fit_booster,
+    fit_rounds,
+    gain_importance,
+    lgb_params,
+    monotonicity_violations,
+)
 
 NAMES = ["debt", "income", "noise", "u_shaped"]
 PD_MONOTONE = [1, -1, 0, 1]
@@ -133,3 +142,51 @@ def test_additive_booster_splits_on_one_feature_per_tree(data) -> None:
     assert max(features_per_tree(additive)) == 1
     assert max(features_per_tree(free)) > 1
     assert monotonicity_violations(additive, x_train, PD_MONOTONE) == []
+
+
+def test_leaf_minimum_scales_with_the_training_rows() -> None:
+    params = FAST.model_copy(update={"min_data_in_leaf": 100, "min_data_in_leaf_share": 0.05})
+    assert effective_min_data_in_leaf(params, 320) == 16  # a 400-loan book's fold
+    assert effective_min_data_in_leaf(params, 10) == 1
+    assert effective_min_data_in_leaf(params, 50_000) == 100  # large books: the count caps it
+    assert effective_min_data_in_leaf(params, None) == 100
+    no_share = params.model_copy(update={"min_data_in_leaf_share": None})
+    assert effective_min_data_in_leaf(no_share, 320) == 100
+    assert lgb_params(params, [1], rows=320)["min_data_in_leaf"] == 16
+    assert lgb_params(params, [1])["min_data_in_leaf"] == 100
+
+
+def test_a_small_fit_gets_leaves_smaller_than_the_count() -> None:
+    x, y = _data(300, 4)
+    x_valid, y_valid = _data(300, 5)
+    params = FAST.model_copy(update={"min_data_in_leaf": 100, "min_data_in_leaf_share": 0.05})
+    kw = {"feature_names": NAMES, "pd_monotone": PD_MONOTONE}
+    counted = fit_booster(
+        x, y, x_valid, y_valid, params=FAST.model_copy(update={"min_data_in_leaf": 100}), **kw
+    )
+    scaled = fit_booster(x, y, x_valid, y_valid, params=params, **kw)
+    leaves = [t["num_leaves"] for t in scaled.dump_model()["tree_info"]]
+    # 300 rows with leaves of 100 allow at most 3 leaves; 5% of 300 = 15 allows the full 7.
+    assert max(t["num_leaves"] for t in counted.dump_model()["tree_info"]) <= 3
+    assert max(leaves) > 3
+
+
+def test_cross_fit_scores_every_row_out_of_fold_and_refits_on_all(data) -> None:
+    x, y = data[0][:1200], data[1][:1200]
+    folds = np.stack([np.arange(1200) % 4, (np.arange(1200) * 7 // 3) % 4])
+    kw = {"feature_names": NAMES, "pd_monotone": PD_MONOTONE, "params": FAST}
+    fit = cross_fit_booster(x, y, folds, **kw)
+    assert fit.raw.shape == (2, 1200)
+    assert np.isfinite(fit.raw).all()
+    assert len(fit.best_iterations) == 8
+    assert fit.rounds == int(np.floor(np.median(fit.best_iterations) + 0.5))
+    assert fit.booster.current_iteration() == fit.rounds
+    # Fold 0 of repeat 0: rounds chosen on fold 1, the model refitted on folds 1-3.
+    held, inner = folds[0] == 0, folds[0] == 1
+    stopped = fit_booster(x[~held & ~inner], y[~held & ~inner], x[inner], y[inner], **kw)
+    refit = fit_rounds(x[~held], y[~held], stopped.current_iteration(), **kw)
+    np.testing.assert_allclose(fit.raw[0, held], refit.predict(x[held], raw_score=True))
+    assert not monotonicity_violations(fit.booster, x, PD_MONOTONE)
+    again = cross_fit_booster(x, y, folds, **kw)
+    np.testing.assert_array_equal(again.raw, fit.raw)
+    assert again.booster.model_to_string() == fit.booster.model_to_string()

@@ -17,18 +17,38 @@ if TYPE_CHECKING:
     from pipeline.config import DriftParams, MonitoringParams
 
 
-def _limitations(label: LabelParams, metrics: dict) -> list[str]:
-    failed = [k for k, c in metrics["checks"].items() if not c["passed"]]
-    limitations = [
+def _validation_limitation(label: LabelParams, metrics: dict) -> str:
+    if "cv" in metrics:
+        return (
+            "Cross-validated within the labelled loans (no out-of-time test: the book is too "
+            "small or a single cohort): the figures say how well the model ranks loans like "
+            "these, not how it holds on later vintages; drift is watched at scoring time only, "
+            f"and loans issued in the last {label.performance_months} months have no label yet."
+        )
+    return (
         "Validated out-of-time on the latest labelled issue months only; loans issued in the "
         f"last {label.performance_months} months have no label yet, so the test slice is at "
-        f"least {label.performance_months} months old when the model is trained.",
+        f"least {label.performance_months} months old when the model is trained."
+    )
+
+
+def _limitations(label: LabelParams, metrics: dict) -> list[str]:
+    failed = [k for k, c in metrics["checks"].items() if not c["passed"]]
+    cv = "cv" in metrics
+    limitations = [
+        _validation_limitation(label, metrics),
         "Trained only on loans that were granted (no reject inference): applicants unlike past "
         "borrowers are scored by extrapolation.",
         f"The PD is a {label.performance_months}-month probability of {label.dpd_threshold}+ "
         "days past due under the lending conditions of the training months; a change of "
         "product, price or macro conditions breaks it.",
-        "Calibration is fitted on the validation slice; the test ECE shows how well it held.",
+        (
+            "Calibration is fitted on the out-of-fold scores; the folds' ECE (each calibrated "
+            "without its own loans) shows how well it holds."
+            if cv
+            else "Calibration is fitted on the validation slice; the test ECE shows how well it "
+            "held."
+        ),
     ]
     if failed:
         limitations.append(f"Acceptance checks not met on this data: {', '.join(failed)}.")
@@ -65,7 +85,19 @@ def model_card(
     dims: dict[str, int] = {}
     for spec in specs:
         dims[spec.dimension] = dims.get(spec.dimension, 0) + 1
-    return {
+    cv = metrics.get("cv")
+    data: dict = {"slices": info["slices"], "catalog_hash": info["catalog_hash"]}
+    model_extra: dict = {}
+    if cv is not None:
+        data["validation"] = (
+            f"{cv['repeats']} x {cv['folds']}-fold cross-validation grouped by entity and "
+            "stratified by its bads, on every labelled loan"
+        )
+        model_extra = {
+            "calibrated_on": "on the out-of-fold raw scores",
+            "rounds_rule": cv.get("rounds_rule"),
+        }
+    card = {
         "segment": segment,
         "purpose": (
             f"Probability that a {segment} loan reaches {label.dpd_threshold}+ days past due "
@@ -73,7 +105,7 @@ def model_card(
             f"{scaling.min_score}-{scaling.max_score} score, "
             "a band and a loan limit for long-tail lending decisions."
         ),
-        "data": {"slices": info["slices"], "catalog_hash": info["catalog_hash"]},
+        "data": data,
         "label": {
             "definition": (
                 f"bad when any instalment is {label.dpd_threshold}+ days past due within "
@@ -90,7 +122,12 @@ def model_card(
             "by_dimension": dims,
         },
         "model": {
-            "algorithm": "LightGBM binary, monotone-constrained, early-stopped on validation",
+            "algorithm": (
+                "LightGBM binary, monotone-constrained, fitted on every labelled loan with the "
+                "rounds the folds chose"
+                if cv is not None
+                else "LightGBM binary, monotone-constrained, early-stopped on validation"
+            ),
             "calibration": calibration,
             "trees": info["best_iteration"],
             "baseline": metrics["scorecard"]["description"],
@@ -98,6 +135,7 @@ def model_card(
                 "LightGBM with one feature per tree (no interactions), same features, "
                 "constraints and slices: a diagnostic, not registered"
             ),
+            **model_extra,
         },
         "performance": {
             who: {k: metrics[key][k] for k in ("auc", "gini", "ks", "brier", "ece")}
@@ -127,3 +165,10 @@ def model_card(
             "calibration": f"review when a matured month's ECE exceeds {2 * monitoring.max_ece}",
         },
     }
+    if cv is not None:
+        card["performance_se"] = {
+            who: {k: metrics["se"][key][k] for k in ("auc", "gini", "ks", "brier", "ece")}
+            for who, key in (("model", "test"), ("baseline", "baseline"), ("additive", "additive"))
+            if key in metrics["se"]
+        }
+    return card

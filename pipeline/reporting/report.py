@@ -20,6 +20,7 @@ from pathlib import Path
 
 import jinja2
 import polars as pl
+import polars.selectors as cs
 
 # metrics.json key -> column title: "test" is the model on the test slice.
 WHO = {
@@ -130,13 +131,24 @@ def render_plots(inputs: ReportInputs) -> dict[str, bytes]:
 
 
 def headline(metrics: dict) -> pl.DataFrame:
-    """The headline measures (rows) of each model present in the metrics (columns), formatted."""
+    """The headline measures (rows) of each model present in the metrics (columns), formatted.
+
+    Cross-validated metrics (with ``se``) read "mean ± SE"; a fold's loan count has no SE.
+    """
     measures = ("auc", "gini", "ks", "brier", "ece", "mean_pd", "bad_rate", "count")
+    se = metrics.get("se", {})
+
+    def cell(key: str, measure: str) -> str:
+        value = fmt(metrics[key][measure])
+        if key in se and measure != "count":
+            return f"{value} ± {fmt(se[key][measure])}"
+        return value
+
     return pl.DataFrame(
         {
             "measure": list(measures),
             **{
-                title: [fmt(metrics[key][m]) for m in measures]
+                title: [cell(key, m) for m in measures]
                 for key, title in WHO.items()
                 if key in metrics
             },
@@ -166,15 +178,26 @@ def card_slices(card: dict) -> pl.DataFrame:
 def standard_sections(tables: dict[str, pl.DataFrame], metrics: dict) -> list[Section]:
     """The evaluate stage's own extra sections: the cut-off strategy and the scorecard points.
 
-    ``tables`` needs ``cutoffs`` and ``scorecard_points``; ``metrics`` the scorecard's
-    description (``metrics["scorecard"]["description"]``).
+    ``tables`` needs ``cutoffs`` and ``scorecard_points`` (and, cross-validated, ``cv_folds``);
+    ``metrics`` the scorecard's description (``metrics["scorecard"]["description"]``).
     """
-    return [
+    cv = "cv" in metrics
+    sections = [
         Section(
-            title="Cut-off strategy (out-of-time test slice)",
+            title=(
+                "Cut-off strategy (out-of-fold scores, first repeat)"
+                if cv
+                else "Cut-off strategy (out-of-time test slice)"
+            ),
             text=(
                 "For each score cut-off: the share approved, the bad rate among the approved "
                 "and the total limit granted (limits as if approved, knock-outs applied)."
+                + (
+                    " Every labelled loan is scored by a fold model that never saw it; the "
+                    "limits are the registered model's."
+                    if cv
+                    else ""
+                )
             ),
             table=tables["cutoffs"],
         ),
@@ -190,6 +213,21 @@ def standard_sections(tables: dict[str, pl.DataFrame], metrics: dict) -> list[Se
             summary="Show the points table",
         ),
     ]
+    if cv and "cv_folds" in tables:
+        sections.append(
+            Section(
+                title="Cross-validation: every held-out fold",
+                text=(
+                    "The metrics of each model on each held-out fold of each repeat, from which "
+                    f"the means and SEs above come ({metrics['cv']['se_rule']}); cv_folds.csv "
+                    "has the same table."
+                ),
+                table=tables["cv_folds"].with_columns(cs.float().round(4)),
+                collapsed=True,
+                summary="Show the folds",
+            )
+        )
+    return sections
 
 
 def render_html(
