@@ -304,18 +304,20 @@ def evaluate(
     data: DataOption = None,
     segment: SegmentOption = SegmentChoice.all,
 ) -> None:
-    """Evaluate on the out-of-time test slice; write metrics.json and the HTML report."""
+    """Evaluate out of time (or cross-validated, split.mode cv); write metrics.json, report."""
     from pipeline.stages import evaluate as stage
 
     for seg in _segments(segment, params, data, "evaluate"):
         with _stage(f"evaluate {seg}"):
             metrics = stage.run(_settings(params, data), seg)
-        t = metrics["test"]
+        t, se = metrics["test"], metrics.get("se", {}).get("test")  # se: cross-validated
         ceiling = metrics.get("ceiling", {}).get("auc")
+        ceiling = "n/a" if ceiling is None else f"{ceiling:.3f}"
+        auc, ks = (f"{t[k]:.3f}" + (f" ± {se[k]:.3f}" if se else "") for k in ("auc", "ks"))
+        psi = "n/a (cv)" if se else f"{metrics['score_psi_train_test']:.3f}"
         out.print(
-            f"  {seg}: test AUC {t['auc']:.3f} (true-PD ceiling "
-            f"{'n/a' if ceiling is None else f'{ceiling:.3f}'}), KS {t['ks']:.3f}, "
-            f"ECE {t['ece']:.4f}, score PSI {metrics['score_psi_train_test']:.3f}"
+            f"  {seg}: {'cross-validated' if se else 'test'} AUC {auc} (true-PD ceiling "
+            f"{ceiling}), KS {ks}, ECE {t['ece']:.4f}, score PSI {psi}"
         )
 
 

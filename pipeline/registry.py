@@ -283,7 +283,8 @@ def promotion_gate(checks: dict, params: RegistryParams, score_levels: Levels) -
             f"the challenger breaks monotone constraints on {checks['monotone_violations']}"
         )
     psi = checks["challenger_score_psi"]
-    if stability.status(psi, score_levels) == "alert":
+    # None: not measured (a cross-validated book has no held-out slice to drift from)
+    if psi is not None and stability.status(psi, score_levels) == "alert":
         refusals.append(
             f"the challenger's score PSI between its training rows and the out-of-time rows is "
             f"{psi:.3f}, at or above the alert level {score_levels.alert}"

@@ -130,19 +130,13 @@ def test_same_seed_gives_the_same_model_and_metrics(cv_world, tmp_path: Path) ->
         assert again[key] == first[key], key
 
 
-def test_the_registered_model_scores_the_book(cv_world) -> None:
+def test_the_registered_model_is_promoted_and_scores_the_book(cv_world) -> None:
     layout = _layout(cv_world)
     _invoke("register", *cv_world, "--segment", "consumer")
-    out = _invoke(
-        "score",
-        *cv_world,
-        "--segment",
-        "consumer",
-        "--drift-fail-on",
-        "never",
-        "--model-uri",
-        "models:/longtail-consumer@challenger",
-    )
+    # The gate judges a cross-validated model by its out-of-fold AUC; no PSI to refuse it on.
+    promoted = _invoke("promote", *cv_world, "--segment", "consumer")
+    assert "promoted" in promoted, promoted
+    out = _invoke("score", *cv_world, "--segment", "consumer", "--drift-fail-on", "never")
     assert "consumer as of" in out
     scored = list((layout.root / "scores" / "consumer").glob("as_of=*/scores.parquet"))
     assert len(scored) == 1

@@ -8,16 +8,17 @@ import logging
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from models import evaluate as ev
 from models import stability
 from models.scaling import pd_to_score
 from models.scorer import Scorer
-from models.split import TEST
+from models.split import TEST, TRAIN
 from models.train import monotonicity_violations
 from pipeline import inputs, registry
-from pipeline.artifacts import read_reference_scores
+from pipeline.artifacts import read_out_of_fold, read_reference_scores
 from pipeline.config import Sections, uses
 from pipeline.storage import Layout
 
@@ -33,7 +34,13 @@ def run(settings: Sections, segment: str, *, force: bool = False) -> dict:
     features). The challenger must not lose more than ``registry.auc_tolerance`` of AUC to the
     champion, must keep its monotone constraints on those rows, and its score PSI between its
     training rows and those rows must not reach the ``drift`` alert level. With no champion
-    yet, the challenger's own checks decide. Every decision (promoted, refused, forced) is
+    yet, the challenger's own checks decide.
+
+    With ``split.mode: cv`` there is no held-out slice: the rows are every labelled loan of the
+    book, the challenger's AUC is its out-of-fold AUC (mean over repeats, from the
+    ``cv_oof.parquet`` it was registered with), the champion's is its AUC on the same loans
+    (in-sample if it was trained on them, so the comparison leans to the incumbent), and the
+    score PSI is not measured. Every decision (promoted, refused, forced) is
     recorded as tags on the challenger version and on the registered model; a replaced
     champion keeps the alias ``previous-champion`` for a one-command rollback.
     """
@@ -57,8 +64,9 @@ def run(settings: Sections, segment: str, *, force: bool = False) -> dict:
             "decision": "unchanged",
             "reasons": [f"version {challenger.version} is already {registry.CHAMPION}"],
         }
+    cv = settings.split.mode == "cv"
     test = inputs.sliced(Layout(settings.data_dir), segment, settings.split).filter(
-        pl.col("slice") == TEST
+        pl.col("slice") == (TRAIN if cv else TEST)
     )
     y = test["bad"].to_numpy()
     checks: dict = {"oot_rows": test.height, "champion_auc": None, "champion_error": None}
@@ -68,16 +76,21 @@ def run(settings: Sections, segment: str, *, force: bool = False) -> dict:
         )
         chall = Scorer.load(chall_dir)
         chall.check_columns(test)
-        chall_pd = chall.predict_pd(test)
-        checks["challenger_auc"] = ev.auc(y, chall_pd)
         checks["monotone_violations"] = monotonicity_violations(
             chall.booster, chall.matrix(test), [s.pd_monotone for s in chall.specs]
         )
-        test_scores = pd_to_score(chall_pd, chall.scaling)
-        # the gate compares like with like: training loans' scores vs out-of-time test loans'
-        checks["challenger_score_psi"] = stability.psi(
-            read_reference_scores(chall_dir), test_scores, bins=settings.drift.bins
-        )
+        if cv:
+            checks["challenger_auc"] = _out_of_fold_auc(chall_dir, test)
+            checks["challenger_score_psi"] = None
+        else:
+            chall_pd = chall.predict_pd(test)
+            checks["challenger_auc"] = ev.auc(y, chall_pd)
+            # like with like: training loans' scores vs out-of-time test loans'
+            checks["challenger_score_psi"] = stability.psi(
+                read_reference_scores(chall_dir),
+                pd_to_score(chall_pd, chall.scaling),
+                bins=settings.drift.bins,
+            )
         if champion is not None:
             champ = registry.load_scorer(
                 registry.version_uri(name, champion.version), Path(tmp) / "champion"
@@ -98,8 +111,9 @@ def run(settings: Sections, segment: str, *, force: bool = False) -> dict:
             if champion is None
             else [
                 f"challenger AUC {checks['challenger_auc']:.4f} vs champion "
-                f"{checks['champion_auc']:.4f} on {test.height} out-of-time rows; monotone; "
-                f"score PSI {checks['challenger_score_psi']:.3f}"
+                f"{checks['champion_auc']:.4f} on {test.height} "
+                f"{'labelled (cross-validated)' if cv else 'out-of-time'} rows; monotone; "
+                f"score PSI {_psi_text(checks['challenger_score_psi'])}"
             ]
         )
     else:
@@ -118,7 +132,7 @@ def run(settings: Sections, segment: str, *, force: bool = False) -> dict:
         ),
         "oot_rows": test.height,
         "monotone_violations": ",".join(checks["monotone_violations"]) or "none",
-        "challenger_score_psi": round(checks["challenger_score_psi"], 6),
+        "challenger_score_psi": _psi_text(checks["challenger_score_psi"]),
     }
     registry.tag_version(
         segment, challenger.version, {f"promotion_{k}": v for k, v in summary.items()}
@@ -140,3 +154,17 @@ def run(settings: Sections, segment: str, *, force: bool = False) -> dict:
     result = {**base, "decision": decision, "reasons": reasons, "checks": checks}
     log.info("promotion %s: %s", segment, result)
     return result
+
+
+def _psi_text(psi: float | None) -> str:
+    return "not measured (cross-validated)" if psi is None else f"{psi:.6f}"
+
+
+def _out_of_fold_auc(model_dir: Path, rows: pl.DataFrame) -> float:
+    """The model's cross-validated AUC on ``rows``: its out-of-fold PDs, mean over repeats."""
+    oof = read_out_of_fold(model_dir).join(rows.select("loan_id", "bad"), on="loan_id")
+    per_repeat = [
+        ev.auc(part["bad"].to_numpy(), part["pd"].to_numpy())
+        for part in oof.partition_by("repeat", maintain_order=True)
+    ]
+    return float(np.mean(per_repeat)) if per_repeat else float("nan")
