@@ -287,6 +287,18 @@ def _measure_cv(
         pd_columns["knowable"] = "knowable_log_odds"
     per_fold = ev.fold_summaries(long, pd_columns)
     means, ses = ev.cv_means(per_fold, folds)
+    # A fold's ECE bins a few dozen loans of a small book: noise even for the true PD. Each
+    # repeat's out-of-fold PDs hold every loan once, each calibrated without its own fold, so
+    # the ECE is measured on them pooled, averaged over repeats (its se: their spread).
+    for label, column in pd_columns.items():
+        if label == "knowable":
+            continue
+        pooled = [
+            ev.expected_calibration_error(part["bad"].to_numpy(), part[column].to_numpy())
+            for part in long.partition_by("repeat", maintain_order=True)
+        ]
+        means[label]["ece"] = float(np.mean(pooled))
+        ses[label]["ece"] = float(np.std(pooled, ddof=1)) if len(pooled) > 1 else float("nan")
     auc = per_fold.pivot("who", index=["repeat", "fold"], values="auc")
 
     def paired(a: str, b: str) -> tuple[float, float]:
@@ -334,7 +346,8 @@ def _measure_cv(
             **info.get("cv", {}),
             "se_rule": (
                 "Nadeau-Bengio corrected resampled SE over repeats x folds: "
-                "sd x sqrt(1/(repeats x folds) + 1/(folds - 1))"
+                "sd x sqrt(1/(repeats x folds) + 1/(folds - 1)); ECE is measured on each "
+                "repeat's pooled out-of-fold PDs and its se is the spread over repeats"
             ),
             "calibration": (
                 "each fold's PDs calibrated on the other folds' out-of-fold scores; the "
