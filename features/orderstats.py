@@ -1,0 +1,337 @@
+"""Windowed order statistics of daily series: min, max, quantiles and days below a level.
+
+Prefix sums (:mod:`features.timeline`) give windowed sums; a bank statement's best predictors
+of default are order statistics instead: the lowest closing balance over the last 90 days,
+the days spent below zero. This module reads them for every snapshot and window, exactly and
+without a loop over snapshots or rows.
+
+A :class:`DailySeries` is a set of points ``(key, value)`` sorted by key, at most one per
+entity-day (``key = code << DAY_BITS | day``, :mod:`features.keys`), in integer units (fen):
+
+- a *step* series holds each value from its day until the entity's next point: the closing
+  balance, carried forward over days without events, as a statement shows it each day;
+- a *point* series holds each value on its own day only (the day's largest outflow).
+
+:func:`zero_filled` turns per-day sums into a step series that is 0 on days without events
+(the daily net flow). A window of ``w`` days before as_of covers days ``[as_of - w, as_of)``
+(as_of is exclusive). Its points are a contiguous range of the sorted points, found by the same
+as-of join :meth:`features.timeline.Timeline.positions` does; a step series adds the point
+*carried in*: the entity's last point before the window, in force on the window's first day
+unless a point falls on that day. Days before the entity's first point are not in the series,
+so a window without any point in force reads null.
+
+- min and max: a sparse table (range-min/max in O(1) per query). Only the levels the longest
+  range needs are built, one level at a time, each answering the queries of its length class:
+  O(n log L) time for ranges of at most L points and two arrays of n values of memory.
+- days below a level: a prefix sum of the days each point is in force, with the two points at
+  the window's edges clipped: O(1) per query.
+- weighted quantiles: each point weighs the days it is in force inside the window. The points
+  of every (snapshot, window) range are gathered, sorted by (query, value rank) and read at the
+  cumulative weight: exact, O(T log T) for T the total points over all ranges (bounded by the
+  points per window times the snapshots; measured in benchmarks/feature_job.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+
+import numpy as np
+import polars as pl
+
+from features.keys import AS_OF, CODE, EVER, KEY, SHIFT, Snapshots, day_number
+from features.timeline import Timeline
+
+
+@dataclass(frozen=True)
+class DailySeries:
+    """Points sorted by key (distinct keys), their integer values, and whether values carry."""
+
+    key: np.ndarray  # int64, strictly increasing
+    value: np.ndarray  # int64
+    step: bool  # True: a value holds until the entity's next point
+
+    def __post_init__(self) -> None:
+        """Reject keys that are not strictly increasing (one point per entity-day)."""
+        if self.key.shape != self.value.shape:
+            raise ValueError(f"expected one value per key; got {self.key.size} keys")
+        if self.key.size > 1 and not (np.diff(self.key) > 0).all():
+            raise ValueError("expected strictly increasing keys (one point per entity-day)")
+
+    @property
+    def size(self) -> int:
+        """Number of points."""
+        return int(self.key.size)
+
+
+def day_groups(key: np.ndarray) -> np.ndarray:
+    """The first row of each run of equal keys in a sorted key array (one run per entity-day)."""
+    if key.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.concatenate(([0], np.flatnonzero(key[1:] != key[:-1]) + 1))
+
+
+def daily_sum(key: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per entity-day, the sum of ``values`` (rows sorted by key): ``(day keys, sums)``."""
+    starts = day_groups(key)
+    if starts.size == 0:
+        return key[:0], values[:0]
+    return key[starts], np.add.reduceat(values, starts)
+
+
+def daily_max(key: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per entity-day, the largest of ``values`` (rows sorted by key): ``(day keys, maxima)``."""
+    starts = day_groups(key)
+    if starts.size == 0:
+        return key[:0], values[:0]
+    return key[starts], np.maximum.reduceat(values, starts)
+
+
+def zero_filled(key: np.ndarray, values: np.ndarray) -> DailySeries:
+    """A step series that is ``values`` on its days and 0 on the days between them.
+
+    ``key`` holds distinct entity-days (sorted). A 0 point is added on the day after each day
+    whose entity has no point on the next day (after the entity's last day too), so each value
+    is in force on its own day only, and a day without events reads 0 (no money moved).
+    """
+    following = np.concatenate((key[1:], [-1]))
+    gap = following != key + 1  # the next day has no point (or belongs to another entity)
+    zeros = key[gap] + 1  # day + 1 stays in the entity: days are far below 2**DAY_BITS
+    merged_key = np.concatenate((key, zeros))
+    merged_value = np.concatenate((values, np.zeros(zeros.size, dtype=values.dtype)))
+    order = np.argsort(merged_key, kind="stable")
+    return DailySeries(merged_key[order], merged_value[order].astype(np.int64), step=True)
+
+
+@dataclass(frozen=True)
+class Ranges:
+    """For every snapshot, the points in force in one window: ``[start, end)`` of the series.
+
+    ``first`` is the window's first day and ``stop`` its as_of (day numbers, exclusive end).
+    """
+
+    start: np.ndarray
+    end: np.ndarray
+    first: np.ndarray
+    stop: np.ndarray
+
+    @property
+    def empty(self) -> np.ndarray:
+        """Windows without any point in force (their statistics are null)."""
+        return self.start >= self.end
+
+
+def ranges(series: DailySeries, snaps: Snapshots, window: int, timeline: Timeline) -> Ranges:
+    """The range of points in force in the ``window`` days before each snapshot's as_of.
+
+    ``timeline`` is a :class:`Timeline` over the series' keys (its as-of join positions are
+    cached per offset, so several statistics of one series share them).
+    """
+    lo = timeline.positions(snaps, window).to_numpy().astype(np.int64)
+    hi = timeline.positions(snaps, 0).to_numpy().astype(np.int64)
+    stop = snaps.frame.select(day_number(pl.col(AS_OF))).to_series().to_numpy()
+    first = stop - window
+    start = lo
+    if series.step:
+        ever = timeline.positions(snaps, EVER).to_numpy().astype(np.int64)
+        # the last point before the window is carried in unless a point opens the window
+        opens = np.zeros(lo.size, dtype=bool)
+        inside = lo < hi
+        opens[inside] = (series.key[lo[inside]] & (SHIFT - 1)) == first[inside]
+        start = lo - ((lo > ever) & ~opens)
+    return Ranges(start=start, end=hi, first=first, stop=stop)
+
+
+def _series_timeline(series: DailySeries) -> Timeline:
+    return Timeline(pl.DataFrame({KEY: series.key}), {})
+
+
+def _weights(series: DailySeries, idx: np.ndarray, first: np.ndarray, stop: np.ndarray,
+             last: np.ndarray) -> np.ndarray:  # fmt: skip
+    """Days each point ``idx`` is in force inside its window (``last``: it ends the range)."""
+    day = series.key[idx] & (SHIFT - 1)
+    if not series.step:
+        return np.ones(idx.size, dtype=np.int64)
+    nxt = np.where(last, stop, series.key[np.minimum(idx + 1, series.size - 1)] & (SHIFT - 1))
+    return nxt - np.maximum(day, first)
+
+
+def range_min_max(values: np.ndarray, r: Ranges) -> tuple[np.ndarray, np.ndarray]:
+    """The min and max of ``values[start:end]`` of every non-empty range (0 for empty ones).
+
+    A sparse table built one level at a time: level k holds the min (max) of the 2**k values
+    from each position; a range of length n with 2**k <= n < 2**(k+1) is the min of two
+    overlapping level-k reads. Only levels up to the longest range are built.
+    """
+    lengths = r.end - r.start
+    lo_out = np.zeros(lengths.size, dtype=np.int64)
+    hi_out = np.zeros(lengths.size, dtype=np.int64)
+    live = lengths > 0
+    if not live.any():
+        return lo_out, hi_out
+    level = np.zeros(lengths.size, dtype=np.int64)
+    level[live] = np.floor(np.log2(lengths[live])).astype(np.int64)
+    # guard against floating-point log2 at exact powers of two
+    level[live] -= (1 << level[live]) > lengths[live]
+    level[live] += (1 << (level[live] + 1)) <= lengths[live]
+    low, high = values.astype(np.int64), values.astype(np.int64)
+    for k in range(int(level[live].max()) + 1):
+        if k:
+            half = 1 << (k - 1)
+            low = np.minimum(low[:-half], low[half:])
+            high = np.maximum(high[:-half], high[half:])
+        chosen = np.flatnonzero(live & (level == k))
+        if chosen.size:
+            a, b = r.start[chosen], r.end[chosen] - (1 << k)
+            lo_out[chosen] = np.minimum(low[a], low[b])
+            hi_out[chosen] = np.maximum(high[a], high[b])
+    return lo_out, hi_out
+
+
+def days_where(series: DailySeries, mask: np.ndarray, r: Ranges) -> np.ndarray:
+    """Days inside each window on which a point with ``mask`` was in force (0 when empty).
+
+    A prefix sum of each point's days in force up to the next point; the first point of a
+    range starts at the window's first day at the earliest, and the last runs to as_of.
+    """
+    day = series.key & (SHIFT - 1)
+    span = np.zeros(series.size, dtype=np.int64)
+    if series.size > 1:
+        span[:-1] = day[1:] - day[:-1]  # across entities too: never read for a range's last point
+    flagged = np.where(mask, span, 0) if series.step else mask.astype(np.int64)
+    running = np.concatenate(([0], np.cumsum(flagged)))
+    out = np.zeros(r.start.size, dtype=np.int64)
+    live = np.flatnonzero(~r.empty)
+    if live.size == 0:
+        return out
+    s, e = r.start[live], r.end[live]
+    inner = running[e - 1] - running[s]  # every point of the range but the last
+    if series.step:
+        # the first point counts only from the window's first day
+        inner -= np.where((e - 1 > s) & mask[s], np.maximum(r.first[live] - day[s], 0), 0)
+        last_days = r.stop[live] - np.maximum(day[e - 1], r.first[live])
+        inner += np.where(mask[e - 1], last_days, 0)
+    else:
+        inner += mask[e - 1]
+    out[live] = inner
+    return out
+
+
+def range_quantiles(
+    series: DailySeries, r: Ranges, quantiles: Sequence[Fraction]
+) -> dict[Fraction, np.ndarray]:
+    """Lower weighted quantiles of each range (0 for empty ranges; the caller masks them).
+
+    Each point weighs the days it is in force inside the window; the q-quantile is the
+    smallest value whose cumulative weight reaches q of the window's days in the series (a
+    balance the statement showed, never an interpolation). The ranges' points are gathered
+    into one array (T points in all), ordered by (range, value) with one sort, and read at
+    each range's target weight by a binary search of the cumulative weights: O(T log T).
+    """
+    lengths = np.maximum(r.end - r.start, 0)
+    total = int(lengths.sum())
+    out = {q: np.zeros(lengths.size, dtype=np.int64) for q in quantiles}
+    if total == 0:
+        return out
+    offsets = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+    query = np.repeat(np.arange(lengths.size, dtype=np.int64), lengths)
+    idx = np.arange(total, dtype=np.int64) - np.repeat(offsets - r.start, lengths)
+    last = idx == np.repeat(r.end - 1, lengths)
+    weight = _weights(series, idx, np.repeat(r.first, lengths), np.repeat(r.stop, lengths), last)
+    # value ranks over the whole series: one int64 sort key per gathered point
+    rank = np.empty(series.size, dtype=np.int64)
+    rank[np.argsort(series.value, kind="stable")] = np.arange(series.size, dtype=np.int64)
+    order = (
+        pl.Series(query * series.size + rank[idx])
+        .arg_sort()
+        .to_numpy()
+    )  # fmt: skip
+    cumulative = np.cumsum(weight[order])
+    del weight
+    values = series.value[idx[order]]
+    del idx, order, query, rank
+    ends = offsets + lengths  # one past each range's last gathered point
+    live = np.flatnonzero(lengths > 0)
+    before = np.where(offsets[live] > 0, cumulative[np.maximum(offsets[live] - 1, 0)], 0)
+    window_days = cumulative[ends[live] - 1] - before
+    for q in quantiles:
+        num, den = q.numerator, q.denominator
+        target = before + (num * window_days + den - 1) // den  # ceil(q * days), at least 1
+        target = np.maximum(target, before + 1)
+        at = np.searchsorted(cumulative, target, side="left")
+        out[q][live] = values[at]
+    return out
+
+
+@dataclass(frozen=True)
+class Request:
+    """What to read of one series: per window, which statistics (and their output names).
+
+    ``stats`` maps an output column to ``(window, statistic)``: ``min``, ``max``, a quantile
+    as a :class:`Fraction`, or ``("below", level)`` for days in force below ``level``.
+    """
+
+    series: DailySeries
+    stats: Mapping[str, tuple[int, object]]
+    scale: float = 1.0  # divide values by this (fen -> currency)
+
+
+def read(snaps: Snapshots, request: Request) -> dict[str, pl.Series]:
+    """Read a series' windowed statistics for every snapshot, in the request's column order.
+
+    Every statistic of a window without a point in force is null (days below a level too: a
+    consumer that never reported a balance has no known days below zero).
+    """
+    series = request.series
+    timeline = _series_timeline(series)
+    by_window: dict[int, dict[str, object]] = {}
+    for name, (window, stat) in request.stats.items():
+        by_window.setdefault(window, {})[name] = stat
+    out: dict[str, pl.Series] = {}
+    for window, stats in by_window.items():
+        r = ranges(series, snaps, window, timeline)
+        empty = r.empty
+        minmax = (
+            range_min_max(series.value, r)
+            if any(s in ("min", "max") for s in stats.values())
+            else None
+        )
+        qs = sorted({s for s in stats.values() if isinstance(s, Fraction)})
+        quantile = range_quantiles(series, r, qs) if qs else {}
+        for name, stat in stats.items():
+            if isinstance(stat, tuple):
+                values = days_where(series, series.value < stat[1], r)
+                out[name] = _masked(name, values, empty, 1.0)
+                continue
+            if stat == "min":
+                values = minmax[0]
+            elif stat == "max":
+                values = minmax[1]
+            else:
+                values = quantile[stat]
+            out[name] = _masked(name, values, empty, request.scale)
+    return {name: out[name] for name in request.stats}
+
+
+def _masked(name: str, values: np.ndarray, empty: np.ndarray, scale: float) -> pl.Series:
+    series = pl.Series(name, values)
+    if scale != 1.0:
+        series = series / scale
+    return pl.select(pl.when(pl.lit(pl.Series(empty)).not_()).then(series)).to_series().alias(name)
+
+
+def level_at(series: DailySeries, snaps: Snapshots, days: pl.Series) -> pl.Series:
+    """The value of a step series in force on each snapshot's ``days`` (a day number each).
+
+    The last point of the snapshot's entity on or before that day; null when there is none.
+    ``days`` must be before each snapshot's as_of for the read to be point-in-time.
+    """
+    codes = snaps.frame[CODE].to_numpy().astype(np.int64)
+    query = codes * SHIFT + days.to_numpy().astype(np.int64)
+    at = np.searchsorted(series.key, query, side="right") - 1
+    found = at >= 0
+    owned = np.zeros(at.size, dtype=bool)
+    owned[found] = (series.key[at[found]] // SHIFT) == codes[found]
+    values = np.where(owned, series.value[np.maximum(at, 0)], 0)
+    return pl.select(pl.when(pl.lit(pl.Series(owned))).then(pl.lit(pl.Series(values)))).to_series()
