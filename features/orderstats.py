@@ -327,6 +327,8 @@ def level_at(series: DailySeries, snaps: Snapshots, days: pl.Series) -> pl.Serie
     The last point of the snapshot's entity on or before that day; null when there is none.
     ``days`` must be before each snapshot's as_of for the read to be point-in-time.
     """
+    if series.size == 0:
+        return pl.repeat(None, snaps.height, dtype=pl.Int64, eager=True)
     codes = snaps.frame[CODE].to_numpy().astype(np.int64)
     query = codes * SHIFT + days.to_numpy().astype(np.int64)
     at = np.searchsorted(series.key, query, side="right") - 1
