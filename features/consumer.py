@@ -321,6 +321,20 @@ def _salary_payers(snaps: Snapshots, events: pl.DataFrame) -> dict[str, pl.Serie
     """
     date = ((day_of(_key) - EPOCH).cast(pl.Int32)).cast(pl.Date)
     pair = ["__c", "__cp"]
+    c, cp, month, dom = (pl.col(n) for n in ("__c", "__cp", "__month", "__dom"))
+    # rows sorted by (entity, payer, month): a row follows its payer's previous month when the
+    # row before it is the same pair one month earlier (shifts, not per-group windows: there
+    # are about as many pairs as rows)
+    follows = ((c == c.shift(1)) & (cp == cp.shift(1)) & (month == month.shift(1) + 1)).fill_null(
+        False
+    )
+
+    def regular(n: int) -> pl.Expr:
+        run = pl.all_horizontal(follows.shift(i).fill_null(False) for i in range(n - 1))
+        doms = [dom.shift(i) for i in range(n)]
+        spread = pl.max_horizontal(doms) - pl.min_horizontal(doms)
+        return (run & (spread <= SALARY_DAY_SPREAD)).alias(f"salary_payers_{n}m")
+
     months = (
         events.lazy()
         .filter(_in & pl.col("counterparty_id").is_not_null() & ~_kind.is_in(_NOT_PAY))
@@ -331,21 +345,9 @@ def _salary_payers(snaps: Snapshots, events: pl.DataFrame) -> dict[str, pl.Serie
             date.dt.day().alias("__dom"),
         )
         .group_by(*pair, "__month")
-        .agg(pl.col("__dom").min())
+        .agg(dom.min())
         .sort(*pair, "__month")
-        .with_columns((pl.col("__month") - pl.int_range(pl.len()).over(pair)).alias("__run"))
-        .with_columns((pl.int_range(pl.len()).over(*pair, "__run") + 1).alias("__streak"))
-        .with_columns(
-            (
-                (pl.col("__streak") >= n)
-                & (
-                    pl.col("__dom").rolling_max(n).over(pair)
-                    - pl.col("__dom").rolling_min(n).over(pair)
-                    <= SALARY_DAY_SPREAD
-                )
-            ).alias(f"salary_payers_{n}m")
-            for n in SALARY_MONTHS
-        )
+        .select("__c", "__month", *(regular(n) for n in SALARY_MONTHS))
         .group_by("__c", "__month")
         .agg(pl.col(f"salary_payers_{n}m").sum() for n in SALARY_MONTHS)
     )

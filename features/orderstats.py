@@ -97,11 +97,15 @@ def zero_filled(key: np.ndarray, values: np.ndarray) -> DailySeries:
     """
     following = np.concatenate((key[1:], [-1]))
     gap = following != key + 1  # the next day has no point (or belongs to another entity)
-    zeros = key[gap] + 1  # day + 1 stays in the entity: days are far below 2**DAY_BITS
-    merged_key = np.concatenate((key, zeros))
-    merged_value = np.concatenate((values, np.zeros(zeros.size, dtype=values.dtype)))
-    order = np.argsort(merged_key, kind="stable")
-    return DailySeries(merged_key[order], merged_value[order].astype(np.int64), step=True)
+    # each day is followed by its zero day when it has one: write both in place, no sort
+    at = np.arange(key.size, dtype=np.int64) + np.concatenate(([0], np.cumsum(gap)[:-1]))
+    size = key.size + int(gap.sum())
+    merged_key = np.empty(size, dtype=np.int64)
+    merged_value = np.zeros(size, dtype=np.int64)
+    merged_key[at] = key
+    merged_value[at] = values
+    merged_key[at[gap] + 1] = key[gap] + 1  # day + 1 stays in the entity's key range
+    return DailySeries(merged_key, merged_value, step=True)
 
 
 @dataclass(frozen=True)
@@ -218,8 +222,15 @@ def days_where(series: DailySeries, mask: np.ndarray, r: Ranges) -> np.ndarray:
     return out
 
 
+def value_ranks(series: DailySeries) -> np.ndarray:
+    """Each point's rank among all the series' values (ties by position): one sort per series."""
+    rank = np.empty(series.size, dtype=np.int64)
+    rank[np.argsort(series.value, kind="stable")] = np.arange(series.size, dtype=np.int64)
+    return rank
+
+
 def range_quantiles(
-    series: DailySeries, r: Ranges, quantiles: Sequence[Fraction]
+    series: DailySeries, r: Ranges, quantiles: Sequence[Fraction], rank: np.ndarray
 ) -> dict[Fraction, np.ndarray]:
     """Lower weighted quantiles of each range (0 for empty ranges; the caller masks them).
 
@@ -239,9 +250,7 @@ def range_quantiles(
     idx = np.arange(total, dtype=np.int64) - np.repeat(offsets - r.start, lengths)
     last = idx == np.repeat(r.end - 1, lengths)
     weight = _weights(series, idx, np.repeat(r.first, lengths), np.repeat(r.stop, lengths), last)
-    # value ranks over the whole series: one int64 sort key per gathered point
-    rank = np.empty(series.size, dtype=np.int64)
-    rank[np.argsort(series.value, kind="stable")] = np.arange(series.size, dtype=np.int64)
+    # ``rank`` (:func:`value_ranks`) orders values within a range: one int64 key per point
     order = (
         pl.Series(query * series.size + rank[idx])
         .arg_sort()
@@ -250,7 +259,7 @@ def range_quantiles(
     cumulative = np.cumsum(weight[order])
     del weight
     values = series.value[idx[order]]
-    del idx, order, query, rank
+    del idx, order, query
     ends = offsets + lengths  # one past each range's last gathered point
     live = np.flatnonzero(lengths > 0)
     before = np.where(offsets[live] > 0, cumulative[np.maximum(offsets[live] - 1, 0)], 0)
@@ -288,30 +297,42 @@ def read(snaps: Snapshots, request: Request) -> dict[str, pl.Series]:
     by_window: dict[int, dict[str, object]] = {}
     for name, (window, stat) in request.stats.items():
         by_window.setdefault(window, {})[name] = stat
+    spans = {w: ranges(series, snaps, w, timeline) for w in by_window}
+    # min and max of every window in one pass of the sparse table's levels
+    ordered = [
+        w for w, stats in by_window.items() if {"min", "max"} & set(map(str, stats.values()))
+    ]
+    minmax: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    if ordered:
+        both = Ranges(*(np.concatenate([getattr(spans[w], f) for w in ordered]) for f in _FIELDS))
+        low, high = range_min_max(series.value, both)
+        for i, w in enumerate(ordered):
+            part = slice(i * snaps.height, (i + 1) * snaps.height)
+            minmax[w] = (low[part], high[part])
+    rank = None
     out: dict[str, pl.Series] = {}
     for window, stats in by_window.items():
-        r = ranges(series, snaps, window, timeline)
-        empty = r.empty
-        minmax = (
-            range_min_max(series.value, r)
-            if any(s in ("min", "max") for s in stats.values())
-            else None
-        )
+        r = spans[window]
         qs = sorted({s for s in stats.values() if isinstance(s, Fraction)})
-        quantile = range_quantiles(series, r, qs) if qs else {}
+        if qs and rank is None:
+            rank = value_ranks(series)
+        quantile = range_quantiles(series, r, qs, rank) if qs else {}
         for name, stat in stats.items():
             if isinstance(stat, tuple):
                 values = days_where(series, series.value < stat[1], r)
-                out[name] = _masked(name, values, empty, 1.0)
+                out[name] = _masked(name, values, r.empty, 1.0)
                 continue
             if stat == "min":
-                values = minmax[0]
+                values = minmax[window][0]
             elif stat == "max":
-                values = minmax[1]
+                values = minmax[window][1]
             else:
                 values = quantile[stat]
-            out[name] = _masked(name, values, empty, request.scale)
+            out[name] = _masked(name, values, r.empty, request.scale)
     return {name: out[name] for name in request.stats}
+
+
+_FIELDS = ("start", "end", "first", "stop")
 
 
 def _masked(name: str, values: np.ndarray, empty: np.ndarray, scale: float) -> pl.Series:
