@@ -122,9 +122,10 @@ def _low_balance_days(events: pl.DataFrame, share: float) -> pl.Series:
     """1 on each row that closes a day below ``share`` of the month's typical outflow, else 0.
 
     The typical monthly outflow at a day is the entity's money out over the ``OUTFLOW_DAYS``
-    days ending with that day (that day included), per 30 days: a prefix sum of the sorted log
-    read at two binary-searched positions for each row that closes a day. Only events up to the
-    day itself are read, so the flag is point-in-time like every measure.
+    days ending with that day, up to the row that closes it (the day's last reported balance),
+    per 30 days: a prefix sum of the sorted log read at the closing row and at one
+    binary-searched start for each closing row. Only events up to the closing row are read, so
+    the flag is point-in-time like every measure.
     """
     closes = events["closes_day"].to_numpy()
     at = np.flatnonzero(closes)
@@ -137,8 +138,7 @@ def _low_balance_days(events: pl.DataFrame, share: float) -> pl.Series:
     # Keys are entity << DAY_BITS | day, and days count from 1900: key - (OUTFLOW_DAYS - 1) is
     # the first day of the span, in the same entity.
     first = np.searchsorted(key, key[at] - (OUTFLOW_DAYS - 1), side="left")
-    last = np.searchsorted(key, key[at], side="right")
-    monthly = (spent[last] - spent[first]) * (30 / OUTFLOW_DAYS)
+    monthly = (spent[at + 1] - spent[first]) * (30 / OUTFLOW_DAYS)
     balance = events["balance_fen"].to_numpy()[at]
     flags[at] = balance < share * monthly
     return pl.Series("low_bal_days", flags)

@@ -77,18 +77,15 @@ def credit_history(
     seg_loans = loans.filter(pl.col("segment") == segment).select(
         "loan_id", pl.col("entity_id").alias(ENTITY), "issued_on", "principal"
     )
-    last_due = repayments.group_by("loan_id").agg(pl.col("due_on").max().alias("last_due"))
     prior = (
         keys.join(seg_loans, on=ENTITY)
         .filter(pl.col("issued_on") < pl.col(AS_OF))
-        .join(last_due, on="loan_id", how="left")
         .group_by(ENTITY, AS_OF)
         .agg(
             pl.len().cast(pl.Int32).alias("prior_loans"),
             _money_sum(pl.col("principal")).alias("prior_principal"),
             pl.col("issued_on").max().alias("last_loan_day"),
             pl.col("issued_on").min().alias("first_loan_day"),
-            (pl.col("last_due") >= pl.col(AS_OF)).sum().cast(pl.Int32).alias("open_loans"),
         )
     )
     known_paid = settled_before(pl.col(AS_OF), rules.tolerance)
@@ -129,10 +126,15 @@ def credit_history(
             pl.col("dpd").filter(~pl.col("known_paid")).max().alias("current_dpd"),
         )
     )
+    # A loan is open while any of its instalments is not known settled: one repaid early is
+    # closed before its last due date, one in arrears stays open after it.
     outstanding = (
         joined.filter(~known_paid)
         .group_by(ENTITY, AS_OF)
-        .agg(_money_sum(pl.col("amount_due")).alias("outstanding_due"))
+        .agg(
+            _money_sum(pl.col("amount_due")).alias("outstanding_due"),
+            pl.col("loan_id").n_unique().cast(pl.Int32).alias("open_loans"),
+        )
     )
     zeros = [
         "prior_loans",
@@ -179,7 +181,7 @@ def declare_credit_history(b: CatalogBuilder, rules: RepaymentRules) -> None:
             "open_loans",
             pl.col("open_loans"),
             -1,
-            "Earlier loans with instalments still to fall due at as_of.",
+            "Earlier loans not fully repaid before as_of (an instalment unsettled, due or not).",
             "several loans still open",
             None,
         ),

@@ -145,13 +145,24 @@ def generate(
     consumers: Annotated[int | None, typer.Option(min=1, help="Consumers in the world.")] = None,
     months: Annotated[int | None, typer.Option(min=1, help="Months of history.")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    flavour: Annotated[
+        str | None,
+        typer.Option(
+            help="platform (merchants and consumers of a payment platform) or bank (a retail "
+            "bank's consumers: account statements, loan outcomes)."
+        ),
+    ] = None,
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="Data folder to write raw/ and truth/ into.")
     ] = None,
 ) -> None:
     """Generate the synthetic transaction world (params.yaml `world`, options override)."""
+    from pipeline.config import WorldParams
     from pipeline.stages import generate as stage
 
+    choices = get_args(WorldParams.model_fields["flavour"].annotation)
+    if flavour is not None and flavour not in choices:
+        raise typer.BadParameter(f"expected one of {', '.join(choices)}; got {flavour!r}")
     with _stage("generate") as progress:
         settings = _settings(params, out_dir or data)
         world = settings.world.model_copy(
@@ -162,6 +173,7 @@ def generate(
                     "consumers": consumers,
                     "months": months,
                     "seed": seed,
+                    "flavour": flavour,
                 }.items()
                 if v is not None
             }

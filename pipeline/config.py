@@ -50,13 +50,20 @@ class _Frozen(BaseModel):
 
 
 class WorldParams(_Frozen):
-    """Size and seed of the synthetic world the demo generates."""
+    """Size, seed and flavour of the synthetic world the demo generates.
+
+    ``flavour`` is ``platform`` (a payment platform's merchants and consumers, with instalment
+    schedules) or ``bank`` (a retail bank's consumers: current-account statements and loan
+    outcomes, no merchant tables; ``merchants`` is then not used). The values are the world's
+    ``world.synth.FLAVOURS``, restated here because production never imports the world.
+    """
 
     merchants: int = Field(gt=0)
     consumers: int = Field(gt=0)
     months: int = Field(gt=0)
     seed: int = 42
     start: dt.date = dt.date(2023, 1, 1)
+    flavour: Literal["platform", "bank"] = "platform"
 
 
 class ValidationParams(_Frozen):
@@ -193,14 +200,49 @@ class ConfigError(ValueError):
     """params.yaml is missing, unreadable or does not match the settings schema."""
 
 
-def load_settings(path: Path = Path("params.yaml"), **overrides: object) -> Settings:
-    """Read and validate params.yaml; top-level ``overrides`` replace whole sections."""
+EXTENDS = "extends"
+
+
+def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``over`` laid on it: mappings merge key by key, anything else is replaced."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merged(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _read(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The params file as a mapping, with the file it ``extends`` (if any) underneath it.
+
+    A lender's params file holds only what differs from the project's: ``extends:
+    ../../params.yaml`` (relative to the file) reads that file first and merges this one on it,
+    so defaults are written once and a lender's copy cannot drift from them.
+    """
     if not path.exists():
         raise ConfigError(f"expected a params file at {path}; it does not exist")
+    if path.resolve() in seen:
+        raise ConfigError(f"{path}: {EXTENDS}: the files extend each other in a circle")
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"expected valid YAML in {path}; got {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"expected a mapping of params sections in {path}; got {type(raw)}")
+    base = raw.pop(EXTENDS, None)
+    if base is None:
+        return raw
+    return _merged(_read(path.parent / str(base), (*seen, path.resolve())), raw)
+
+
+def load_settings(path: Path = Path("params.yaml"), **overrides: object) -> Settings:
+    """Read and validate params.yaml; top-level ``overrides`` replace whole sections.
+
+    A file may start from another with ``extends: <path>`` (see :func:`_read`).
+    """
+    raw = _read(path)
     raw.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return Settings.model_validate(raw)

@@ -72,3 +72,31 @@ def test_invalid_params_name_the_key(tmp_path: Path) -> None:
     result = runner.invoke(app, ["validate", "--params", str(bad)])
     assert result.exit_code == 1
     assert "scaling.pdo" in _one_line_error(result)
+
+
+def test_a_params_file_extends_another_and_overrides_only_what_it_names(tmp_path: Path) -> None:
+    from pipeline.config import load_settings
+
+    base = load_settings(Path("params.yaml"))
+    (tmp_path / "lender").mkdir()
+    own = tmp_path / "lender" / "params.yaml"
+    own.write_text(
+        f"extends: {Path('params.yaml').resolve()}\n"
+        "data_dir: data-lender\n"
+        "label: {dpd_threshold: 30}\n"
+    )
+    settings = load_settings(own)
+    assert settings.data_dir == Path("data-lender")
+    assert settings.label.dpd_threshold == 30
+    # the rest of the section and every other section come from the base
+    assert settings.label.performance_months == base.label.performance_months
+    assert settings.limits == base.limits
+
+
+def test_params_files_extending_each_other_in_a_circle_are_a_clear_error(tmp_path: Path) -> None:
+    from pipeline.config import ConfigError, load_settings
+
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(ConfigError, match="circle"):
+        load_settings(tmp_path / "a.yaml")

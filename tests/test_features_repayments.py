@@ -114,3 +114,29 @@ def test_rules_reject_nonsense() -> None:
         RepaymentRules(default_dpd=0, delinquent_dpd=30, tolerance=0.01)
     with pytest.raises(ValueError, match="tolerance"):
         RepaymentRules(default_dpd=90, delinquent_dpd=30, tolerance=-1.0)
+
+
+def test_a_loan_is_open_until_every_instalment_is_settled_not_until_its_last_due_date() -> None:
+    rules = RepaymentRules(default_dpd=90, delinquent_dpd=30, tolerance=TOLERANCE)
+    book = loans(
+        [
+            ("EARLY", "merchant", "M1", D(2024, 1, 1), 200.0, 2),  # repaid in full early
+            ("ARREARS", "merchant", "M1", D(2023, 1, 1), 100.0, 1),  # last due passed, unpaid
+            ("RUNNING", "merchant", "M1", D(2024, 5, 1), 100.0, 1),  # due after as_of
+            ("DONE", "merchant", "M1", D(2023, 6, 1), 100.0, 1),  # paid on time, long ago
+        ]
+    )
+    schedule = repayments(
+        [
+            ("EARLY", 1, D(2024, 8, 1), 100.0, D(2024, 2, 1), 100.0),
+            ("EARLY", 2, D(2024, 9, 1), 100.0, D(2024, 2, 1), 100.0),
+            ("ARREARS", 1, D(2023, 2, 1), 100.0, None, 0.0),
+            ("RUNNING", 1, D(2024, 8, 1), 100.0, None, 0.0),
+            ("DONE", 1, D(2023, 7, 1), 100.0, D(2023, 7, 1), 100.0),
+        ]
+    )
+    keys = pl.LazyFrame({"entity_id": ["M1"], "as_of": [AS_OF]})
+    history = credit_history(keys, book.lazy(), schedule.lazy(), "merchant", rules).collect()
+    assert history["prior_loans"].to_list() == [4]
+    assert history["open_loans"].to_list() == [2]  # ARREARS and RUNNING
+    assert history["outstanding_due"].to_list() == [200.0]

@@ -45,6 +45,7 @@ class Payments:
     c: np.ndarray
     day: np.ndarray
     amount: np.ndarray
+    slot: np.ndarray | None = None  # which of the consumer's bills, for bills
 
     def per_consumer(self, n: int) -> np.ndarray:
         """The month's total by consumer (``n`` consumers)."""
@@ -87,6 +88,14 @@ def income_level(con: Consumers, m: int) -> np.ndarray:
     return con.income * np.exp(0.006 * con.growth * (m - con.first_month.clip(0)))
 
 
+def salaried(con: Consumers, *, unemployed: np.ndarray, active: np.ndarray) -> np.ndarray:
+    """Who is paid a salary this month: active regular earners in work.
+
+    :func:`income` pays these first (in consumer order), then the gig income of the rest.
+    """
+    return active & con.regular & ~unemployed
+
+
 def income(
     rng: np.random.Generator,
     cal: Calendar,
@@ -97,10 +106,13 @@ def income(
     unemployed: np.ndarray,
     active: np.ndarray,
 ) -> Payments:
-    """Salaries on paydays for the employed, and gig income on random days."""
+    """Salaries on paydays for the employed, and gig income on random days.
+
+    The salaries (of :func:`salaried`, in consumer order) come first, then the gig payments.
+    """
     n_c = len(active)
     lo, hi = int(cal.month_start[m]), int(cal.month_start[m + 1])
-    reg = active & con.regular & ~unemployed
+    reg = salaried(con, unemployed=unemployed, active=active)
     pay_day = lo + np.minimum(con.payday, hi - lo) - 1
     c_reg = np.flatnonzero(reg)
     # Less stable gig earners get paid less often (more months without any income).
@@ -170,7 +182,7 @@ def bills(
 ) -> Payments:
     """Bills paid on their days (up to three per consumer); missed more often out of work."""
     lo, hi = int(cal.month_start[m]), int(cal.month_start[m + 1])
-    c_parts, day_parts, amt_parts = [], [], []
+    c_parts, day_parts, amt_parts, slot_parts = [], [], [], []
     for j in range(3):  # three bill slots, not rows
         miss = con.bill_miss_p * np.where(unemployed, 3.0, 1.0)
         has = active & (con.bills[:, j] > 0) & (rng.random(len(active)) >= miss)
@@ -178,8 +190,12 @@ def bills(
         c_parts.append(idx)
         day_parts.append(lo + np.minimum(con.bill_day[idx, j], hi - lo) - 1)
         amt_parts.append(con.bills[idx, j] * np.exp(rng.normal(0, 0.1, len(idx))))
+        slot_parts.append(np.full(len(idx), j, dtype=np.int8))
     return Payments(
-        c=np.concatenate(c_parts), day=np.concatenate(day_parts), amount=np.concatenate(amt_parts)
+        c=np.concatenate(c_parts),
+        day=np.concatenate(day_parts),
+        amount=np.concatenate(amt_parts),
+        slot=np.concatenate(slot_parts),
     )
 
 

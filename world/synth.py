@@ -30,6 +30,11 @@ built so that the figures measured on it mean something:
 * merchants borrow often (a credit line drawn every few months, top-ups while a loan is open)
   and consumers less often, so an out-of-time month holds enough loans to measure calibration.
 
+The world comes in two flavours (:data:`FLAVOURS`, ``WorldSpec.flavour``): ``platform`` (all of
+the above) and ``bank``, a retail bank's consumers whose log is a current-account statement
+(overdrafts, penalties, cash, fees, interest) and whose loans come with outcomes instead of an
+instalment log (:mod:`world.bank_synth`, :mod:`world.bank`); the same traits drive both.
+
 Everything is vectorised over entities and events (numpy/polars); the only Python loop is over
 months, which also bounds memory: each month's transactions are written as one Parquet row group
 (:mod:`world.writer`). The same seed gives byte-identical tables.
@@ -50,7 +55,7 @@ import numpy as np
 import polars as pl
 
 from features.contract.truth import KNOWABLE_PARTS, LOGIT_PARTS
-from world import activity
+from world import activity, bank_synth
 from world.loans import (
     FIRST_LOAN_MONTH,
     LoanBook,
@@ -63,6 +68,7 @@ from world.writer import ChunkWriter, consumer_rows, merchant_rows, write_entiti
 
 __all__ = [
     "FIRST_LOAN_MONTH",
+    "FLAVOURS",
     "KNOWABLE_PARTS",
     "LOGIT_PARTS",
     "WorldSpec",
@@ -71,12 +77,18 @@ __all__ = [
 ]
 
 
+#: The world's flavours: a payment platform's merchants and consumers (wallet logs, instalment
+#: schedules), or a retail bank's consumers (current-account statements, loan outcomes).
+FLAVOURS: tuple[str, ...] = ("platform", "bank")
+
+
 @dataclass(frozen=True)
 class WorldSpec:
-    """The size, span and seed of a synthetic world.
+    """The size, span, seed and flavour of a synthetic world.
 
     ``start`` must be the first day of a month; the world covers ``months`` whole calendar
-    months from it, and :func:`world_end` is the first day after them.
+    months from it, and :func:`world_end` is the first day after them. The ``bank`` flavour
+    has consumers only (:mod:`world.bank_synth`): ``merchants`` is not used.
     """
 
     merchants: int
@@ -84,9 +96,12 @@ class WorldSpec:
     months: int
     seed: int
     start: datetime.date = datetime.date(2023, 1, 1)
+    flavour: str = "platform"
 
     def __post_init__(self) -> None:
-        if self.merchants < 1 or self.consumers < 1:
+        if self.flavour not in FLAVOURS:
+            raise ValueError(f"expected a flavour in {list(FLAVOURS)}; got {self.flavour!r}")
+        if self.consumers < 1 or (self.flavour == "platform" and self.merchants < 1):
             raise ValueError(
                 "expected at least one merchant and one consumer; "
                 f"got merchants={self.merchants}, consumers={self.consumers}"
@@ -112,7 +127,9 @@ def generate(
 ) -> dict[str, int]:
     """Write a synthetic world in the input contract and the true PD of every loan.
 
-    Writes ``raw_dir/<table>.parquet`` for each contract table except ``outcomes``, and
+    The platform flavour writes ``raw_dir/<table>.parquet`` for each contract table except
+    ``outcomes``; the bank flavour writes ``consumers``, ``consumer_transactions``, ``loans``
+    and ``outcomes`` (:mod:`world.bank_synth`). Both write
     ``truth_dir/loans.parquet`` (``loan_id``, ``segment``, ``entity_id``, ``issued_on``,
     ``true_pd``, ``defaulted``, the parts of its log-odds and the borrower's latent traits) so
     calibration can be checked against the truth. It writes straight into the folders it is
@@ -124,7 +141,17 @@ def generate(
     raw_dir, truth_dir = Path(raw_dir), Path(truth_dir)
     raw_dir.mkdir(parents=True, exist_ok=True)
     truth_dir.mkdir(parents=True, exist_ok=True)
-    counts = _generate_into(spec, raw_dir, say)
+    if spec.flavour == "bank":
+        counts = bank_synth.generate_into(
+            raw_dir,
+            consumers=spec.consumers,
+            months=spec.months,
+            seed=spec.seed,
+            start=spec.start,
+            say=say,
+        )
+    else:
+        counts = _generate_into(spec, raw_dir, say)
     (raw_dir / "truth_loans.parquet").replace(truth_dir / "loans.parquet")
     return counts
 

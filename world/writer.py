@@ -108,6 +108,41 @@ def consumer_rows(cons: pl.DataFrame, mer: Merchants, con: Consumers, first: int
     )
 
 
+def _yuan(fen: pl.Series) -> np.ndarray:
+    """Integer fen as yuan with two decimals.
+
+    Divided by numpy: polars may multiply by 0.01 instead, one ulp off the two-decimal float.
+    """
+    return np.round(fen.to_numpy() / 100.0, 2)
+
+
+def statement_rows(
+    ev: pl.DataFrame, con: Consumers, parties: pl.Series, first: int
+) -> pl.DataFrame:
+    """A month of bank-statement events as ``consumer_transactions`` rows.
+
+    ``ev`` holds consumer index ``c``, ``ts``, ``kind`` code, ``amount`` and ``bal`` (the
+    balance after the event) in integer fen, counterparty ``cp`` (an index into ``parties``, -1
+    none) and ``chan`` (-1: not reported). ``first`` is the number of rows already written.
+    """
+    kind = ev["kind"]
+    return pl.DataFrame(
+        {
+            "txn_id": pl.select(sequential_ids("CT", first, ev.height, 10)).to_series(),
+            "consumer_id": con.ids.gather(ev["c"]),
+            "ts": ev["ts"].cast(contract.TS),
+            "kind": pl.Series(contract.CONSUMER_TXN_KINDS).gather(kind),
+            "direction": pl.Series(
+                [contract.CONSUMER_KIND_DIRECTION[k] for k in contract.CONSUMER_TXN_KINDS]
+            ).gather(kind),
+            "amount": _yuan(ev["amount"]),
+            "counterparty_id": _lookup(parties, ev["cp"].to_numpy()),
+            "channel": _lookup(pl.Series(contract.CHANNELS), ev["chan"].to_numpy()),
+            "balance_after": _yuan(ev["bal"]),
+        }
+    )
+
+
 def merchant_rows(mt: pl.DataFrame, mer: Merchants, con: Consumers, first: int) -> pl.DataFrame:
     """A month of merchant events (by entity index and code) as ``merchant_transactions`` rows.
 
@@ -138,6 +173,11 @@ def write_entities(out: Path, mer: Merchants, con: Consumers) -> None:
         },
         schema=contract.TABLES["merchants"].schema,
     ).write_parquet(out / "merchants.parquet", compression=PARQUET_COMPRESSION)
+    write_consumers(out, con)
+
+
+def write_consumers(out: Path, con: Consumers) -> None:
+    """Write ``consumers.parquet`` into ``out``."""
     pl.DataFrame(
         {
             "consumer_id": con.ids,
@@ -158,51 +198,96 @@ def write_loans(
     con: Consumers,
 ) -> int:
     """Write ``loans``, ``repayments`` and ``truth_loans`` into ``out``; return the repayments."""
-    loan_schema = contract.TABLES["loans"].schema
     rep_schema = contract.TABLES["repayments"].schema
     if loans is None or loans.height == 0:
-        pl.DataFrame(schema=loan_schema).write_parquet(out / "loans.parquet")
+        _write_no_loans(out)
         pl.DataFrame(schema=rep_schema).write_parquet(out / "repayments.parquet")
-        pl.DataFrame(
-            schema={"loan_id": pl.String, "segment": pl.String, "true_pd": pl.Float64}
-        ).write_parquet(out / "truth_loans.parquet")
         return 0
-    loans.select(
-        "loan_id",
-        "segment",
-        "entity_id",
-        pl.col("issued").cast(pl.Int32).cast(pl.Date).alias("issued_on"),
-        "principal",
-        pl.col("term").alias("term_months"),
-    ).cast(dict(loan_schema)).write_parquet(out / "loans.parquet", compression=PARQUET_COMPRESSION)
+    _write_loan_table(out, loans)
     reps = pl.concat(schedules).select(rep_schema.names()).cast(dict(rep_schema))
     reps.write_parquet(out / "repayments.parquet", compression=PARQUET_COMPRESSION)
     _write_truth(out, loans, mer, con)
     return reps.height
 
 
-def _write_truth(out: Path, loans: pl.DataFrame, mer: Merchants, con: Consumers) -> None:
-    """The truth of every loan: true PD, default draw, log-odds parts, the borrower's traits."""
+def write_outcomes(
+    out: Path, loans: pl.DataFrame | None, con: Consumers, *, known_before: pl.Expr
+) -> int:
+    """Write ``loans``, ``outcomes`` and ``truth_loans`` into ``out``; return the outcomes.
+
+    For a lender that keeps each loan's outcome instead of its instalment log: a loan where
+    ``known_before`` (an expression on ``issued_on``) holds gets an outcome row with its default
+    draw; the others (their window still open) get none. No repayments file is written.
+    """
+    out_schema = contract.TABLES["outcomes"].schema
+    if loans is None or loans.height == 0:
+        _write_no_loans(out)
+        pl.DataFrame(schema=out_schema).write_parquet(out / "outcomes.parquet")
+        return 0
+    _write_loan_table(out, loans)
+    outcomes = (
+        loans.select("loan_id", _issued_on(), "defaulted")
+        .filter(known_before)
+        .select(out_schema.names())
+        .cast(dict(out_schema))
+    )
+    outcomes.write_parquet(out / "outcomes.parquet", compression=PARQUET_COMPRESSION)
+    _write_truth(out, loans, None, con)
+    return outcomes.height
+
+
+def _issued_on() -> pl.Expr:
+    return pl.col("issued").cast(pl.Int32).cast(pl.Date).alias("issued_on")
+
+
+def _write_no_loans(out: Path) -> None:
+    """An empty ``loans`` table and an empty truth."""
+    pl.DataFrame(schema=contract.TABLES["loans"].schema).write_parquet(out / "loans.parquet")
+    pl.DataFrame(
+        schema={"loan_id": pl.String, "segment": pl.String, "true_pd": pl.Float64}
+    ).write_parquet(out / "truth_loans.parquet")
+
+
+def _write_loan_table(out: Path, loans: pl.DataFrame) -> None:
+    loan_schema = contract.TABLES["loans"].schema
+    loans.select(
+        "loan_id",
+        "segment",
+        "entity_id",
+        _issued_on(),
+        "principal",
+        pl.col("term").alias("term_months"),
+    ).cast(dict(loan_schema)).write_parquet(out / "loans.parquet", compression=PARQUET_COMPRESSION)
+
+
+def _write_truth(out: Path, loans: pl.DataFrame, mer: Merchants | None, con: Consumers) -> None:
+    """The truth of every loan: true PD, default draw, log-odds parts, the borrower's traits.
+
+    ``mer`` is None in a world without merchants (then every loan is a consumer's).
+    """
     is_m = (loans["segment"] == "merchant").to_numpy()
     ent = loans["entity"].to_numpy()
     em, ec = np.where(is_m, ent, 0), np.where(is_m, 0, ent)
 
-    def trait(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return np.where(is_m, a[em], b[ec])
+    def trait(a: np.ndarray | None, b: np.ndarray) -> np.ndarray:
+        return b[ec] if a is None else np.where(is_m, a[em], b[ec])
+
+    def of(name: str) -> np.ndarray | None:
+        return None if mer is None else getattr(mer, name)
 
     loans.select(
         "loan_id",
         "segment",
         "entity_id",
-        pl.col("issued").cast(pl.Int32).cast(pl.Date).alias("issued_on"),
+        _issued_on(),
         "true_pd",
         "defaulted",
         *LOGIT_PARTS,
     ).with_columns(
-        pl.Series("risk_index", trait(mer.risk, con.risk)),
-        pl.Series("health_or_stability", trait(mer.health, con.stability)),
-        pl.Series("discipline", trait(mer.discipline, con.discipline)),
-        pl.Series("volatility", trait(mer.volatility, con.volatility)),
-        pl.Series("growth", trait(mer.growth, con.growth)),
-        pl.Series("hidden", trait(mer.hidden, con.hidden)),
+        pl.Series("risk_index", trait(of("risk"), con.risk)),
+        pl.Series("health_or_stability", trait(of("health"), con.stability)),
+        pl.Series("discipline", trait(of("discipline"), con.discipline)),
+        pl.Series("volatility", trait(of("volatility"), con.volatility)),
+        pl.Series("growth", trait(of("growth"), con.growth)),
+        pl.Series("hidden", trait(of("hidden"), con.hidden)),
     ).write_parquet(out / "truth_loans.parquet", compression=PARQUET_COMPRESSION)

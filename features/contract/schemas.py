@@ -45,7 +45,8 @@ class ConsumerSchema(dy.Schema):
     consumer_id = dy.String(primary_key=True, min_length=1)
     registered_on = dy.Date()
     region = dy.String(min_length=1)
-    birth_year = dy.Int32(min=MIN_BIRTH_YEAR, max=MAX_BIRTH_YEAR)
+    # Null when the lender does not hold it: age features are then unknown, not guessed.
+    birth_year = dy.Int32(nullable=True, min=MIN_BIRTH_YEAR, max=MAX_BIRTH_YEAR)
     consent = dy.Bool()
 
 
