@@ -57,6 +57,7 @@ from features.orderstats import (
     Request,
     daily_max,
     daily_sum,
+    day_groups,
     level_at,
     zero_filled,
 )
@@ -281,7 +282,7 @@ _QUANTILES = {"p10": Fraction(1, 10), "p50": Fraction(1, 2)}
 
 def _balance_series(events: pl.DataFrame) -> DailySeries:
     """Each day's closing balance (its last reported balance), carried to the next one."""
-    closing = events.filter(pl.col("closes_day")).select(KEY, "balance_fen")
+    closing = events.select(KEY, "balance_fen", "closes_day").filter(pl.col("closes_day"))
     return DailySeries(
         closing[KEY].to_numpy().astype(np.int64),
         closing["balance_fen"].to_numpy().astype(np.int64),
@@ -296,9 +297,10 @@ def _flow_series(events: pl.DataFrame) -> tuple[DailySeries, DailySeries]:
         pl.when(_in).then(_amount).otherwise(-_amount).fill_null(0).alias("net"),
         _when(~_in, _amount).fill_null(0).alias("out"),
     )
-    days, net = daily_sum(key, amounts["net"].to_numpy().astype(np.int64))
-    out_days, out_max = daily_max(key, amounts["out"].to_numpy().astype(np.int64))
-    return zero_filled(days, net), DailySeries(out_days, out_max, step=False)
+    starts = day_groups(key)  # the log is sorted by key: one run per entity-day
+    days, net = daily_sum(key, amounts["net"].to_numpy().astype(np.int64), starts)
+    _, out_max = daily_max(key, amounts["out"].to_numpy().astype(np.int64), starts)
+    return zero_filled(days, net), DailySeries(days, out_max, step=False)
 
 
 def _month_end_days(snaps: Snapshots) -> dict[str, pl.Series]:

@@ -25,10 +25,12 @@ so a window without any point in force reads null.
   O(n log L) time for ranges of at most L points and two arrays of n values of memory.
 - days below a level: a prefix sum of the days each point is in force, with the two points at
   the window's edges clipped: O(1) per query.
-- weighted quantiles: each point weighs the days it is in force inside the window. The points
-  of every (snapshot, window) range are gathered, sorted by (query, value rank) and read at the
-  cumulative weight: exact, O(T log T) for T the total points over all ranges (bounded by the
-  points per window times the snapshots; measured in benchmarks/feature_job.py).
+- weighted quantiles: each point weighs the days it is in force inside the window. The series
+  is sorted once by (entity, value); a snapshot gathers its entity's points in that order,
+  keeps those inside its widest window and reads every window's quantiles at the running
+  weight: exact, no sort per snapshot, time linear in the entity points gathered (the
+  entity's whole history per snapshot) and memory bounded by gathering a chunk of snapshots
+  at a time (:data:`QUANTILE_CHUNK`).
 """
 
 from __future__ import annotations
@@ -36,11 +38,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
+from itertools import pairwise
 
 import numpy as np
 import polars as pl
 
-from features.keys import AS_OF, CODE, EVER, KEY, SHIFT, Snapshots, day_number
+from features.keys import AS_OF, CODE, DAY_BITS, EVER, KEY, SHIFT, Snapshots, day_number
 from features.timeline import Timeline
 
 
@@ -72,17 +75,27 @@ def day_groups(key: np.ndarray) -> np.ndarray:
     return np.concatenate(([0], np.flatnonzero(key[1:] != key[:-1]) + 1))
 
 
-def daily_sum(key: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per entity-day, the sum of ``values`` (rows sorted by key): ``(day keys, sums)``."""
-    starts = day_groups(key)
+def daily_sum(
+    key: np.ndarray, values: np.ndarray, starts: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per entity-day, the sum of ``values`` (rows sorted by key): ``(day keys, sums)``.
+
+    ``starts``: :func:`day_groups` of ``key`` when the caller already has them.
+    """
+    starts = day_groups(key) if starts is None else starts
     if starts.size == 0:
         return key[:0], values[:0]
     return key[starts], np.add.reduceat(values, starts)
 
 
-def daily_max(key: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per entity-day, the largest of ``values`` (rows sorted by key): ``(day keys, maxima)``."""
-    starts = day_groups(key)
+def daily_max(
+    key: np.ndarray, values: np.ndarray, starts: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per entity-day, the largest of ``values`` (rows sorted by key): ``(day keys, maxima)``.
+
+    ``starts``: :func:`day_groups` of ``key`` when the caller already has them.
+    """
+    starts = day_groups(key) if starts is None else starts
     if starts.size == 0:
         return key[:0], values[:0]
     return key[starts], np.maximum.reduceat(values, starts)
@@ -193,18 +206,31 @@ def range_min_max(values: np.ndarray, r: Ranges) -> tuple[np.ndarray, np.ndarray
     return lo_out, hi_out
 
 
-def days_where(series: DailySeries, mask: np.ndarray, r: Ranges) -> np.ndarray:
-    """Days inside each window on which a point with ``mask`` was in force (0 when empty).
+def days_running(series: DailySeries, mask: np.ndarray) -> np.ndarray:
+    """Prefix sum of the days each ``mask`` point is in force up to the next point.
 
-    A prefix sum of each point's days in force up to the next point; the first point of a
-    range starts at the window's first day at the earliest, and the last runs to as_of.
+    One pass per series and level, shared by every window's :func:`days_where`.
     """
+    if not series.step:
+        return np.concatenate(([0], np.cumsum(mask, dtype=np.int64)))
     day = series.key & (SHIFT - 1)
     span = np.zeros(series.size, dtype=np.int64)
     if series.size > 1:
         span[:-1] = day[1:] - day[:-1]  # across entities too: never read for a range's last point
-    flagged = np.where(mask, span, 0) if series.step else mask.astype(np.int64)
-    running = np.concatenate(([0], np.cumsum(flagged)))
+    return np.concatenate(([0], np.cumsum(np.where(mask, span, 0))))
+
+
+def days_where(
+    series: DailySeries, mask: np.ndarray, r: Ranges, running: np.ndarray | None = None
+) -> np.ndarray:
+    """Days inside each window on which a point with ``mask`` was in force (0 when empty).
+
+    A prefix sum of each point's days in force up to the next point (:func:`days_running`,
+    computed here unless given); the first point of a range starts at the window's first day
+    at the earliest, and the last runs to as_of.
+    """
+    if running is None:
+        running = days_running(series, mask)
     out = np.zeros(r.start.size, dtype=np.int64)
     live = np.flatnonzero(~r.empty)
     if live.size == 0:
@@ -212,9 +238,10 @@ def days_where(series: DailySeries, mask: np.ndarray, r: Ranges) -> np.ndarray:
     s, e = r.start[live], r.end[live]
     inner = running[e - 1] - running[s]  # every point of the range but the last
     if series.step:
+        day_s, day_e = series.key[s] & (SHIFT - 1), series.key[e - 1] & (SHIFT - 1)
         # the first point counts only from the window's first day
-        inner -= np.where((e - 1 > s) & mask[s], np.maximum(r.first[live] - day[s], 0), 0)
-        last_days = r.stop[live] - np.maximum(day[e - 1], r.first[live])
+        inner -= np.where((e - 1 > s) & mask[s], np.maximum(r.first[live] - day_s, 0), 0)
+        last_days = r.stop[live] - np.maximum(day_e, r.first[live])
         inner += np.where(mask[e - 1], last_days, 0)
     else:
         inner += mask[e - 1]
@@ -222,55 +249,108 @@ def days_where(series: DailySeries, mask: np.ndarray, r: Ranges) -> np.ndarray:
     return out
 
 
-def value_ranks(series: DailySeries) -> np.ndarray:
-    """Each point's rank among all the series' values (ties by position): one sort per series."""
-    rank = np.empty(series.size, dtype=np.int64)
-    rank[np.argsort(series.value, kind="stable")] = np.arange(series.size, dtype=np.int64)
-    return rank
+def entity_value_order(series: DailySeries) -> np.ndarray:
+    """Positions of the points sorted by (entity, value): one sort per series.
+
+    Entities are contiguous blocks of the series (keys start with the entity's code), so an
+    entity's points occupy the same block of positions in this order as in the series, each
+    block ordered by value (ties in any order: equal values read the same).
+    """
+    frame = pl.DataFrame({"c": series.key >> DAY_BITS, "v": series.value})
+    return frame.select(pl.arg_sort_by("c", "v")).to_series().to_numpy().astype(np.int64)
+
+
+# Points gathered at once by :func:`range_quantiles`: bounds its memory (about 80 bytes a point)
+# whatever the number of snapshots.
+QUANTILE_CHUNK = 4_000_000
 
 
 def range_quantiles(
-    series: DailySeries, r: Ranges, quantiles: Sequence[Fraction], rank: np.ndarray
-) -> dict[Fraction, np.ndarray]:
-    """Lower weighted quantiles of each range (0 for empty ranges; the caller masks them).
+    series: DailySeries,
+    spans: Mapping[int, Ranges],
+    quantiles: Mapping[int, Sequence[Fraction]],
+    order: np.ndarray,
+    blocks: tuple[np.ndarray, np.ndarray],
+) -> dict[tuple[int, Fraction], np.ndarray]:
+    """Lower weighted quantiles of each snapshot's range in each window (0 for empty ranges).
 
     Each point weighs the days it is in force inside the window; the q-quantile is the
     smallest value whose cumulative weight reaches q of the window's days in the series (a
-    balance the statement showed, never an interpolation). The ranges' points are gathered
-    into one array (T points in all), ordered by (range, value) with one sort, and read at
-    each range's target weight by a binary search of the cumulative weights: O(T log T).
+    balance the statement showed, never an interpolation).
+
+    No sort per snapshot: ``order`` (:func:`entity_value_order`) already lists each entity's
+    points by value, so a snapshot gathers its entity's block ``blocks = (first, end)`` in that
+    order and keeps the points inside its widest window (the windows of one snapshot are nested
+    and end together at as_of). Each window then weighs the kept points (0 outside it) and reads
+    its quantiles by a binary search of the running weight: linear in the points gathered.
+    Snapshots are taken in chunks of about ``QUANTILE_CHUNK`` gathered points, so memory stays
+    bounded however many snapshots there are.
     """
-    lengths = np.maximum(r.end - r.start, 0)
-    total = int(lengths.sum())
-    out = {q: np.zeros(lengths.size, dtype=np.int64) for q in quantiles}
-    if total == 0:
+    windows = [w for w in quantiles if quantiles[w]]
+    out = {(w, q): np.zeros(blocks[0].size, dtype=np.int64) for w in windows for q in quantiles[w]}
+    if not windows:
         return out
-    offsets = np.concatenate(([0], np.cumsum(lengths)[:-1]))
-    query = np.repeat(np.arange(lengths.size, dtype=np.int64), lengths)
-    idx = np.arange(total, dtype=np.int64) - np.repeat(offsets - r.start, lengths)
-    last = idx == np.repeat(r.end - 1, lengths)
-    weight = _weights(series, idx, np.repeat(r.first, lengths), np.repeat(r.stop, lengths), last)
-    # ``rank`` (:func:`value_ranks`) orders values within a range: one int64 key per point
-    order = (
-        pl.Series(query * series.size + rank[idx])
-        .arg_sort()
-        .to_numpy()
-    )  # fmt: skip
-    cumulative = np.cumsum(weight[order])
-    del weight
-    values = series.value[idx[order]]
-    del idx, order, query
-    ends = offsets + lengths  # one past each range's last gathered point
-    live = np.flatnonzero(lengths > 0)
-    before = np.where(offsets[live] > 0, cumulative[np.maximum(offsets[live] - 1, 0)], 0)
-    window_days = cumulative[ends[live] - 1] - before
-    for q in quantiles:
-        num, den = q.numerator, q.denominator
-        target = before + (num * window_days + den - 1) // den  # ceil(q * days), at least 1
-        target = np.maximum(target, before + 1)
-        at = np.searchsorted(cumulative, target, side="left")
-        out[q][live] = values[at]
+    lo = np.minimum.reduce([spans[w].start for w in windows])
+    hi = spans[windows[0]].end  # every window ends at as_of
+    block_lo, block_hi = blocks
+    sizes = np.where(hi > lo, block_hi - block_lo, 0)
+    cut = np.concatenate(([0], np.cumsum(sizes)))
+    edges = [0]
+    while edges[-1] < sizes.size:
+        # the next chunk: as many snapshots as fit, at least one
+        nxt = int(np.searchsorted(cut, cut[edges[-1]] + QUANTILE_CHUNK, side="right")) - 1
+        edges.append(min(max(nxt, edges[-1] + 1), sizes.size))
+    for a, b in pairwise(edges):
+        if cut[b] == cut[a]:
+            continue
+        _chunk_quantiles(series, spans, quantiles, order, block_lo, sizes, lo, hi, a, b, out)
     return out
+
+
+def _chunk_quantiles(
+    series: DailySeries,
+    spans: Mapping[int, Ranges],
+    quantiles: Mapping[int, Sequence[Fraction]],
+    order: np.ndarray,
+    block_lo: np.ndarray,
+    sizes: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    a: int,
+    b: int,
+    out: dict[tuple[int, Fraction], np.ndarray],
+) -> None:
+    """:func:`range_quantiles` for the snapshots ``a .. b - 1``, written into ``out``."""
+    size = sizes[a:b]
+    local = np.repeat(np.arange(b - a, dtype=np.int64), size)
+    offsets = np.concatenate(([0], np.cumsum(size)[:-1]))
+    at = np.arange(local.size, dtype=np.int64) - offsets[local] + block_lo[a:b][local]
+    idx = order[at]
+    del at
+    keep = (idx >= lo[a:b][local]) & (idx < hi[a:b][local])
+    idx, local = idx[keep], local[keep]
+    del keep
+    counts = np.bincount(local, minlength=b - a)
+    ends = np.cumsum(counts)  # one past each snapshot's last kept point
+    starts = ends - counts
+    values = series.value[idx]
+    last = idx == hi[a:b][local] - 1
+    for w, qs in quantiles.items():
+        if not qs:
+            continue
+        r = spans[w]
+        inside = idx >= r.start[a:b][local]
+        weight = _weights(series, idx, r.first[a:b][local], r.stop[a:b][local], last)
+        cumulative = np.cumsum(np.where(inside, weight, 0))
+        del weight, inside
+        live = np.flatnonzero(~r.empty[a:b] & (counts > 0))
+        before = np.where(starts[live] > 0, cumulative[np.maximum(starts[live] - 1, 0)], 0)
+        window_days = cumulative[ends[live] - 1] - before
+        for q in qs:
+            num, den = q.numerator, q.denominator
+            target = before + np.maximum((num * window_days + den - 1) // den, 1)  # ceil, >= 1
+            found = np.searchsorted(cumulative, target, side="left")
+            out[(w, q)][a + live] = values[found]
 
 
 @dataclass(frozen=True)
@@ -309,17 +389,28 @@ def read(snaps: Snapshots, request: Request) -> dict[str, pl.Series]:
         for i, w in enumerate(ordered):
             part = slice(i * snaps.height, (i + 1) * snaps.height)
             minmax[w] = (low[part], high[part])
-    rank = None
+    wanted_quantiles = {
+        w: sorted({s for s in stats.values() if isinstance(s, Fraction)})
+        for w, stats in by_window.items()
+    }
+    quantile: dict[tuple[int, Fraction], np.ndarray] = {}
+    if any(wanted_quantiles.values()):
+        ever = timeline.positions(snaps, EVER).to_numpy().astype(np.int64)
+        codes = snaps.frame[CODE].to_numpy().astype(np.int64)
+        block_end = np.searchsorted(series.key, (codes + 1) * SHIFT, side="left")
+        quantile = range_quantiles(
+            series, spans, wanted_quantiles, entity_value_order(series), (ever, block_end)
+        )
+    running: dict[int, np.ndarray] = {}  # days below each level, a prefix sum per level
     out: dict[str, pl.Series] = {}
     for window, stats in by_window.items():
         r = spans[window]
-        qs = sorted({s for s in stats.values() if isinstance(s, Fraction)})
-        if qs and rank is None:
-            rank = value_ranks(series)
-        quantile = range_quantiles(series, r, qs, rank) if qs else {}
         for name, stat in stats.items():
             if isinstance(stat, tuple):
-                values = days_where(series, series.value < stat[1], r)
+                level = stat[1]
+                if level not in running:
+                    running[level] = days_running(series, series.value < level)
+                values = days_where(series, series.value < level, r, running[level])
                 out[name] = _masked(name, values, r.empty, 1.0)
                 continue
             if stat == "min":
@@ -327,7 +418,7 @@ def read(snaps: Snapshots, request: Request) -> dict[str, pl.Series]:
             elif stat == "max":
                 values = minmax[window][1]
             else:
-                values = quantile[stat]
+                values = quantile[(window, stat)]
             out[name] = _masked(name, values, r.empty, request.scale)
     return {name: out[name] for name in request.stats}
 
