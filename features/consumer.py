@@ -59,7 +59,6 @@ from features.orderstats import (
     daily_sum,
     day_groups,
     level_at,
-    zero_filled,
 )
 from features.orderstats import read as read_order_stats
 from features.partners import partner_measures, read_mix, read_partners
@@ -291,7 +290,10 @@ def _balance_series(events: pl.DataFrame) -> DailySeries:
 
 
 def _flow_series(events: pl.DataFrame) -> tuple[DailySeries, DailySeries]:
-    """The daily net flow (0 on days without events) and each day's largest single outflow."""
+    """Each event day's net flow and largest single outflow (point series on the same days).
+
+    Days without events are not written (they read 0 through the ``min0`` statistic).
+    """
     key = events[KEY].to_numpy().astype(np.int64)
     amounts = events.select(
         pl.when(_in).then(_amount).otherwise(-_amount).fill_null(0).alias("net"),
@@ -300,7 +302,7 @@ def _flow_series(events: pl.DataFrame) -> tuple[DailySeries, DailySeries]:
     starts = day_groups(key)  # the log is sorted by key: one run per entity-day
     days, net = daily_sum(key, amounts["net"].to_numpy().astype(np.int64), starts)
     _, out_max = daily_max(key, amounts["out"].to_numpy().astype(np.int64), starts)
-    return zero_filled(days, net), DailySeries(days, out_max, step=False)
+    return DailySeries(days, net, step=False), DailySeries(days, out_max, step=False)
 
 
 def _month_end_days(snaps: Snapshots) -> dict[str, pl.Series]:
@@ -386,7 +388,7 @@ def cash_flow_reads(
         for label, q in _QUANTILES.items():
             balance_stats[f"bal_{label}_{w}d"] = (w, q)
         balance_stats[f"neg_bal_days_{w}d"] = (w, ("below", 0))
-    flow_stats = {f"flow_day_min_{w}d": (w, "min") for w in EVENT_WINDOWS}
+    flow_stats = {f"flow_day_min_{w}d": (w, "min0") for w in EVENT_WINDOWS}
     out_stats = {f"out_max_amt_{w}d": (w, "max") for w in EVENT_WINDOWS}
     month_ends = [f"eom_bal_m{k}" for k in range(MONTH_ENDS)]
     salary = [f"salary_payers_{n}m" for n in SALARY_MONTHS]

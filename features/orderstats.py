@@ -12,8 +12,7 @@ entity-day (``key = code << DAY_BITS | day``, :mod:`features.keys`), in integer 
   balance, carried forward over days without events, as a statement shows it each day;
 - a *point* series holds each value on its own day only (the day's largest outflow).
 
-:func:`zero_filled` turns per-day sums into a step series that is 0 on days without events
-(the daily net flow). A window of ``w`` days before as_of covers days ``[as_of - w, as_of)``
+A window of ``w`` days before as_of covers days ``[as_of - w, as_of)``
 (as_of is exclusive). Its points are a contiguous range of the sorted points, found by the same
 as-of join :meth:`features.timeline.Timeline.positions` does; a step series adds the point
 *carried in*: the entity's last point before the window, in force on the window's first day
@@ -23,6 +22,8 @@ so a window without any point in force reads null.
 - min and max: a sparse table (range-min/max in O(1) per query). Only the levels the longest
   range needs are built, one level at a time, each answering the queries of its length class:
   O(n log L) time for ranges of at most L points and two arrays of n values of memory.
+- the minimum of a point series whose days without a point read 0 (the daily net flow): the
+  window's minimum, capped at 0 when the window covers more days than it holds points.
 - days below a level: a prefix sum of the days each point is in force, with the two points at
   the window's edges clipped: O(1) per query.
 - weighted quantiles: each point weighs the days it is in force inside the window. The series
@@ -99,26 +100,6 @@ def daily_max(
     if starts.size == 0:
         return key[:0], values[:0]
     return key[starts], np.maximum.reduceat(values, starts)
-
-
-def zero_filled(key: np.ndarray, values: np.ndarray) -> DailySeries:
-    """A step series that is ``values`` on its days and 0 on the days between them.
-
-    ``key`` holds distinct entity-days (sorted). A 0 point is added on the day after each day
-    whose entity has no point on the next day (after the entity's last day too), so each value
-    is in force on its own day only, and a day without events reads 0 (no money moved).
-    """
-    following = np.concatenate((key[1:], [-1]))
-    gap = following != key + 1  # the next day has no point (or belongs to another entity)
-    # each day is followed by its zero day when it has one: write both in place, no sort
-    at = np.arange(key.size, dtype=np.int64) + np.concatenate(([0], np.cumsum(gap)[:-1]))
-    size = key.size + int(gap.sum())
-    merged_key = np.empty(size, dtype=np.int64)
-    merged_value = np.zeros(size, dtype=np.int64)
-    merged_key[at] = key
-    merged_value[at] = values
-    merged_key[at[gap] + 1] = key[gap] + 1  # day + 1 stays in the entity's key range
-    return DailySeries(merged_key, merged_value, step=True)
 
 
 @dataclass(frozen=True)
@@ -357,7 +338,9 @@ def _chunk_quantiles(
 class Request:
     """What to read of one series: per window, which statistics (and their output names).
 
-    ``stats`` maps an output column to ``(window, statistic)``: ``min``, ``max``, a quantile
+    ``stats`` maps an output column to ``(window, statistic)``: ``min``, ``max``, ``min0``
+    (of a point series: the minimum where every day without a point reads 0, see
+    :func:`floor_with_quiet_days`), a quantile
     as a :class:`Fraction`, or ``("below", level)`` for days in force below ``level``.
     """
 
@@ -380,7 +363,9 @@ def read(snaps: Snapshots, request: Request) -> dict[str, pl.Series]:
     spans = {w: ranges(series, snaps, w, timeline) for w in by_window}
     # min and max of every window in one pass of the sparse table's levels
     ordered = [
-        w for w, stats in by_window.items() if {"min", "max"} & set(map(str, stats.values()))
+        w
+        for w, stats in by_window.items()
+        if {"min", "max", "min0"} & set(map(str, stats.values()))
     ]
     minmax: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     if ordered:
@@ -413,6 +398,10 @@ def read(snaps: Snapshots, request: Request) -> dict[str, pl.Series]:
                 values = days_where(series, series.value < level, r, running[level])
                 out[name] = _masked(name, values, r.empty, 1.0)
                 continue
+            if stat == "min0":
+                values, known = floor_with_quiet_days(series, snaps, timeline, r, minmax[window][0])
+                out[name] = _masked(name, values, ~known, request.scale)
+                continue
             if stat == "min":
                 values = minmax[window][0]
             elif stat == "max":
@@ -424,6 +413,30 @@ def read(snaps: Snapshots, request: Request) -> dict[str, pl.Series]:
 
 
 _FIELDS = ("start", "end", "first", "stop")
+
+
+def floor_with_quiet_days(
+    series: DailySeries, snaps: Snapshots, timeline: Timeline, r: Ranges, low: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The window minimum of a point series whose days without a point read 0.
+
+    The daily net flow is 0 on a day without events: rather than write those days into the
+    series (twice the points), a window has such a day when it covers more days since the
+    entity's first point than it holds points, and then its minimum is at most 0. ``low`` is
+    the minimum of the window's points (:func:`range_min_max`). Returns the minima and whether
+    each is known (the entity had a point before as_of; the window reads null otherwise).
+    """
+    if series.step:
+        raise ValueError("expected a point series (one value per day, no carrying)")
+    ever = timeline.positions(snaps, EVER).to_numpy().astype(np.int64)
+    known = ever < r.end
+    if series.size == 0:
+        return np.zeros(known.size, dtype=np.int64), known
+    first_day = np.where(known, series.key[np.minimum(ever, series.size - 1)] & (SHIFT - 1), 0)
+    covered = r.stop - np.maximum(r.first, first_day)
+    quiet = known & (covered > r.end - r.start)
+    values = np.where(r.empty, 0, low)
+    return np.where(quiet, np.minimum(values, 0), values), known
 
 
 def _masked(name: str, values: np.ndarray, empty: np.ndarray, scale: float) -> pl.Series:

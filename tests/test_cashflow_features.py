@@ -15,8 +15,9 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
+from features import orderstats
 from features.keys import CODE, SHIFT, Snapshots, day_number, entity_codes
-from features.orderstats import DailySeries, Request, read, zero_filled
+from features.orderstats import DailySeries, Request, read
 from tests.features_helpers import consumer_events, features, inputs
 
 D = dt.datetime
@@ -176,8 +177,13 @@ def _brute(series_days: dict[int, list[tuple[int, int]]], code: int, stop: int, 
     return days
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_order_statistics_match_a_day_by_day_count(seed: int) -> None:
+@pytest.mark.parametrize(("seed", "chunk"), [(0, 4_000_000), (1, 60), (2, 7)])
+def test_order_statistics_match_a_day_by_day_count(
+    seed: int, chunk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every statistic against the window read day by day, also when the quantiles' gather is
+    cut into small chunks of snapshots (one snapshot's entity block may exceed a chunk)."""
+    monkeypatch.setattr(orderstats, "QUANTILE_CHUNK", chunk)
     rng = np.random.default_rng(seed)
     entities = ["A", "B", "C", "D"]
     codes = entity_codes(pl.Series(entities))
@@ -216,11 +222,40 @@ def test_order_statistics_match_a_day_by_day_count(seed: int) -> None:
                 assert got[f"p50{w}"][i] == days[-(-len(days) // 2) - 1]
 
 
-def test_zero_filled_series_is_zero_between_event_days() -> None:
-    key = np.array([5, 6, 9, SHIFT + 3], dtype=np.int64)
-    series = zero_filled(key, np.array([10, -4, 7, 2], dtype=np.int64))
-    assert series.key.tolist() == [5, 6, 7, 9, 10, SHIFT + 3, SHIFT + 4]
-    assert series.value.tolist() == [10, -4, 0, 7, 0, 2, 0]
+def _brute_floor(series_days: dict[int, list[tuple[int, int]]], code: int, stop: int,
+                 w: int) -> int | None:  # fmt: skip
+    """The lowest day of the window since the entity's first point, 0 on days without one."""
+    points = dict(series_days.get(code, []))
+    if not points or min(points) >= stop:
+        return None
+    return min(points.get(day, 0) for day in range(max(stop - w, min(points)), stop))
+
+
+def test_floor_with_quiet_days_matches_a_day_by_day_count() -> None:
+    """``min0`` of a point series: days without a point read 0, from the entity's first point."""
+    entities = ["A", "B", "C"]
+    codes = entity_codes(pl.Series(entities))
+    first = pl.select(day_number(pl.lit(dt.date(2023, 1, 1)))).item()
+    # A: every day from its first, all positive (no quiet day until after its last point);
+    # B: sparse, negative and positive days; C: no point at all
+    points = {
+        0: [(first + d, 5 + d) for d in range(10)],
+        1: [(first + 3, -7), (first + 4, 9), (first + 40, 2), (first + 41, -1)],
+    }
+    keys = [code * SHIFT + d for code in points for d, _ in points[code]]
+    values = [v for code in points for _, v in points[code]]
+    series = DailySeries(np.array(keys, dtype=np.int64), np.array(values, dtype=np.int64), False)
+    dates = [dt.date(2023, 1, 1) + dt.timedelta(days=d) for d in (0, 1, 4, 5, 10, 11, 42, 90)]
+    spine = pl.DataFrame({"entity_id": [e for e in entities for _ in dates], "as_of": dates * 3})
+    snaps = Snapshots.of(spine, codes)
+    stops = snaps.frame.select(day_number(pl.col("as_of"))).to_series().to_list()
+    windows = (1, 2, 30)
+    got = read(snaps, Request(series, {f"f{w}": (w, "min0") for w in windows}))
+    for i, (code, stop) in enumerate(zip(snaps.frame[CODE], stops, strict=True)):
+        for w in windows:
+            assert got[f"f{w}"][i] == _brute_floor(points, code, stop, w), (code, stop, w)
+    with pytest.raises(ValueError, match="point series"):
+        read(snaps, Request(DailySeries(series.key, series.value, True), {"f": (30, "min0")}))
 
 
 def test_keys_must_be_one_per_day() -> None:
