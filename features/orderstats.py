@@ -145,22 +145,15 @@ def _series_timeline(series: DailySeries) -> Timeline:
     return Timeline(pl.DataFrame({KEY: series.key}), {})
 
 
-def _weights(series: DailySeries, idx: np.ndarray, first: np.ndarray, stop: np.ndarray,
-             last: np.ndarray) -> np.ndarray:  # fmt: skip
-    """Days each point ``idx`` is in force inside its window (``last``: it ends the range)."""
-    day = series.key[idx] & (SHIFT - 1)
-    if not series.step:
-        return np.ones(idx.size, dtype=np.int64)
-    nxt = np.where(last, stop, series.key[np.minimum(idx + 1, series.size - 1)] & (SHIFT - 1))
-    return nxt - np.maximum(day, first)
-
-
-def range_min_max(values: np.ndarray, r: Ranges) -> tuple[np.ndarray, np.ndarray]:
+def range_min_max(
+    values: np.ndarray, r: Ranges, *, low: bool = True, high: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """The min and max of ``values[start:end]`` of every non-empty range (0 for empty ones).
 
     A sparse table built one level at a time: level k holds the min (max) of the 2**k values
     from each position; a range of length n with 2**k <= n < 2**(k+1) is the min of two
-    overlapping level-k reads. Only levels up to the longest range are built.
+    overlapping level-k reads. Only levels up to the longest range are built, and only the
+    side asked for (``low``: minima, ``high``: maxima; the other reads 0).
     """
     lengths = r.end - r.start
     lo_out = np.zeros(lengths.size, dtype=np.int64)
@@ -173,17 +166,22 @@ def range_min_max(values: np.ndarray, r: Ranges) -> tuple[np.ndarray, np.ndarray
     # guard against floating-point log2 at exact powers of two
     level[live] -= (1 << level[live]) > lengths[live]
     level[live] += (1 << (level[live] + 1)) <= lengths[live]
-    low, high = values.astype(np.int64), values.astype(np.int64)
+    least = values.astype(np.int64) if low else None
+    most = values.astype(np.int64) if high else None
     for k in range(int(level[live].max()) + 1):
         if k:
             half = 1 << (k - 1)
-            low = np.minimum(low[:-half], low[half:])
-            high = np.maximum(high[:-half], high[half:])
+            if least is not None:
+                least = np.minimum(least[:-half], least[half:])
+            if most is not None:
+                most = np.maximum(most[:-half], most[half:])
         chosen = np.flatnonzero(live & (level == k))
         if chosen.size:
             a, b = r.start[chosen], r.end[chosen] - (1 << k)
-            lo_out[chosen] = np.minimum(low[a], low[b])
-            hi_out[chosen] = np.maximum(high[a], high[b])
+            if least is not None:
+                lo_out[chosen] = np.minimum(least[a], least[b])
+            if most is not None:
+                hi_out[chosen] = np.maximum(most[a], most[b])
     return lo_out, hi_out
 
 
@@ -237,7 +235,14 @@ def entity_value_order(series: DailySeries) -> np.ndarray:
     entity's points occupy the same block of positions in this order as in the series, each
     block ordered by value (ties in any order: equal values read the same).
     """
-    frame = pl.DataFrame({"c": series.key >> DAY_BITS, "v": series.value})
+    code = series.key >> DAY_BITS
+    if series.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    spread = int(series.value.max()) - int(series.value.min())
+    if spread.bit_length() + int(code[-1]).bit_length() <= 62:
+        # one int64 key (entity, value) when both fit: a single-column sort, several times faster
+        return np.argsort((code << spread.bit_length()) | (series.value - series.value.min()))
+    frame = pl.DataFrame({"c": code, "v": series.value})
     return frame.select(pl.arg_sort_by("c", "v")).to_series().to_numpy().astype(np.int64)
 
 
@@ -315,13 +320,25 @@ def _chunk_quantiles(
     ends = np.cumsum(counts)  # one past each snapshot's last kept point
     starts = ends - counts
     values = series.value[idx]
-    last = idx == hi[a:b][local] - 1
+    stop = spans[next(iter(quantiles))].stop[a:b][local]  # every window ends at as_of
+    # the day each kept point ends (exclusive): the next point's day, as_of for the range's last
+    if series.step:
+        until = np.where(
+            idx == hi[a:b][local] - 1,
+            stop,
+            series.key[np.minimum(idx + 1, series.size - 1)] & (SHIFT - 1),
+        )
+        day = series.key[idx] & (SHIFT - 1)
     for w, qs in quantiles.items():
         if not qs:
             continue
         r = spans[w]
         inside = idx >= r.start[a:b][local]
-        weight = _weights(series, idx, r.first[a:b][local], r.stop[a:b][local], last)
+        if series.step:
+            # days in force inside the window: from the window's first day at the earliest
+            weight = until - np.maximum(day, r.first[a:b][local])
+        else:
+            weight = np.ones(idx.size, dtype=np.int64)
         cumulative = np.cumsum(np.where(inside, weight, 0))
         del weight, inside
         live = np.flatnonzero(~r.empty[a:b] & (counts > 0))
@@ -362,15 +379,15 @@ def read(snaps: Snapshots, request: Request) -> dict[str, pl.Series]:
         by_window.setdefault(window, {})[name] = stat
     spans = {w: ranges(series, snaps, w, timeline) for w in by_window}
     # min and max of every window in one pass of the sparse table's levels
-    ordered = [
-        w
-        for w, stats in by_window.items()
-        if {"min", "max", "min0"} & set(map(str, stats.values()))
-    ]
+    kinds = {w: set(map(str, stats.values())) for w, stats in by_window.items()}
+    ordered = [w for w, k in kinds.items() if {"min", "max", "min0"} & k]
     minmax: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     if ordered:
         both = Ranges(*(np.concatenate([getattr(spans[w], f) for w in ordered]) for f in _FIELDS))
-        low, high = range_min_max(series.value, both)
+        wanted = set().union(*(kinds[w] for w in ordered))
+        low, high = range_min_max(
+            series.value, both, low=bool({"min", "min0"} & wanted), high="max" in wanted
+        )
         for i, w in enumerate(ordered):
             part = slice(i * snaps.height, (i + 1) * snaps.height)
             minmax[w] = (low[part], high[part])
