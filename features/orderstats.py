@@ -168,14 +168,18 @@ def range_min_max(
     level[live] += (1 << (level[live] + 1)) <= lengths[live]
     least = values.astype(np.int64) if low else None
     most = values.astype(np.int64) if high else None
-    for k in range(int(level[live].max()) + 1):
+    # the live ranges grouped by level once (a stable counting order), not a mask per level
+    ranked = np.flatnonzero(live)
+    ranked = ranked[np.argsort(level[ranked], kind="stable")]
+    bounds = np.searchsorted(level[ranked], np.arange(int(level[live].max()) + 2))
+    for k in range(bounds.size - 1):
         if k:
             half = 1 << (k - 1)
             if least is not None:
                 least = np.minimum(least[:-half], least[half:])
             if most is not None:
                 most = np.maximum(most[:-half], most[half:])
-        chosen = np.flatnonzero(live & (level == k))
+        chosen = ranked[bounds[k] : bounds[k + 1]]
         if chosen.size:
             a, b = r.start[chosen], r.end[chosen] - (1 << k)
             if least is not None:
