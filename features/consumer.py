@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict
+from fractions import Fraction
 
 import numpy as np
 import polars as pl
@@ -35,7 +36,31 @@ from features.history import (
     delinquency_onset,
     per_snapshot,
 )
-from features.keys import AS_OF, ENTITY, FEN, KEY, SECOND, Snapshots, code_of, fen, fixed, id_hash
+from features.keys import (
+    AS_OF,
+    CODE,
+    ENTITY,
+    EPOCH,
+    FEN,
+    KEY,
+    SECOND,
+    Snapshots,
+    code_of,
+    day_number,
+    day_of,
+    fen,
+    fixed,
+    id_hash,
+)
+from features.orderstats import (
+    DailySeries,
+    Request,
+    daily_max,
+    daily_sum,
+    day_groups,
+    level_at,
+)
+from features.orderstats import read as read_order_stats
 from features.partners import partner_measures, read_mix, read_partners
 from features.timeline import ROWS, Timeline, read_sums, windows_of
 
@@ -75,6 +100,9 @@ MEASURES: dict[str, pl.Expr] = {
     "transfer_out_amt": _when(_kind == "transfer_out", _amount),
     "repay_amt": _when(_kind == "repayment", _amount),
     "repay_cnt": _kind == "repayment",
+    "penalty_cnt": _kind == "penalty",
+    "fee_cnt": _kind == "fee",
+    "cash_out_amt": _when(_kind == "cash_withdrawal", _amount),
     "night_cnt": pl.col("hour") < 6,
     **{f"ch_{c}_cnt": (pl.col("channel") == c).fill_null(False) for c in CHANNELS},
     # day-level measures, on the day's first row or on the row that closes it
@@ -227,7 +255,185 @@ def aggregates(
         )
         return read_mix(purchases, "category", snaps, wanted, prefix="cat", windows=windows)
 
-    return per_snapshot(snaps, [activity, counterparties, categories], inputs, CONSUMER, rules)
+    def cash_flow() -> dict[str, pl.Series]:
+        return cash_flow_reads(snaps, events, wanted)
+
+    tasks = [activity, counterparties, categories, cash_flow]
+    return per_snapshot(snaps, tasks, inputs, CONSUMER, rules)
+
+
+# --- cash flow: windowed order statistics of the daily series (features.orderstats) --------
+
+# Windows of the balance's order statistics and negative-balance days.
+BALANCE_WINDOWS: tuple[int, ...] = (30, 90, 180, 365)
+EVENT_WINDOWS: tuple[int, ...] = (90, 365)  # penalties, fees, cash share, largest outflow
+MONTH_ENDS = 6  # month-end balances read for the level and its trend
+SALARY_MONTHS: tuple[int, ...] = (3, 6)
+# A payer is salary-like when its first payment of each month falls within this many days of
+# the month (largest day of month minus smallest, over the months read). A payment that moves
+# across a month's end (the 31st, then the 1st) is not seen as regular.
+SALARY_DAY_SPREAD = 6
+# Money in that is not pay, whatever its regularity: the bank's own interest, a lender's
+# disbursement, a merchant's refund.
+_NOT_PAY = ("interest_credit", "loan_disbursement", "refund")
+_QUANTILES = {"p10": Fraction(1, 10), "p50": Fraction(1, 2)}
+
+
+def _balance_series(events: pl.DataFrame) -> DailySeries:
+    """Each day's closing balance (its last reported balance), carried to the next one."""
+    closing = events.select(KEY, "balance_fen", "closes_day").filter(pl.col("closes_day"))
+    return DailySeries(
+        closing[KEY].to_numpy().astype(np.int64),
+        closing["balance_fen"].to_numpy().astype(np.int64),
+        step=True,
+    )
+
+
+def _flow_series(events: pl.DataFrame) -> tuple[DailySeries, DailySeries]:
+    """Each event day's net flow and largest single outflow (point series on the same days).
+
+    Days without events are not written (they read 0 through the ``min0`` statistic).
+    """
+    key = events[KEY].to_numpy().astype(np.int64)
+    amounts = events.select(
+        pl.when(_in).then(_amount).otherwise(-_amount).fill_null(0).alias("net"),
+        _when(~_in, _amount).fill_null(0).alias("out"),
+    )
+    starts = day_groups(key)  # the log is sorted by key: one run per entity-day
+    days, net = daily_sum(key, amounts["net"].to_numpy().astype(np.int64), starts)
+    _, out_max = daily_max(key, amounts["out"].to_numpy().astype(np.int64), starts)
+    return DailySeries(days, net, step=False), DailySeries(days, out_max, step=False)
+
+
+def _month_end_days(snaps: Snapshots) -> dict[str, pl.Series]:
+    """Day numbers of the last ``MONTH_ENDS`` calendar month-ends before each as_of."""
+    start = pl.col(AS_OF).dt.month_start()
+    frame = snaps.frame.select(
+        day_number(start.dt.offset_by(f"-{k}mo") - pl.duration(days=1)).alias(f"eom_bal_m{k}")
+        for k in range(MONTH_ENDS)
+    )
+    return {c: frame[c] for c in frame.columns}
+
+
+def _salary_payers(snaps: Snapshots, events: pl.DataFrame) -> dict[str, pl.Series]:
+    """Per snapshot, payers who paid in every one of the last n complete calendar months.
+
+    For each (entity, payer, month) the day of month of the payer's first payment; a payer
+    counts for a snapshot when it paid in each of the ``n`` calendar months before as_of's
+    month (all of them wholly before as_of) on days of month within ``SALARY_DAY_SPREAD``.
+    The payments are aggregated once per month, so snapshots only join a small table.
+    """
+    date = ((day_of(_key) - EPOCH).cast(pl.Int32)).cast(pl.Date)
+    pair = ["__c", "__cp"]
+    c, cp, month, dom = (pl.col(n) for n in ("__c", "__cp", "__month", "__dom"))
+    # rows sorted by (entity, payer, month): a row follows its payer's previous month when the
+    # row before it is the same pair one month earlier (shifts, not per-group windows: there
+    # are about as many pairs as rows)
+    follows = ((c == c.shift(1)) & (cp == cp.shift(1)) & (month == month.shift(1) + 1)).fill_null(
+        False
+    )
+
+    def regular(n: int) -> pl.Expr:
+        run = pl.all_horizontal(follows.shift(i).fill_null(False) for i in range(n - 1))
+        doms = [dom.shift(i) for i in range(n)]
+        spread = pl.max_horizontal(doms) - pl.min_horizontal(doms)
+        return (run & (spread <= SALARY_DAY_SPREAD)).alias(f"salary_payers_{n}m")
+
+    months = (
+        events.lazy()
+        .filter(_in & pl.col("counterparty_id").is_not_null() & ~_kind.is_in(_NOT_PAY))
+        .select(
+            code_of(_key).alias("__c"),
+            pl.col("counterparty_id").alias("__cp"),
+            (date.dt.year().cast(pl.Int64) * 12 + date.dt.month() - 1).alias("__month"),
+            date.dt.day().alias("__dom"),
+        )
+        .group_by(*pair, "__month")
+        .agg(dom.min())
+        .sort(*pair, "__month")
+        .select("__c", "__month", *(regular(n) for n in SALARY_MONTHS))
+        .group_by("__c", "__month")
+        .agg(pl.col(f"salary_payers_{n}m").sum() for n in SALARY_MONTHS)
+    )
+    last = pl.col(AS_OF).dt.year().cast(pl.Int64) * 12 + pl.col(AS_OF).dt.month() - 2
+    found = (
+        snaps.frame.lazy()
+        .select(pl.col(CODE).cast(pl.Int64).alias("__c"), last.alias("__month"))
+        .join(months, on=["__c", "__month"], how="left", maintain_order="left")
+        .select(pl.col(f"salary_payers_{n}m").fill_null(0) for n in SALARY_MONTHS)
+        .collect()
+    )
+    return {c: found[c] for c in found.columns}
+
+
+def cash_flow_reads(
+    snaps: Snapshots, events: pl.DataFrame, wanted: set[str]
+) -> dict[str, pl.Series]:
+    """The cash-flow columns ``wanted`` names, read from the daily series of the log.
+
+    - ``bal_{min,max,p10,p50}_{w}d``: order statistics of the closing balance over the ``w``
+      days before as_of, each day weighted once (quantiles by the days a balance was in force);
+    - ``neg_bal_days_{w}d``: days in the window whose closing balance was below zero;
+    - ``flow_day_min_{w}d``: the lowest daily net flow (0 on days without events);
+    - ``out_max_amt_{w}d``: the largest single outflow;
+    - ``eom_bal_m{k}``: the balance in force at the k-th calendar month-end before as_of;
+    - ``salary_payers_{n}m``: salary-like payers (:func:`_salary_payers`).
+
+    Null where the window holds no balance (or no event for flows).
+    """
+    balance_stats: dict[str, tuple[int, object]] = {}
+    for w in BALANCE_WINDOWS:
+        balance_stats[f"bal_min_{w}d"] = (w, "min")
+        balance_stats[f"bal_max_{w}d"] = (w, "max")
+        for label, q in _QUANTILES.items():
+            balance_stats[f"bal_{label}_{w}d"] = (w, q)
+        balance_stats[f"neg_bal_days_{w}d"] = (w, ("below", 0))
+    flow_stats = {f"flow_day_min_{w}d": (w, "min0") for w in EVENT_WINDOWS}
+    out_stats = {f"out_max_amt_{w}d": (w, "max") for w in EVENT_WINDOWS}
+    month_ends = [f"eom_bal_m{k}" for k in range(MONTH_ENDS)]
+    salary = [f"salary_payers_{n}m" for n in SALARY_MONTHS]
+
+    def chosen(stats: dict[str, tuple[int, object]]) -> dict[str, tuple[int, object]]:
+        return {name: stat for name, stat in stats.items() if name in wanted}
+
+    columns: dict[str, pl.Series] = {}
+    balance_wanted = chosen(balance_stats)
+    if balance_wanted or wanted.intersection(month_ends):
+        balance = _balance_series(events)
+        if balance_wanted:
+            columns.update(read_order_stats(snaps, Request(balance, balance_wanted, FEN)))
+        for name, days in _month_end_days(snaps).items():
+            if name in wanted:
+                columns[name] = level_at(balance, snaps, days) / FEN
+    flow_wanted, out_wanted = chosen(flow_stats), chosen(out_stats)
+    if flow_wanted or out_wanted:
+        flow, outflow = _flow_series(events)
+        if flow_wanted:
+            columns.update(read_order_stats(snaps, Request(flow, flow_wanted, FEN)))
+        if out_wanted:
+            columns.update(read_order_stats(snaps, Request(outflow, out_wanted, FEN)))
+    if wanted.intersection(salary):
+        columns.update(_salary_payers(snaps, events))
+    return {name: series.alias(name) for name, series in columns.items()}
+
+
+def _known_slope(columns: Sequence[str]) -> pl.Expr:
+    """Least-squares slope per step of the known values among ``columns`` (oldest first).
+
+    Null with fewer than three known values; unknown ones (before the first balance) are
+    left out rather than read as zero.
+    """
+    ts = list(range(len(columns)))
+    known = [pl.col(c).is_not_null().cast(pl.Float64) for c in columns]
+    ys = [pl.col(c).fill_null(0) for c in columns]
+    n = pl.sum_horizontal(known)
+    t_mean = pl.sum_horizontal([k * t for k, t in zip(known, ts, strict=True)]) / n
+    y_mean = pl.sum_horizontal(ys) / n
+    cov = pl.sum_horizontal(
+        [k * (t - t_mean) * (y - y_mean) for k, t, y in zip(known, ts, ys, strict=True)]
+    )
+    var = pl.sum_horizontal([k * (t - t_mean) ** 2 for k, t in zip(known, ts, strict=True)])
+    return pl.when(n >= 3).then(cov / var)
 
 
 def policy_inputs() -> list[pl.Expr]:
@@ -266,6 +472,143 @@ def _log_std(w: int) -> pl.Expr:
     mean = _col(f"purchase_log_fx_{w}d") / n
     var = (_col(f"purchase_logsq_fx_{w}d") / n - mean * mean) * n / (n - 1)
     return pl.when(n > 1).then(var.clip(lower_bound=0).sqrt())
+
+
+def _declare_cash_flow(b: CatalogBuilder) -> None:
+    """The cash-flow families of a bank statement: balance floors, penalties, regular pay.
+
+    Each direction is stated with its reason beside the declaration (a ``# +1:`` comment).
+    """
+    # +1: the floor of the daily closing balance is the buffer left in the worst days: the
+    # lower it is, the nearer the account came to missing a payment.
+    b.per_window(
+        BALANCE_WINDOWS, "balance_min_{w}d", lambda w: _col(f"bal_min_{w}d"),
+        dimension=ATP, monotone=1, family="balance floor",
+        description="Lowest daily closing balance (carried over days without events) in the "
+        "{w} days before as_of; null when no balance was known in the window.",
+        reason="balance fell very low in the last {w} days",
+    )  # fmt: skip
+    # +1: the same buffer, robust to a single bad day: the balance the account stayed above on
+    # nine days in ten.
+    b.per_window(
+        BALANCE_WINDOWS, "balance_p10_{w}d", lambda w: _col(f"bal_p10_{w}d"),
+        dimension=ATP, monotone=1, family="balance floor",
+        description="10th percentile of the daily closing balance in the {w} days before "
+        "as_of, each balance weighted by the days it was in force (a balance shown on the "
+        "statement, never interpolated).",
+        reason="balance often low in the last {w} days",
+    )  # fmt: skip
+    # +1: the typical day's balance: more money on an ordinary day is more capacity to pay.
+    b.per_window(
+        BALANCE_WINDOWS, "balance_median_{w}d", lambda w: _col(f"bal_p50_{w}d"),
+        dimension=ATP, monotone=1, family="balance level",
+        description="Median daily closing balance in the {w} days before as_of, each balance "
+        "weighted by the days it was in force.",
+        reason="low typical balance over the last {w} days",
+    )  # fmt: skip
+    # 0: a peak can be a loan disbursement or a salary passing through on its way out; a high
+    # peak is not evidence of lower risk by itself, so the model is left free.
+    b.per_window(
+        BALANCE_WINDOWS, "balance_max_{w}d", lambda w: _col(f"bal_max_{w}d"),
+        dimension=ATP, monotone=0, family="balance level",
+        description="Highest daily closing balance in the {w} days before as_of.",
+        reason="peak balance in the last {w} days",
+    )  # fmt: skip
+    # -1: every day overdrawn is a day in arrears with the bank, the most direct sign of
+    # distress a statement shows.
+    b.per_window(
+        BALANCE_WINDOWS, "negative_balance_days_{w}d", lambda w: _col(f"neg_bal_days_{w}d"),
+        dimension=ATP, monotone=-1, family="negative balance",
+        description="Days in the {w} days before as_of whose closing balance (carried over days "
+        "without events) was below zero; null when no balance was known in the window.",
+        reason="account overdrawn on several days in the last {w} days",
+    )  # fmt: skip
+    # -1: penalty interest, late and returned-payment charges are missed obligations.
+    b.per_window(
+        EVENT_WINDOWS, "penalty_count_{w}d", lambda w: _col(f"penalty_cnt_{w}d"),
+        dimension=BEH, monotone=-1, family="penalty events",
+        description="Penalty charges (overdraft or penalty interest, late and returned-payment "
+        "charges) in the {w} days before as_of.",
+        reason="penalty or returned-payment charges in the last {w} days",
+    )  # fmt: skip
+    # 0: account, card and statement fees are what the account costs, not a sign of distress.
+    b.per_window(
+        EVENT_WINDOWS, "fee_count_{w}d", lambda w: _col(f"fee_cnt_{w}d"),
+        dimension=BEH, monotone=0, family="fee events",
+        description="Account, card and statement fees charged in the {w} days before as_of.",
+        reason="fees charged in the last {w} days",
+    )  # fmt: skip
+    # 0: cash use is common among thin-file, rural and older customers; constraining it would
+    # turn a habit that proxies for who a person is into a penalty, so the model is left free.
+    b.per_window(
+        EVENT_WINDOWS, "cash_share_{w}d",
+        lambda w: safe_ratio(_col(f"cash_out_amt_{w}d"), _col(f"out_amt_{w}d")),
+        dimension=BEH, monotone=0, family="ratio",
+        description="Cash withdrawals over all money out in the {w} days before as_of.",
+        reason="much of the spending is in cash",
+    )  # fmt: skip
+    # -1: one payment worth months of inflow drains the buffer the loan would be repaid from.
+    b.per_window(
+        EVENT_WINDOWS, "largest_outflow_to_monthly_inflow_{w}d",
+        lambda w: safe_ratio(_col(f"out_max_amt_{w}d"), _col(f"in_amt_{w}d") * 30 / w),
+        dimension=ATP, monotone=-1, family="ratio",
+        description="Largest single outflow in the {w} days before as_of over the average "
+        "30-day inflow of the same days.",
+        reason="one payment took much of a month's inflow",
+    )  # fmt: skip
+    # 0: a large net outflow day is as often a planned transfer to savings as distress, and
+    # its size scales with income; left free.
+    b.per_window(
+        EVENT_WINDOWS, "worst_day_net_flow_{w}d", lambda w: _col(f"flow_day_min_{w}d"),
+        dimension=ATP, monotone=0, family="daily flow floor",
+        description="Lowest daily net flow (money in minus money out, 0 on days without "
+        "events) in the {w} days before as_of.",
+        reason="a day with a large net outflow",
+    )  # fmt: skip
+    month_ends = [f"eom_bal_m{k}" for k in reversed(range(MONTH_ENDS))]  # oldest first
+    # +1: a salary-like payer paid in every one of the last n months; regular pay is the
+    # income a repayment plan can rest on.
+    for n in SALARY_MONTHS:
+        b.declare(
+            f"salary_payers_{n}m", _col(f"salary_payers_{n}m"),
+            dimension=ATP, monotone=1, family="regular income", window_days=31 * (n + 1),
+            description=f"Payers who paid in during each of the {n} complete calendar months "
+            f"before as_of's month, on days of the month at most {SALARY_DAY_SPREAD} apart "
+            "(salary-like; interest, loan disbursements and refunds do not count).",
+            reason="no regular salary-like income",
+        )  # fmt: skip
+    single = [
+        # +1: the balance carried into the new month is what the next instalment meets.
+        ("month_end_balance", _col("eom_bal_m0"), ATP, 1, 31, "balance level",
+         "Balance in force at the last calendar month-end before as_of (null if none known).",
+         "low balance at the end of last month"),
+        # +1: a balance growing month after month is saving; a falling one is running down.
+        ("month_end_balance_slope_6m", _known_slope(month_ends), ATP, 1, 31 * MONTH_ENDS,
+         "trend",
+         f"Least-squares slope per month of the balance at the last {MONTH_ENDS} calendar "
+         "month-ends before as_of (the known ones, at least three).",
+         "balance falling month after month"),
+        # -1: a month spending more than came in eats savings or debt.
+        ("net_outflow_months_12m",
+         pl.sum_horizontal(
+             (_col(f"out_amt_b{k}") > _col(f"in_amt_b{k}")).cast(pl.Int32) for k in range(12)
+         ), ATP, -1, 360, "active months",
+         "Number of the last twelve 30-day blocks in which money out exceeded money in.",
+         "spent more than came in during several months"),
+        # -1: inflow that swings from month to month makes instalments hard to meet.
+        ("inflow_cv_12m", block_cv("in_amt"), ATP, -1, 360, "volatility",
+         "Coefficient of variation of money in over the last twelve 30-day blocks.",
+         "money coming in varies a lot from month to month"),
+        # +1: money arriving in more months is steadier capacity to pay.
+        ("inflow_months_12m", active_blocks("in_amt"), ATP, 1, 360, "active months",
+         "Number of the last twelve 30-day blocks in which any money came in.",
+         "money did not come in every month"),
+    ]  # fmt: skip
+    for name, expr, dim, monotone, window, family, description, reason in single:
+        b.declare(
+            name, expr, dimension=dim, monotone=monotone, description=description,
+            reason=reason, window_days=window, family=family,
+        )  # fmt: skip
 
 
 def catalog(windows: Sequence[int], rules: RepaymentRules, low_balance_share: float) -> Catalog:
@@ -733,6 +1076,7 @@ def catalog(windows: Sequence[int], rules: RepaymentRules, low_balance_share: fl
             window_days=window,
             family=family,
         )
+    _declare_cash_flow(b)
     b.declare(
         "spending_categories_ever", _col("cat_new_ever"),
         dimension=BEH, monotone=0, family="concentration",

@@ -8,6 +8,7 @@ import polars as pl
 
 from features.build import DefinitionParams, Inputs, build
 from features.contract.repayments import RepaymentRules
+from features.contract.vocabulary import CONSUMER_KIND_DIRECTION
 from features.definitions import definitions
 
 UTC = pl.Datetime("us", "UTC")
@@ -41,8 +42,10 @@ def merchant_events(rows: list[tuple]) -> pl.DataFrame:
 
 
 def consumer_events(rows: list[tuple]) -> pl.DataFrame:
-    """Rows of (consumer, ts, kind, amount, counterparty, balance_after)."""
-    direction = {"income": "in", "transfer_in": "in"}
+    """Rows of (consumer, ts, kind, amount, counterparty, balance_after).
+
+    Each row's direction is its kind's, from the contract's vocabulary (an unknown kind fails).
+    """
     return pl.DataFrame(
         rows,
         schema={
@@ -56,7 +59,7 @@ def consumer_events(rows: list[tuple]) -> pl.DataFrame:
         orient="row",
     ).with_columns(
         pl.col("ts").dt.replace_time_zone("UTC"),
-        pl.col("kind").replace_strict(direction, default="out").alias("direction"),
+        pl.col("kind").replace_strict(CONSUMER_KIND_DIRECTION).alias("direction"),
         pl.lit("app").alias("channel"),
         pl.format("T{}", pl.int_range(pl.len())).alias("txn_id"),
     )

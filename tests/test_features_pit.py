@@ -3,7 +3,8 @@
 Hypothesis draws small logs for both segments (transactions, counterparties' loans and
 repayments), a snapshot date, and then future changes: new events at or after as_of, changed
 amounts/kinds/counterparties of events at or after as_of, loans issued at or after as_of and
-repayments made at or after as_of. Every feature and policy input must be bit-for-bit equal.
+repayments made at or after as_of. Every feature and policy input must be bit-for-bit equal
+(the whole catalog, the cash-flow order statistics included).
 Removing an event from the year before as_of must change some feature of that entity.
 """
 
@@ -32,7 +33,12 @@ IDS = {"merchant": ["M0", "M1", "M2"], "consumer": ["C0", "C1", "C2"]}
 OTHERS = ["C0", "C1", "C2", "C3", "M0", "M1"]
 KINDS = {
     "merchant": ["sale", "sale", "sale", "refund", "chargeback", "payout", "fee"],
-    "consumer": ["purchase", "income", "transfer_in", "transfer_out", "bill_payment", "repayment"],
+    # with a bank statement's kinds, so the cash-flow families (penalties, fees, cash share)
+    # are drawn too; balances are drawn below zero as well (negative-balance days)
+    "consumer": [
+        *("purchase", "income", "transfer_in", "transfer_out", "bill_payment", "repayment"),
+        *("penalty", "fee", "cash_withdrawal"),
+    ],
 }
 PIT_SETTINGS = settings(
     max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow]
@@ -48,7 +54,7 @@ def _event(segment: str, seconds: st.SearchStrategy[int]) -> st.SearchStrategy[t
         st.one_of(st.none(), st.sampled_from(OTHERS)),
     )
     if segment == "consumer":
-        base = (*base, st.one_of(st.none(), st.integers(-5_000, 900_000).map(lambda c: c / 100)))
+        base = (*base, st.one_of(st.none(), st.integers(-50_000, 900_000).map(lambda c: c / 100)))
     return st.tuples(*base)
 
 
