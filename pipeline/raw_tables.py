@@ -123,14 +123,14 @@ def _csv_lines(path: Path) -> Iterator[str]:
                 ) from None
 
 
-def _check_csv_lines(path: Path) -> None:
+def _check_csv_lines(path: Path, separator: str = ",") -> None:
     """Every record has as many fields as the header, quotes close, and the text is UTF-8.
 
     Polars fills a short row with nulls without a word and reports other damage without a line
     number, so one streaming pass with the standard csv module finds the first bad line.
     Blank lines are allowed (they carry no record).
     """
-    reader = csv.reader(_csv_lines(path), strict=True)
+    reader = csv.reader(_csv_lines(path), strict=True, delimiter=separator)
     header: list[str] | None = None
     while True:
         start = reader.line_num + 1
@@ -155,14 +155,22 @@ def _check_csv_lines(path: Path) -> None:
         if header is None:
             header = record
         elif len(record) != len(header):
+            other = next((c for c in ";\t|" if c != separator and c in header[0]), None)
+            hint = (
+                f" (the header splits on {other!r}: set csv: {{separator: {other!r}}} for this "
+                "table in contract.yaml)"
+                if len(header) == 1 and other
+                else ""
+            )
             raise RawTableError(
                 path,
-                f"the line has {len(record)} fields; expected {len(header)}, as in the header",
+                f"the line has {len(record)} fields; expected {len(header)}, as in the "
+                f"header{hint}",
                 line=start,
             )
 
 
-def inspect(path: Path, fmt: str) -> pl.Schema:
+def inspect(path: Path, fmt: str, separator: str = ",") -> pl.Schema:
     """The file's columns and types, after checking that it can be read as a table at all.
 
     Raises :class:`RawTableError` on an empty file, a truncated or non-Parquet ``.parquet``
@@ -176,9 +184,9 @@ def inspect(path: Path, fmt: str) -> pl.Schema:
         _check_parquet_bytes(path)
         with _reader_errors(path, fmt):
             return pl.read_parquet_schema(path)
-    _check_csv_lines(path)
+    _check_csv_lines(path, separator)
     with _reader_errors(path, fmt):
-        return pl.read_csv(path, n_rows=0, infer_schema=False).schema
+        return pl.read_csv(path, n_rows=0, infer_schema=False, separator=separator).schema
 
 
 def _check_content(path: Path, table: str, frame: pl.DataFrame, *, text: bool) -> None:
@@ -286,9 +294,9 @@ def check_drift(
             )
 
 
-def columns_of(path: Path, fmt: str) -> pl.Schema:
+def columns_of(path: Path, fmt: str, separator: str = ",") -> pl.Schema:
     """The file's columns and types, without reading its rows (see :func:`inspect`)."""
-    return inspect(path, fmt)
+    return inspect(path, fmt, separator)
 
 
 def read(
@@ -309,8 +317,9 @@ def read(
             return None
         raise ValueError(f"expected {raw_dir / table}.parquet or .csv; got neither")
     path, fmt = found
+    separator = mapping.table(table).csv.separator
     if not inspected:
-        check_drift(table, inspect(path, fmt), fmt, mapping)
+        check_drift(table, inspect(path, fmt, separator), fmt, mapping)
     wanted = list(
         dict.fromkeys(c for parts in sources.feeds(table, mapping).values() for c in parts)
     )
@@ -318,7 +327,7 @@ def read(
         if fmt == "parquet":
             raw = pl.read_parquet(path, columns=wanted)
         else:
-            raw = pl.read_csv(path, infer_schema=False).select(wanted)
+            raw = pl.read_csv(path, infer_schema=False, separator=separator).select(wanted)
     raw = raw.with_row_index(ROW).with_columns(pl.col(ROW).cast(pl.Int64))
     # Timestamps are brought to UTC and CSV cells parsed here; other casts of Parquet columns
     # are left to the schema, which reports a value that does not fit (say, an Int64 too large

@@ -78,7 +78,13 @@ def _to_utc(col: pl.Expr, got: pl.DataType, tz: str) -> pl.Expr:
 
 
 def parse_text(
-    col: str, dtype: pl.DataType, *, nullable: bool = False, fmt: str | None = None, tz: str = "UTC"
+    col: str,
+    dtype: pl.DataType,
+    *,
+    nullable: bool = False,
+    fmt: str | None = None,
+    tz: str = "UTC",
+    decimal: str = ".",
 ) -> pl.Expr:
     """Parse a text column into the contract type; unreadable cells become null.
 
@@ -112,6 +118,9 @@ def parse_text(
         return pl.when(low.is_in(_TRUE)).then(True).when(low.is_in(_FALSE)).then(False)
     if dtype == pl.String():
         return text if nullable else pl.col(col)
+    if decimal == "," and dtype.is_float():
+        # 1 234,50 / 1.234,50 -> 1234.50: thousands separators out, the decimal comma a point
+        text = text.str.replace_all(r"[\s\u00a0\u202f.]", "").str.replace(",", ".", literal=True)
     return text.cast(dtype, strict=False)
 
 
@@ -188,6 +197,7 @@ def apply(raw: pl.DataFrame, table: str, mapping: SourceMapping, *, text: bool, 
                 nullable=column in spec.nullable,
                 fmt=source.formats.get(column),
                 tz=tz,
+                decimal=source.csv.decimal,
             )
             written = _blank_to_null(pl.col(column)).is_not_null()
             flags[f"bad_value_{column}"] = written & expr.is_null()

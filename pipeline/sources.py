@@ -77,6 +77,10 @@ Keys:
     values: a source value equal to a canonical one but not in the map is unmapped. A coded
     column without a map is read as written, and a value outside the contract's vocabulary is
     quarantined as ``unknown_<column>``, as without a mapping. A blank cell is null.
+  - ``csv: {separator: ";", decimal: ","}`` (CSV files): the field separator (one character,
+    default ``,``) and the decimal mark. With ``decimal: ","`` a number is written the European
+    way: ``1 234,50`` or ``1.234,50`` reads 1234.5 (spaces, no-break spaces and dots are
+    thousands separators). Line checks (field counts, quotes) use the same separator.
   - ``signed_amount: true`` (transaction tables): amounts are signed, negative meaning money
     out. The direction comes from the sign (unless ``direction`` is mapped or a constant) and
     the amount becomes its absolute value; a zero amount has no direction.
@@ -147,6 +151,13 @@ class Currency(_Strict):
     scale: float = Field(default=1.0, gt=0)
 
 
+class CsvDialect(_Strict):
+    """How a CSV file writes its fields and numbers (many bank exports: ``;`` and ``1 234,50``)."""
+
+    separator: str = Field(default=",", min_length=1, max_length=1)
+    decimal: Literal[".", ","] = "."
+
+
 class TableSource(_Strict):
     """How one contract table is read from the lender's file (see the module docstring)."""
 
@@ -156,6 +167,7 @@ class TableSource(_Strict):
     formats: dict[str, str] = Field(default_factory=dict)
     values: dict[str, dict[str, Any]] = Field(default_factory=dict)
     signed_amount: bool = False
+    csv: CsvDialect = Field(default_factory=CsvDialect)
 
     @field_validator("values", mode="before")
     @classmethod

@@ -208,7 +208,8 @@ def validate(
         if found is None and not contract.TABLES[table].optional and table not in absent_tables:
             raise ValueError(f"expected {raw_dir / table}.parquet or .csv; got neither")
         if found is not None and table not in absent_tables:
-            check_drift(table, columns_of(*found), found[1], source_map)
+            separator = source_map.table(table).csv.separator
+            check_drift(table, columns_of(*found, separator), found[1], source_map)
 
     with _Staging(validated_dir, quarantine_dir) as out:
         # Keyed by entity table; only the segments whose tables were brought.

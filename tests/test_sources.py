@@ -442,3 +442,47 @@ def test_a_missing_source_column_is_drift_naming_both_columns(tmp_path: Path) ->
     assert result.exit_code == 1
     text = " ".join(result.output.split())
     assert "missing column 'acct' (the source of contract column 'consumer_id')" in text
+
+
+def test_a_semicolon_csv_with_decimal_commas_reads_like_the_plain_export(tmp_path: Path) -> None:
+    """The bank statement exported the European way (``;``, ``1 234,50``) validates the same."""
+    plain = _example(tmp_path / "plain", "bank-statement")
+    assert _validate(plain).exit_code == 0
+    european = _example(tmp_path / "european", "bank-statement")
+    statement = pl.read_csv(european / "raw" / "statement.csv", infer_schema=False)
+
+    def european_number(column: str) -> pl.Expr:
+        value = pl.col(column).cast(pl.Float64)
+        whole = value.abs().floor().cast(pl.Int64)
+        groups = whole.map_elements(lambda n: f"{n:,}".replace(",", " "), return_dtype=pl.String)
+        cents = ((value.abs() - value.abs().floor()) * 100).round(0).cast(pl.Int64)
+        sign = pl.when(value < 0).then(pl.lit("-")).otherwise(pl.lit(""))
+        return pl.concat_str(sign, groups, pl.lit(","), cents.cast(pl.String).str.zfill(2)).alias(
+            column
+        )
+
+    statement.with_columns(european_number("value"), european_number("balance")).write_csv(
+        european / "raw" / "statement.csv", separator=";"
+    )
+    yaml_path = european / "raw" / "contract.yaml"
+    yaml_path.write_text(
+        yaml_path.read_text().replace(
+            "    file: statement.csv\n",
+            '    file: statement.csv\n    csv: {separator: ";", decimal: ","}\n',
+        )
+    )
+    assert ";42 000,00;50 200,00;" in (european / "raw" / "statement.csv").read_text()
+    result = _validate(european)
+    assert result.exit_code == 0, result.output
+    for name in ("consumer_transactions", "consumers", "loans", "outcomes"):
+        assert pl.read_parquet(european / "validated" / f"{name}.parquet").equals(
+            pl.read_parquet(plain / "validated" / f"{name}.parquet")
+        ), name
+    # Without the dialect the semicolon file reads as one column: one line that says so.
+    yaml_path.write_text(
+        yaml_path.read_text().replace('    csv: {separator: ";", decimal: ","}\n', "")
+    )
+    result = _validate(european)
+    assert result.exit_code != 0
+    assert "statement.csv, line 2" in result.output
+    assert "csv: {separator: ';'}" in result.output
