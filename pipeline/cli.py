@@ -1,9 +1,8 @@
 """The ``longtail`` command line: one command per stage, plus ``demo`` that runs them all.
 
-Every command calls the ``run`` of its stage module in :mod:`pipeline.stages`; heavy
-libraries are imported inside
-the commands so ``--help`` stays fast. Errors a user can fix are reported on one line with a
-non-zero exit, never as a traceback.
+Every command calls the ``run`` of its stage module in :mod:`pipeline.stages`; heavy libraries
+are imported inside the commands so ``--help`` stays fast. Errors a user can fix are reported on
+one line with a non-zero exit, never as a traceback.
 """
 
 from __future__ import annotations
@@ -80,9 +79,13 @@ def _segments(choice: SegmentChoice, params: Path, data: Path | None, command: s
 
     with _stage(command, quiet=True):
         layout = Layout(_settings(params, data).data_dir)
-        if choice is SegmentChoice.all:
-            return list(present_segments(layout))
-        return [require_segment(layout, choice.value)]
+        if choice is not SegmentChoice.all:
+            return [require_segment(layout, choice.value)]
+        present = list(present_segments(layout))
+    for name in (s.value for s in SegmentChoice if s.value not in (*present, "all")):
+        why = f"its tables were not in the raw data of {layout.validated.parent} (see validate)"
+        console.print(f"[yellow]skipped segment {name}[/]: {why}", soft_wrap=True)
+    return present
 
 
 def _settings(params: Path, data: Path | None, **overrides: Any):
@@ -350,13 +353,11 @@ def _promote_segments(params: Path, data: Path | None, segment: SegmentChoice, f
     for seg in _segments(segment, params, data, "promote"):
         with _stage(f"promote {seg}"):
             result = stage.run(_settings(params, data), seg, force=force)
-        decision = result["decision"]
+        decision, was = result["decision"], result["champion_version"]
         colour = {"refused": "red", "forced": "yellow"}.get(decision, "green")
-        was = result["champion_version"]
-        out.print(
-            f"  {result['model_name']} v{result['challenger_version']}: [{colour}]{decision}[/] "
-            f"(champion was {'none' if was is None else f'v{was}'})"
-        )
+        name = f"{result['model_name']} v{result['challenger_version']}"
+        champion = "none" if was is None else f"v{was}"
+        out.print(f"  {name}: [{colour}]{decision}[/] (champion was {champion})")
         for reason in result["reasons"]:
             out.print(f"    - {reason}")
         ok = ok and decision != "refused"

@@ -73,8 +73,11 @@ def test_one_segment_runs_end_to_end_through_the_cli(
     for command in ("features", "train", "evaluate"):
         result = runner.invoke(app, [command, *base])
         assert result.exit_code == 0, f"{command}: {result.output}"
-        assert f"{keep}:" in result.output
-        assert f"{absent}:" not in result.output
+        assert f"  {keep}:" in result.output
+        assert f"  {absent}:" not in result.output  # no result line for the absent segment...
+        assert f"skipped segment {absent}: its tables were not in" in " ".join(  # ...one line
+            result.output.split()
+        )
     metrics = json.loads(layout.metrics(keep).read_text())
     assert 0.5 < metrics["test"]["auc"] < 0.99
     assert not layout.model(absent).exists()
