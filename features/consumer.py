@@ -55,8 +55,7 @@ from features.keys import (
 from features.orderstats import (
     DailySeries,
     Request,
-    daily_max,
-    daily_sum,
+    daily,
     day_groups,
     level_at,
 )
@@ -300,8 +299,8 @@ def _flow_series(events: pl.DataFrame) -> tuple[DailySeries, DailySeries]:
         _when(~_in, _amount).fill_null(0).alias("out"),
     )
     starts = day_groups(key)  # the log is sorted by key: one run per entity-day
-    days, net = daily_sum(key, amounts["net"].to_numpy().astype(np.int64), starts)
-    _, out_max = daily_max(key, amounts["out"].to_numpy().astype(np.int64), starts)
+    days, net = daily(key, amounts["net"].to_numpy().astype(np.int64), np.add, starts)
+    _, out_max = daily(key, amounts["out"].to_numpy().astype(np.int64), np.maximum, starts)
     return DailySeries(days, net, step=False), DailySeries(days, out_max, step=False)
 
 

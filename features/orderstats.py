@@ -76,30 +76,18 @@ def day_groups(key: np.ndarray) -> np.ndarray:
     return np.concatenate(([0], np.flatnonzero(key[1:] != key[:-1]) + 1))
 
 
-def daily_sum(
-    key: np.ndarray, values: np.ndarray, starts: np.ndarray | None = None
+def daily(
+    key: np.ndarray, values: np.ndarray, reduce: np.ufunc, starts: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per entity-day, the sum of ``values`` (rows sorted by key): ``(day keys, sums)``.
+    """Per entity-day, ``reduce`` (``np.add``, ``np.maximum``) of ``values``: ``(day keys, x)``.
 
-    ``starts``: :func:`day_groups` of ``key`` when the caller already has them.
+    Rows are sorted by key; ``starts``: :func:`day_groups` of ``key`` when the caller already
+    has them.
     """
     starts = day_groups(key) if starts is None else starts
     if starts.size == 0:
         return key[:0], values[:0]
-    return key[starts], np.add.reduceat(values, starts)
-
-
-def daily_max(
-    key: np.ndarray, values: np.ndarray, starts: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per entity-day, the largest of ``values`` (rows sorted by key): ``(day keys, maxima)``.
-
-    ``starts``: :func:`day_groups` of ``key`` when the caller already has them.
-    """
-    starts = day_groups(key) if starts is None else starts
-    if starts.size == 0:
-        return key[:0], values[:0]
-    return key[starts], np.maximum.reduceat(values, starts)
+    return key[starts], reduce.reduceat(values, starts)
 
 
 @dataclass(frozen=True)

@@ -334,22 +334,14 @@ def read(
     # for Int32) as bad_value_<column>.
     mapped = source_transform.apply(raw, table, mapping, text=fmt == "csv", row=ROW)
     _check_content(path, table, mapped.source.drop(ROW), text=fmt == "csv")
-    if fmt == "parquet" and mapping is IDENTITY:
-        # The contract's own Parquet columns: the typed rows are the rows as written.
-        return Table(
-            table,
-            fmt,
-            source=mapped.typed,
-            data=mapped.typed,
-            rows_in=raw.height,
-            mapping=mapped.report,
-        )
+    # The contract's own Parquet columns: the typed rows are the rows as written.
+    as_written = fmt == "parquet" and mapping is IDENTITY
     return Table(
         table,
         fmt,
-        source=mapped.source,
+        source=mapped.typed if as_written else mapped.source,
         data=mapped.typed,
         rows_in=raw.height,
-        parse_flags=mapped.flags,
+        parse_flags=[] if as_written else mapped.flags,
         mapping=mapped.report,
     )
