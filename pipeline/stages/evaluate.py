@@ -148,13 +148,7 @@ def _measure(
         test_metrics["ceiling"]["auc_knowable"] = ev.auc(y, test["knowable_log_odds"].to_numpy())
     valid = frame.filter(pl.col("slice") == VALID)
     names = scorer.feature_names
-    importance = pl.DataFrame(
-        {
-            "feature": names,
-            "dimension": [s.dimension for s in scorer.specs],
-            "gain_share": [info["importance"].get(n, 0.0) for n in names],
-        }
-    ).sort("gain_share", descending=True, maintain_order=True)
+    importance = _importance(scorer, info)
     top = importance.head(monitoring.top_features)["feature"].to_list()
     top_idx = [names.index(f) for f in top]
     csi = stability.csi(
@@ -332,13 +326,7 @@ def _measure_cv(
     y = test["bad"].to_numpy()
     x = scorer.matrix(frame)
     names = scorer.feature_names
-    importance = pl.DataFrame(
-        {
-            "feature": names,
-            "dimension": [s.dimension for s in scorer.specs],
-            "gain_share": [info["importance"].get(n, 0.0) for n in names],
-        }
-    ).sort("gain_share", descending=True, maintain_order=True)
+    importance = _importance(scorer, info)
     metrics: dict = {
         **{k: v for k, v in means.items()},
         "se": se,
@@ -477,3 +465,15 @@ def _log_to_run(settings: Sections, run_id: str, metrics: dict, out: Path) -> No
             {f"check.{k}": "pass" if c["passed"] else "fail" for k, c in metrics["checks"].items()}
         )
         mlflow.log_artifacts(str(out), artifact_path="report")
+
+
+def _importance(scorer: Scorer, info: dict) -> pl.DataFrame:
+    """Each feature's dimension and share of the split gain, largest first."""
+    names = scorer.feature_names
+    return pl.DataFrame(
+        {
+            "feature": names,
+            "dimension": [s.dimension for s in scorer.specs],
+            "gain_share": [info["importance"].get(n, 0.0) for n in names],
+        }
+    ).sort("gain_share", descending=True, maintain_order=True)
