@@ -170,6 +170,25 @@ class DriftParams(_Frozen):
         return Levels(warn=self.feature_csi_warn, alert=self.feature_csi_alert)
 
 
+class ServeParams(_Frozen):
+    """The online decision service (``longtail serve``; not a DVC stage).
+
+    ``decision_store`` is a SQLAlchemy URL (null: ``sqlite:///<data_dir>/decisions.db``);
+    ``alias`` the registry alias served, looked up every ``reload_seconds`` (0: loaded once);
+    ``as_of`` freezes the decision date (null: tomorrow, UTC, so every event so far counts);
+    ``max_batch`` caps how many queued requests one feature build takes together.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    decision_store: str | None = None
+    alias: str = "champion"
+    reload_seconds: float = Field(30.0, ge=0)
+    as_of: dt.date | None = None
+    segments: tuple[Segment, ...] = NAMES
+    max_batch: int = Field(32, ge=1)
+
+
 class MlflowParams(_Frozen):
     """Tracking store and experiment; MLFLOW_TRACKING_URI overrides the URI."""
 
@@ -194,6 +213,7 @@ class Settings(_Frozen):
     registry: RegistryParams = RegistryParams()
     drift: DriftParams = DriftParams()
     mlflow: MlflowParams = MlflowParams()
+    serve: ServeParams = ServeParams()
 
 
 class ConfigError(ValueError):
