@@ -448,8 +448,11 @@ def create_app(decisions: DecisionService) -> Any:
             raise Refused(404, f"expected a known decision id; got {decision_id!r}") from None
 
     @app.get("/latency")
-    def latency() -> dict[str, Any]:
-        return decisions.latency()
+    def latency(reset: bool = False) -> dict[str, Any]:
+        measured = decisions.latency()
+        if reset:
+            decisions.timings.clear()
+        return measured
 
     @app.get("/health")
     def health() -> dict[str, Any]:
