@@ -140,8 +140,12 @@ def _phase(url: str, bodies: list[dict], concurrency: int) -> dict:
         "p99_ms": round(float(np.percentile(latencies, 99)), 1),
         "decisions_per_s": round(len(bodies) / wall, 1),
         "service_parts_ms": {
-            k: {q: round(v, 2) for q, v in d.items()} for k, d in parts.items() if k != "count"
+            k: {q: round(v, 2) for q, v in d.items()}
+            for k, d in parts.items()
+            if k not in ("count", "batch_size")
         },
+        "requests_per_build": parts.get("batch_size"),
+        "load_average": round(os.getloadavg()[0], 1),
     }
 
 

@@ -176,6 +176,7 @@ class DecisionService:
         self.as_of = as_of
         self.max_batch = max_batch
         self.timings: deque[dict[str, float]] = deque(maxlen=100_000)
+        self.batches: deque[int] = deque(maxlen=100_000)  # requests per build
         self._queues: dict[str, queue.Queue[_Job]] = {}
         for segment in definitions:
             self._queues[segment] = queue.Queue()
@@ -272,6 +273,7 @@ class DecisionService:
     def _build(self, segment: str, batch: list[_Job]) -> list[tuple]:
         """Features and scores for a batch of one segment's requests."""
         timing = dict.fromkeys(PARTS, 0.0)
+        self.batches.append(len(batch))
         t0 = time.perf_counter()
         requests = [j.request for j in batch]
         inputs = self.state.inputs(segment, requests)
@@ -310,6 +312,8 @@ class DecisionService:
         out = {p: _quantiles(table[:, i]) for i, p in enumerate(PARTS)}
         out["total"] = _quantiles(total)
         out["count"] = {"n": float(len(table))}
+        if self.batches:
+            out["batch_size"] = _quantiles(np.array(self.batches, dtype=float))
         return out
 
 
@@ -452,6 +456,7 @@ def create_app(decisions: DecisionService) -> Any:
         measured = decisions.latency()
         if reset:
             decisions.timings.clear()
+            decisions.batches.clear()
         return measured
 
     @app.get("/health")

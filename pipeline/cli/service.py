@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from pipeline import keep_freed_memory
 from pipeline.cli.common import (
     AsOfOption,
     DataOption,
@@ -35,6 +36,7 @@ def serve(
     ``serve.reload_seconds``. ``--as-of`` freezes the decision date (a synthetic world's log
     ends in the past); by default every event up to the request counts.
     """
+    keep_freed_memory()  # the service builds features: before polars is imported
     import uvicorn
 
     from pipeline import serve as service
