@@ -58,6 +58,7 @@ def _params_file(settings, tmp_path: Path) -> Path:
     path.write_text(
         f"extends: {REPO / 'params.yaml'}\ndata_dir: {settings.data_dir}\n"
         f"serve: {{decision_store: '{settings.serve.decision_store}'}}\n"
+        f"mlflow: {{tracking_uri: '{settings.mlflow.tracking_uri}'}}\n"
     )
     return path
 
@@ -166,7 +167,7 @@ def test_a_decision_has_every_part_and_its_stored_features_are_the_batch_ones(
     assert got["pd"] == pytest.approx(scored["pd"][0], rel=1e-12)
     assert got["limit"] == scored["limit"][0]
     stored = client.get(f"/decisions/{got['decision_id']}").json()
-    names = [*model.scorer.feature_names, *POLICY_INPUTS]
+    names = [*model.scorer.feature_names, *POLICY_INPUTS, "principal", "term_months"]
     assert stored["features"] == clean(frame.select(names).row(0, named=True))
 
 
@@ -193,6 +194,12 @@ def test_a_declined_applicant_is_explained_by_id_and_may_ask_for_review(
     assert shown.exit_code == 0, shown.output
     assert "declined" in shown.output
     assert got["reasons"][0].split(":")[0] in shown.output
+
+    replayed = runner.invoke(
+        app, ["explain", got["decision_id"], "--params", str(params), "--replay"]
+    )
+    assert replayed.exit_code == 0, replayed.output
+    assert f"replay: the same outputs with version {got['model_version']}" in replayed.output
 
     review = client.post(f"/decisions/{got['decision_id']}/review", json={"note": "look again"})
     assert review.status_code == 200

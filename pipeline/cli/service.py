@@ -69,22 +69,52 @@ def explain(
     params: ParamsOption = Path("params.yaml"),
     data: DataOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="The whole stored record.")] = False,
+    replay: Annotated[
+        bool, typer.Option(help="Score the stored features again with the stored model version.")
+    ] = False,
 ) -> None:
-    """Explain a logged decision: outcome, score, limit, reasons, sub-scores, model version."""
+    """Explain a logged decision: outcome, score, limit, reasons, sub-scores, model version.
+
+    ``--replay`` scores the stored features again with the model version that decided and
+    says whether every output is the same (exit 1 if not).
+    """
     from pipeline.decisions import DecisionStore, clean, explanation
     from pipeline.serve import decision_store
 
     with running("explain", quiet=True):
-        store = DecisionStore(decision_store(settings_for(params, data)))
+        settings = settings_for(params, data)
+        store = DecisionStore(decision_store(settings))
         record = store.get(decision_id)
         store.close()
         if record is None:
             raise ValueError(f"expected a decision id in the decision log; got {decision_id!r}")
     if as_json:
         out.print_json(json.dumps(clean(record), ensure_ascii=False))
-        return
-    for line in explanation(record):
-        out.print(line, soft_wrap=True, markup=False)
+    else:
+        for line in explanation(record):
+            out.print(line, soft_wrap=True, markup=False)
+    if replay:
+        with running("replay", quiet=True):
+            again = _replayed(settings, record)
+        differ = sorted(k for k in record["outputs"] if again.get(k) != record["outputs"][k])
+        if differ:
+            out.print(f"replay: different {', '.join(differ)}", markup=False)
+            raise typer.Exit(1)
+        out.print(f"replay: the same outputs with version {record['model_version']}")
+
+
+def _replayed(settings, record: dict) -> dict:
+    """The record's outputs made again from its stored features by its model version."""
+    import tempfile
+
+    from pipeline import registry
+    from pipeline.serve import replay
+
+    registry.configure(settings.mlflow.tracking_uri, settings.mlflow.experiment)
+    uri = registry.version_uri(record["model_name"], record["model_version"])
+    with tempfile.TemporaryDirectory(prefix="longtail-replay-") as folder:
+        scorer = registry.load_scorer(uri, Path(folder))
+    return replay(record, scorer)
 
 
 @app.command()
