@@ -63,6 +63,10 @@ def _params_file(settings, tmp_path: Path) -> Path:
     return path
 
 
+# the loan asked for reaches the features as spine columns (the application features read them)
+_LOAN = (pl.lit(1000.0).alias("principal"), pl.lit(12, dtype=pl.Int32).alias("term_months"))
+
+
 def _body(entity: str, segment: str, **extra: object) -> dict:
     return {"entity_id": entity, "segment": segment, "amount": 1000.0, "term_months": 12, **extra}
 
@@ -73,7 +77,7 @@ def test_online_features_equal_batch_for_many_entities(world, client, segment: s
     layout = Layout(world.data_dir)
     as_of = scoring_date(world)
     defined = feature_definitions(segment, world.features, world.label)
-    spine = scoring_spine(layout, segment, as_of)
+    spine = scoring_spine(layout, segment, as_of).with_columns(_LOAN)
     chosen = spine.sample(80, seed=3).sort("entity_id")
     batch = segment_features(layout, defined, spine, chunks=1).join(
         chosen.select("entity_id"), on="entity_id", how="semi", maintain_order="left"
@@ -118,7 +122,9 @@ def test_events_sent_with_the_request_equal_the_batch_log(world, tmp_path: Path)
         sent = recent.filter(pl.col("consumer_id") == entity).drop("consumer_id")
         rows = sent.with_columns(pl.col("ts").dt.to_string("%Y-%m-%dT%H:%M:%S%.6fZ")).to_dicts()
         requests.append(Request(entity, as_of, state.validate_events(segment, entity, as_of, rows)))
-    spine = pl.DataFrame({"entity_id": entities, "as_of": [as_of] * len(entities)})
+    spine = pl.DataFrame({"entity_id": entities, "as_of": [as_of] * len(entities)}).with_columns(
+        _LOAN
+    )
     online = pl.concat(
         build(defined, spine.slice(i, 1), state.inputs(segment, [r]))
         for i, r in enumerate(requests)
