@@ -37,6 +37,10 @@ TINY: dict[str, list[str]] = {
         "--data", "{tmp}/feature_job",
     ],
     "generate": ["--merchants", "200", "--consumers", "500", "--months", "6", "--runs", "1"],
+    "online": [
+        "--merchants", "300", "--consumers", "1200", "--months", "24", "--requests", "40",
+        "--sequential", "10", "--concurrency", "4", "--runs", "1", "--work", "{tmp}/online",
+    ],
     "scoring": [
         "--rows", "2000", "--agreement-rows", "200", "--repeats", "1", "--trees", "20",
         "--work", "{tmp}/scoring",
@@ -64,7 +68,7 @@ def test_benchmark_runs_to_the_end(name: str, tmp_path: Path) -> None:
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=900,  # the online load test builds and trains a small world first
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]

@@ -29,7 +29,10 @@ OTHER_BRANCHES = {
     # read only when a champion exists to compare with: test_promote.py
     # (test_promotion_refused_when_challenger_is_worse, test_gate_rules)
     "registry.auc_tolerance",
-}
+    # not a DVC stage: read by `longtail serve` (pipeline/serve.py), tested in tests/test_serve.py
+    "serve.host", "serve.port", "serve.decision_store", "serve.alias",
+    "serve.reload_seconds", "serve.as_of", "serve.segments", "serve.max_batch",
+}  # fmt: skip
 
 
 def _stages() -> dict[str, dict]:
