@@ -15,9 +15,9 @@ and in ``challenger.html`` beside the scores:
 
 The test cell: the entity id, salted with ``challenger_seed``, is hashed with 64-bit FNV-1a and
 MurmurHash3's finaliser (vectorised over the ids' bytes, stable across processes and library
-versions, unlike Python's ``hash`` or polars' ``hash``) to a number in [0, 1); the entity is in the cell when that number
-is below the share. So an entity stays in (or out of) the cell from run to run, and a larger
-share keeps every entity of a smaller one.
+versions, unlike Python's ``hash`` or polars' ``hash``) to a number in [0, 1); the entity is in
+the cell when that number is below the share. So an entity stays in (or out of) the cell from
+run to run, and a larger share keeps every entity of a smaller one.
 """
 
 from __future__ import annotations
