@@ -112,12 +112,20 @@ class MonitoringParams(_Frozen):
 
 
 class ScoringParams(_Frozen):
-    """Batch scoring: the date (null: the end of the observed log), segments, reason codes."""
+    """Batch scoring: the date (null: the end of the observed log), segments, reason codes.
+
+    With a ``challenger`` alias on another version than the champion, the book is scored by
+    both (:mod:`pipeline.challenger`); ``challenger_cell`` is the share of entities (drawn by a
+    stable hash of the entity id salted with ``challenger_seed``, so an entity stays in or out
+    of the cell from run to run) whose decision the challenger makes, 0 for none.
+    """
 
     as_of: dt.date | None = None
     segments: tuple[Segment, ...] = NAMES
     reasons: bool = True
     max_days_after_log: int = Field(3, ge=0)
+    challenger_cell: float = Field(0.0, ge=0, le=1)
+    challenger_seed: int = Field(0, ge=0)
 
 
 class RegistryParams(_Frozen):
@@ -170,6 +178,38 @@ class DriftParams(_Frozen):
         return Levels(warn=self.feature_csi_warn, alert=self.feature_csi_alert)
 
 
+class MonitorParams(_Frozen):
+    """Performance before labels and after (``longtail monitor``, :mod:`models.monitoring`).
+
+    A loan issued within ``issue_window_days`` from a scoring date is judged by the PD its
+    entity got that day. A cohort with ``min_loans`` matured loans or more is ``alert`` when its
+    realised bad rate parts from the expected by more than ``bad_rate_gap`` (or its AUC by more
+    than ``auc_gap``) *and* by more than ``z_alert`` standard errors. Vintage curves count loans
+    ever ``vintage_dpd`` days past due by month on book, up to ``months_on_book``; roll rates
+    move between the days-past-due buckets cut at ``roll_buckets``. ``fail_on_alert`` makes
+    ``longtail monitor`` exit 4 on an alert (after publishing).
+    """
+
+    issue_window_days: int = Field(30, gt=0)
+    min_loans: int = Field(100, gt=0)
+    bad_rate_gap: float = Field(0.02, ge=0)
+    auc_gap: float = Field(0.05, ge=0)
+    z_alert: float = Field(3.0, ge=0)
+    vintage_dpd: tuple[int, ...] = (30, 90)
+    months_on_book: int = Field(12, gt=0)
+    roll_buckets: tuple[int, ...] = (1, 30, 60, 90)
+    fail_on_alert: bool = True
+
+    @model_validator(mode="after")
+    def _increasing(self) -> MonitorParams:
+        """Levels and bucket edges are positive and increasing."""
+        for name in ("vintage_dpd", "roll_buckets"):
+            values = list(getattr(self, name))
+            if not values or values != sorted(set(values)) or values[0] < 1:
+                raise ValueError(f"expected {name} increasing from 1 up; got {values}")
+        return self
+
+
 class ServeParams(_Frozen):
     """The online decision service (``longtail serve``; not a DVC stage).
 
@@ -212,6 +252,7 @@ class Settings(_Frozen):
     scoring: ScoringParams = ScoringParams()
     registry: RegistryParams = RegistryParams()
     drift: DriftParams = DriftParams()
+    monitor: MonitorParams = MonitorParams()
     mlflow: MlflowParams = MlflowParams()
     serve: ServeParams = ServeParams()
 

@@ -30,6 +30,7 @@ def test_every_stage_command_is_a_cli_command_with_real_options() -> None:
         "evaluate",
         "register",
         "score",
+        "monitor",
     }
     for name, stage in stages.items():
         words = shlex.split(stage["cmd"])

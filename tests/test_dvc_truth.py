@@ -20,7 +20,7 @@ import yaml
 from registry_world import private_world
 from stage_trace import dvc_stages
 
-from pipeline.stages import score
+from pipeline.stages import monitor, score
 
 REPO = Path(__file__).resolve().parent.parent
 SEGMENTS = ("merchant", "consumer")
@@ -84,6 +84,10 @@ def chain(trained_world, stage_trace, tmp_path_factory: pytest.TempPathFactory) 
         assert segment in stage_trace.run(name, score.segments, world)
         manifest = stage_trace.run(name, score.run, world, segment, force=True)
         stage_trace.run(name, score.fails_run, world, manifest)
+    for segment in SEGMENTS:  # after score: it reads the scores folders score wrote
+        name = f"monitor@{segment}"
+        summary = stage_trace.run(name, monitor.run, world, segment)
+        stage_trace.run(name, monitor.fails_run, world, summary)
     return stage_trace.stages
 
 
@@ -164,7 +168,17 @@ def test_a_stage_sees_only_the_sections_it_declares() -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["generate", "validate", "features", "train", "evaluate", "register", "promote", "score"],
+    [
+        "generate",
+        "validate",
+        "features",
+        "train",
+        "evaluate",
+        "register",
+        "promote",
+        "score",
+        "monitor",
+    ],
 )
 def test_every_stage_runs_under_its_declared_params(name: str) -> None:
     import importlib
@@ -183,6 +197,7 @@ STAGE_MODULES = {
     "evaluate": ("pipeline.stages.evaluate",),
     "register": ("pipeline.stages.register", "pipeline.stages.promote"),  # register --promote
     "score": ("pipeline.stages.score",),
+    "monitor": ("pipeline.stages.monitor",),
 }
 
 

@@ -8,7 +8,7 @@ group (data, modelling, scoring); importing them registers them on the one ``app
 
 from __future__ import annotations
 
-from pipeline.cli import data, modelling, scoring, service
+from pipeline.cli import data, governance, modelling, scoring, service
 from pipeline.cli.common import INPUT_EXIT_CODE, app
 
-__all__ = ["INPUT_EXIT_CODE", "app", "data", "modelling", "scoring", "service"]
+__all__ = ["INPUT_EXIT_CODE", "app", "data", "governance", "modelling", "scoring", "service"]

@@ -56,10 +56,13 @@ def score(
     ``--segment all`` scores the segments of params.yaml ``scoring.segments`` that the validated
     data holds. Exit codes:
     0 done (or already done), 1 error (nothing published), 3 drift alert (scores
-    published, manifest says alert; see params.yaml drift).
+    published, manifest says alert; see params.yaml drift). With a ``challenger`` alias on
+    another version, one more line compares it with the champion on the same book
+    (challenger.html in the scores folder).
     """
     keep_freed_memory()  # scoring builds features: before polars is imported
     from pipeline.batch import DRIFT_EXIT_CODE
+    from pipeline.challenger import summary_line
     from pipeline.config import DriftParams
     from pipeline.stages import score as stage
 
@@ -89,6 +92,9 @@ def score(
             f"{manifest['model_name']} v{manifest['model_version']} ({state}); drift "
             f"{drift.get('status', 'n/a')} (score PSI {manifest['score_psi_vs_training']:.3f})"
         )
+        compared = summary_line(manifest.get("challenger"))
+        if compared:
+            out.print(f"    {compared}")
         if drift.get("status") in {"warning", "alert"}:
             console.print(
                 f"[{'red' if drift['status'] == 'alert' else 'yellow'}]drift {drift['status']}"

@@ -17,6 +17,14 @@ The champion (or a given model URI) scores the whole book at ``as_of`` and one f
 - **Drift**: the manifest records score PSI and feature CSI against the reference saved with
   the model (:mod:`pipeline.drift`), with status ok / warning / alert; :func:`fails_run` says
   whether ``drift.fail_on`` makes that an exit code 3.
+- **Champion/challenger**: when the ``challenger`` alias points at another version than the
+  champion, that version scores the same features too; the manifest's ``challenger`` section
+  and ``challenger.html`` compare the two (:mod:`pipeline.challenger`), and the entities of the
+  test cell (``scoring.challenger_cell``) get the challenger's decision. A challenger whose
+  features are not this code's is not compared (the section says why); the champion's run
+  goes on. With ``--model-uri`` there is no champion to compare: ``challenger`` is null.
+- **Performance before labels**: the manifest's ``expected`` holds the bad rate and AUC the
+  applied PDs promise (:func:`models.monitoring.expected`), for ``longtail monitor``.
 """
 
 from __future__ import annotations
@@ -30,8 +38,10 @@ from pathlib import Path
 
 import polars as pl
 
+from features.catalog import Catalog
+from models import monitoring
 from models.scorer import Scorer
-from pipeline import batch, drift, inputs, registry
+from pipeline import batch, challenger, drift, inputs, registry
 from pipeline.artifacts import TRAINING_FILE, read_reference_scores, read_training
 from pipeline.config import Sections, uses
 from pipeline.storage import Layout, exclusive_lock, publishing, require, sweep
@@ -69,6 +79,7 @@ def run(
     The drift status is in ``manifest["drift"]``; :func:`fails_run` judges it.
     """
     started = time.perf_counter()
+    cell_share, cell_seed = settings.scoring.challenger_cell, settings.scoring.challenger_seed
     layout = Layout(settings.data_dir)
     as_of = as_of or inputs.default_as_of(layout, settings.scoring)
     # Scoring past the end of the log would treat missing data as inactivity: refuse it.
@@ -122,9 +133,26 @@ def run(
         scores = scorer.score(features, reasons=settings.scoring.reasons).with_columns(
             pl.lit(int(version), dtype=pl.Int32).alias("model_version")
         )
+        against = (
+            _challenger(settings, segment, name, version, target.parent, defined.catalog)
+            if model_uri is None
+            else None
+        )
+        champion_scores = scores
+        section = None
+        if against is not None and isinstance(against[1], str):
+            section = {"model_version": against[0], "skipped": against[1]}
+            scores = challenger.champion_only(scores)
+        elif against is not None:
+            section, scores = _compare(
+                settings, scorer, against, features, scores, int(version), (cell_share, cell_seed)
+            )
+            section = {"segment": segment, "as_of": as_of.isoformat(), **section}
+        else:
+            scores = challenger.champion_only(scores)
         drift_report = drift.assess(
             reference,
-            scores["score"].to_numpy(),
+            champion_scores["score"].to_numpy(),
             scorer.matrix(features) if "feature_bins" in reference else None,
             scorer.feature_names,
             settings.drift,
@@ -144,6 +172,8 @@ def run(
             "score_distribution": batch.score_distribution(scores),
             "score_psi_vs_training": drift_report["score_psi"],
             "drift": drift_report,
+            "challenger": section,
+            "expected": monitoring.expected(scores["pd"].to_numpy()),
             "written_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "seconds": round(time.perf_counter() - started, 3),
         }
@@ -154,10 +184,77 @@ def run(
 
         with publishing(target) as tmp:
             batch.write_scores(scores, tmp)
+            if section is not None and "comparison" in section:
+                (tmp / challenger.REPORT_FILE).write_text(challenger.render(section))
             batch.write_manifest(manifest, tmp)
     _log_drift(segment, as_of, drift_report)
     log.info("scored %s at %s: %s", segment, as_of, manifest)
     return manifest
+
+
+def _challenger(
+    settings: Sections, segment: str, name: str, champion: str, folder: Path, catalog: Catalog
+) -> tuple[int, Scorer | str] | None:
+    """The challenger version and its Scorer (or why it cannot score); None when there is none.
+
+    There is none when the alias is missing or points at the champion's version.
+    """
+    found = registry.version_by_alias(segment, registry.CHALLENGER)
+    if found is None or str(found.version) == str(champion):
+        return None
+    version = int(found.version)
+    with tempfile.TemporaryDirectory(prefix=f".challenger-{segment}-", dir=folder) as download:
+        local = registry.download_scorer(registry.version_uri(name, version), Path(download))
+        model = Scorer.load(local)
+        trained = (
+            read_training(local).get("catalog_hash") if (local / TRAINING_FILE).exists() else None
+        )
+    try:
+        batch.check_feature_list(model.feature_names, catalog.names, segment)
+        batch.check_catalog_hash(trained, catalog.hash, segment)
+    except batch.FeatureMismatch as exc:
+        log.warning("challenger v%d of %s not compared: %s", version, segment, exc)
+        return version, str(exc)
+    return version, model
+
+
+def _compare(
+    settings: Sections,
+    champion: Scorer,
+    against: tuple[int, Scorer],
+    features: pl.DataFrame,
+    scores: pl.DataFrame,
+    champion_version: int,
+    cell: tuple[float, int],
+) -> tuple[dict, pl.DataFrame]:
+    """Score the book with the challenger, compare, and apply its decision to the test cell."""
+    version, model = against
+    share, seed = cell
+    theirs = model.score(features, reasons=settings.scoring.reasons and share > 0)
+    comparison = challenger.compare(
+        scores,
+        theirs,
+        champion_cutoff=champion.policy.approval_cutoff,
+        challenger_cutoff=model.policy.approval_cutoff,
+        band_order=champion.scaling.band_order,
+        levels=settings.drift.score_levels,
+        bins=settings.drift.bins,
+    )
+    flags = challenger.in_cell(scores["entity_id"], share, seed)
+    applied = challenger.decide(
+        scores, theirs, flags, champion_version=champion_version, challenger_version=version
+    )
+    section = {
+        "model_version": version,
+        "model_uri": registry.version_uri(registry.model_name(champion.segment), version),
+        "champion_version": champion_version,
+        "cell_share": share,
+        "cell_seed": seed,
+        "decided_by_challenger": int(flags.sum()),
+        "report": challenger.REPORT_FILE,
+        "comparison": comparison,
+    }
+    return section, applied
 
 
 def _log_drift(segment: str, as_of: dt.date, report: dict) -> None:
