@@ -10,7 +10,10 @@ from typer.testing import CliRunner
 from pipeline.cli import app
 
 runner = CliRunner()
-COMMANDS = ["generate", "validate", "features", "train", "evaluate", "register", "score", "demo"]
+COMMANDS = [
+    "generate", "validate", "features", "train", "evaluate", "register", "promote", "score",
+    "monitor", "serve", "explain", "review", "demo",
+]  # fmt: skip
 REPO = Path(__file__).resolve().parent.parent
 
 
