@@ -281,23 +281,24 @@ def gate_refusals(challenger: dict, champion: dict | None, params: FairnessParam
     ``params.tolerance`` below the champion's.
     """
     refusals = []
+    limit, tolerance = params.adverse_impact_min, params.tolerance
     for name, rec in challenger["attributes"].items():
         air = rec.get("adverse_impact_ratio")
         if air is None:
             continue
-        if air < params.adverse_impact_min:
+        if air < limit:
             refusals.append(
                 f"the challenger's adverse impact ratio on {name} is {air:.3f} "
                 f"(approval of {rec['lowest_group']} over {rec['highest_group']} at score "
-                f"{challenger['cutoff']:g}), below the limit {params.adverse_impact_min}"
+                f"{challenger['cutoff']:g}), below the limit {limit}"
             )
             continue
         champ = (champion or {}).get("attributes", {}).get(name, {}).get("adverse_impact_ratio")
-        if champ is not None and air < champ - params.tolerance:
+        if champ is not None and air < champ - tolerance:
             refusals.append(
                 f"the challenger's adverse impact ratio on {name} is {air:.3f}, worse than the "
                 f"champion's {champ:.3f} on the same rows by more than the tolerance "
-                f"{params.tolerance}"
+                f"{tolerance}"
             )
     return refusals
 
