@@ -5,7 +5,8 @@ evaluation rows are split by group and, at the approval cut-off on the score:
 
 * the **approval rate** (fairlearn's selection rate of "approved") and the **adverse impact
   ratio**: the lowest judged group's approval rate over the highest's (the US "four-fifths"
-  rule flags a ratio under 0.8);
+  rule flags a ratio under 0.8), flagged when even its upper confidence bound is under the
+  limit, so that groups parting by sampling noise alone are not;
 * the **true and false positive rate gaps**, with approval as the favourable outcome: the
   true positive rate is the share of *good* loans approved (equal opportunity: creditworthy
   applicants approved alike), the false positive rate the share of *bad* loans approved; a gap
@@ -193,8 +194,9 @@ def assess_attribute(
     """The fairness record of one attribute (``groups`` None or all null: absent).
 
     ``adverse_impact_ratio`` is None when fewer than two groups are large enough to judge (or
-    no judged group is approved at all); ``flagged`` says whether it is under
-    ``params.adverse_impact_min``.
+    no judged group is approved at all); ``adverse_impact_upper`` is its upper confidence
+    bound (:func:`air_upper_bound`), and ``flagged`` says whether even that bound is under
+    ``params.adverse_impact_min``: the disparity is larger than the groups' sampling noise.
     """
     if groups is None or groups.null_count() == groups.len():
         return {"status": "absent", "note": "the lender does not hold this attribute"}
@@ -211,6 +213,7 @@ def assess_attribute(
         "true_positive_rate_gap": None,
         "false_positive_rate_gap": None,
         "calibration_gap": None,
+        "adverse_impact_upper": None,
         "flagged": False,
     }
     if judged.height < 2:
@@ -238,9 +241,34 @@ def assess_attribute(
             float((judged["mean_pd"] - judged["bad_rate"]).abs().max())  # type: ignore[arg-type]
         ),
     }
-    air = record["adverse_impact_ratio"]
-    record["flagged"] = air is not None and air < params.adverse_impact_min
+    low, high = ordered.row(0, named=True), ordered.row(-1, named=True)
+    upper = air_upper_bound(
+        low["approval_rate"], low["loans"], high["approval_rate"], high["loans"], judged.height
+    )
+    record["adverse_impact_upper"] = upper
+    # Flagged when even the upper confidence bound is under the limit: a disparity larger than
+    # the groups' sampling noise (twelve regions of a hundred loans part by chance alone).
+    record["flagged"] = record["adverse_impact_ratio"] is not None and (
+        upper < params.adverse_impact_min
+    )
     return record
+
+
+def air_upper_bound(p_low: float, n_low: int, p_high: float, n_high: int, groups: int) -> float:
+    """Upper 95% confidence bound of the ratio of two approval rates, over all group pairs.
+
+    Katz's log method for a ratio of proportions, with half a loan added to each count (so a
+    group approved never or always still has a bound), at the Bonferroni level for the
+    ``groups * (groups - 1) / 2`` pairs the lowest and highest were picked from.
+    """
+    from scipy.stats import norm
+
+    pairs = max(groups * (groups - 1) // 2, 1)
+    z = float(norm.ppf(1 - 0.05 / (2 * pairs)))
+    a = (p_low * n_low + 0.5) / (n_low + 1)
+    b = (p_high * n_high + 0.5) / (n_high + 1)
+    se = math.sqrt((1 - a) / (a * (n_low + 1)) + (1 - b) / (b * (n_high + 1)))
+    return float(min(a / b * math.exp(z * se), 1.0))
 
 
 def assess(
@@ -277,8 +305,10 @@ def gate_refusals(challenger: dict, champion: dict | None, params: FairnessParam
     """Why a challenger's fairness bars it from champion (empty: it may pass).
 
     ``challenger`` and ``champion`` are :func:`assess` records on the same rows. Refused when
-    an attribute's adverse impact ratio is under ``params.adverse_impact_min``, or more than
-    ``params.tolerance`` below the champion's.
+    an attribute's adverse impact ratio is under ``params.adverse_impact_min`` beyond the
+    groups' sampling noise (its upper confidence bound is under it), or more than
+    ``params.tolerance`` below the champion's (the two are measured on the same rows, so their
+    noise is shared).
     """
     refusals = []
     limit, tolerance = params.adverse_impact_min, params.tolerance
@@ -286,11 +316,13 @@ def gate_refusals(challenger: dict, champion: dict | None, params: FairnessParam
         air = rec.get("adverse_impact_ratio")
         if air is None:
             continue
-        if air < limit:
+        upper = rec.get("adverse_impact_upper", air)
+        if upper < limit:
             refusals.append(
                 f"the challenger's adverse impact ratio on {name} is {air:.3f} "
                 f"(approval of {rec['lowest_group']} over {rec['highest_group']} at score "
-                f"{challenger['cutoff']:g}), below the limit {limit}"
+                f"{challenger['cutoff']:g}; upper confidence bound {upper:.3f}), below the "
+                f"limit {limit}"
             )
             continue
         champ = (champion or {}).get("attributes", {}).get(name, {}).get("adverse_impact_ratio")

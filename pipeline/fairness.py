@@ -90,7 +90,11 @@ def measure_scorer(
 
 
 def check(record: dict) -> dict | None:
-    """The evaluation's acceptance check: the lowest judged adverse impact ratio (None: none)."""
+    """The evaluation's acceptance check: the lowest judged adverse impact ratio (None: none).
+
+    It fails when any attribute is flagged (:func:`models.fairness.assess_attribute`: its upper
+    confidence bound is under the limit), not on a point estimate that sampling noise moved.
+    """
     ratios = {
         a: r["adverse_impact_ratio"]
         for a, r in record["attributes"].items()
@@ -99,10 +103,13 @@ def check(record: dict) -> dict | None:
     if not ratios:
         return None
     worst = min(ratios, key=lambda a: ratios[a])
+    flagged = [a for a in ratios if record["attributes"][a]["flagged"]]
     return {
         "value": ratios[worst],
         "limit": record["adverse_impact_min"],
         "rule": ">=",
         "attribute": worst,
-        "passed": ratios[worst] >= record["adverse_impact_min"],
+        "upper_bound": record["attributes"][worst]["adverse_impact_upper"],
+        # judged beyond sampling noise: fails when an attribute's upper bound is under the limit
+        "passed": not flagged,
     }

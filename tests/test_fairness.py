@@ -60,11 +60,38 @@ def test_group_rates_and_the_adverse_impact_ratio_by_hand() -> None:
     assert rec["true_positive_rate_gap"] == pytest.approx(1 - 1 / 3)
     assert rec["false_positive_rate_gap"] == pytest.approx(0.5)
     assert rec["calibration_gap"] == pytest.approx(abs(0.22 - 0.4))
-    assert rec["flagged"] is True
-    assert record["flagged"] == ["gender"]
+    # 0.5 is under the 0.8 limit, but five loans a group cannot show it beyond chance
+    assert rec["adverse_impact_upper"] == 1.0
+    assert rec["flagged"] is False
+    assert record["flagged"] == []
     # the other attributes were not given: absent, not an error
     assert record["attributes"]["age"]["status"] == "absent"
     assert record["attributes"]["region"]["status"] == "absent"
+
+
+def test_a_disparity_beyond_sampling_noise_is_flagged_and_one_within_it_is_not() -> None:
+    # the same rates on 100 times the loans: the upper bound falls under the limit
+    groups, bad, pd_, score = _book()
+    many = pl.concat([groups] * 100)
+    args = (np.tile(bad, 100), np.tile(pd_, 100), np.tile(score, 100), 550, PARAMS)
+    rec = fairness.assess({"gender": many}, *args)["attributes"]["gender"]
+    assert rec["adverse_impact_ratio"] == pytest.approx(0.5)
+    assert rec["adverse_impact_ratio"] < rec["adverse_impact_upper"] < 0.8
+    assert rec["flagged"] is True
+    # by hand: Katz log bound, half a loan added, z for one pair
+    a, b = (200.5 / 501), (400.5 / 501)
+    se = math.sqrt((1 - a) / (a * 501) + (1 - b) / (b * 501))
+    assert fairness.air_upper_bound(0.4, 500, 0.8, 500, 2) == pytest.approx(
+        a / b * math.exp(1.959964 * se), rel=1e-6
+    )
+    # twelve groups of a hundred drawn alike part by chance: not flagged
+    rng = np.random.default_rng(0)
+    regions = pl.Series(np.repeat([f"r{i}" for i in range(12)], 100))
+    approved = rng.random(1200) < 0.8
+    fair = fairness.assess_attribute(
+        regions, np.zeros(1200), np.full(1200, 0.05), approved, FairnessParams()
+    )
+    assert fair["flagged"] is False, fair["adverse_impact_ratio"]
 
 
 def test_an_attribute_held_for_nobody_is_absent_and_one_judged_group_is_not_judged() -> None:

@@ -35,7 +35,7 @@ def test_first_promotion_without_champion_is_recorded(trained_world, tmp_path: P
     registry.configure(settings.mlflow.tracking_uri, settings.mlflow.experiment)
     MlflowClient().delete_registered_model_alias(NAME, registry.CHAMPION)
     result = promote.run(settings, SEGMENT)
-    assert result["decision"] == "promoted"
+    assert result["decision"] == "promoted", result["reasons"]
     assert "no champion yet" in result["reasons"][0]
     assert _aliases(settings)[registry.CHAMPION] == "1"
     tags = _tags(1)
@@ -204,7 +204,7 @@ def test_a_biased_challenger_is_flagged_by_evaluate_and_refused_by_the_gate(
     metrics = evaluate.run(settings, SEGMENT)
     assert metrics["fairness"]["flagged"] == ["gender"]
     gender = metrics["fairness"]["attributes"]["gender"]
-    assert gender["adverse_impact_ratio"] == pytest.approx(0.0)
+    assert gender["adverse_impact_ratio"] < 0.5
     assert (gender["lowest_group"], gender["highest_group"]) == ("female", "male")
     check = metrics["checks"]["adverse_impact_ratio"]
     assert check["attribute"] == "gender"
@@ -219,11 +219,11 @@ def test_a_biased_challenger_is_flagged_by_evaluate_and_refused_by_the_gate(
     result = promote.run(settings, SEGMENT)
     assert result["decision"] == "refused"
     assert any(
-        "adverse impact ratio on gender is 0.000" in r and "below the limit 0.8" in r
+        "adverse impact ratio on gender" in r and "below the limit 0.8" in r
         for r in result["reasons"]
     ), result["reasons"]
     assert _aliases(settings)[registry.CHAMPION] == "1"
-    assert json.loads(_tags(2)["promotion_challenger_adverse_impact"])["gender"] == 0.0
+    assert json.loads(_tags(2)["promotion_challenger_adverse_impact"])["gender"] < 0.5
 
 
 @pytest.mark.slow

@@ -343,10 +343,10 @@ def _fairness_record() -> dict:
     from models import fairness
     from models.fairness import FairnessParams
 
-    groups = pl.Series(["<b>f</b>"] * 6 + ["m"] * 6)
-    bad = np.array([0, 0, 0, 0, 0, 1] * 2, dtype=float)
-    score = np.array([500, 500, 500, 600, 600, 500, 600, 600, 600, 600, 600, 500])
-    pd_ = np.full(12, 0.1)
+    groups = pl.Series((["<b>f</b>"] * 6 + ["m"] * 6) * 50)
+    bad = np.tile(np.array([0, 0, 0, 0, 0, 1] * 2, dtype=float), 50)
+    score = np.tile(np.array([500, 500, 500, 600, 600, 500, 600, 600, 600, 600, 600, 500]), 50)
+    pd_ = np.full(600, 0.1)
     return fairness.assess(
         {"gender": groups}, bad, pd_, score, 550, FairnessParams(min_group_size=3)
     )

@@ -24,7 +24,8 @@ def fairness_section(record: dict) -> Section:
         else:
             parts.append(
                 f"{name}: adverse impact ratio {rec['adverse_impact_ratio']:.3f} "
-                f"({rec['lowest_group']} lowest, {rec['highest_group']} highest), TPR gap "
+                f"({rec['lowest_group']} lowest, {rec['highest_group']} highest; upper "
+                f"confidence bound {_num(rec.get('adverse_impact_upper'))}), TPR gap "
                 f"{_num(rec['true_positive_rate_gap'])}, FPR gap "
                 f"{_num(rec['false_positive_rate_gap'])}, largest group calibration gap "
                 f"{_num(rec['calibration_gap'])}" + (" — FLAGGED" if rec["flagged"] else "")
@@ -33,10 +34,10 @@ def fairness_section(record: dict) -> Section:
     text = (
         f"Approval at score {record['cutoff']:g} (the model's approval cut-off) on "
         f"{record['rows']:,} evaluation loans, by group. The adverse impact ratio is the lowest "
-        "judged group's approval rate over the highest's; under "
-        f"{record['adverse_impact_min']} it is flagged (four-fifths rule) and the promotion "
-        "gate refuses the model. The true positive rate is the share of good loans approved, "
-        "the false positive rate the share of bad loans approved; groups under "
+        "judged group's approval rate over the highest's; when even its upper confidence bound "
+        f"is under {record['adverse_impact_min']} (four-fifths rule) it is flagged and the "
+        "promotion gate refuses the model. The true positive rate is the share of good loans "
+        "approved, the false positive rate the share of bad loans approved; groups under "
         f"{record['min_group_size']} loans are shown but not judged. "
         + "; ".join(parts)
         + ". "
