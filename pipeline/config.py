@@ -27,6 +27,7 @@ from pydantic import (
 
 from features.contract.segments import NAMES
 from models.baseline import BaselineParams
+from models.fairness import FairnessParams
 from models.labels import LabelParams
 from models.limits import LimitPolicy
 from models.scaling import ScalingParams
@@ -49,6 +50,19 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class WorldBias(_Frozen):
+    """A group disparity planted in the synthetic world, for the fairness tests.
+
+    Members of ``group`` of ``attribute`` (``gender``: ``female`` or ``male``) get traits that
+    raise the additive part of their log-odds of default by ``ln(pd_multiplier)``, in ways the
+    log shows (``world.groups.GroupBias``).
+    """
+
+    attribute: Literal["gender"] = "gender"
+    group: Literal["female", "male"]
+    pd_multiplier: float = Field(gt=0)
+
+
 class WorldParams(_Frozen):
     """Size, seed and flavour of the synthetic world the demo generates.
 
@@ -56,6 +70,7 @@ class WorldParams(_Frozen):
     schedules) or ``bank`` (a retail bank's consumers: current-account statements and loan
     outcomes, no merchant tables; ``merchants`` is then not used). The values are the world's
     ``world.synth.FLAVOURS``, restated here because production never imports the world.
+    ``bias`` (null: none) plants a group disparity (:class:`WorldBias`).
     """
 
     merchants: int = Field(gt=0)
@@ -64,6 +79,7 @@ class WorldParams(_Frozen):
     seed: int = 42
     start: dt.date = dt.date(2023, 1, 1)
     flavour: Literal["platform", "bank"] = "platform"
+    bias: WorldBias | None = None
 
 
 class ValidationParams(_Frozen):
@@ -101,7 +117,10 @@ class MonitoringParams(_Frozen):
     stability rule at the ``drift`` levels); ``min_auc_lift`` is
     how far the model must beat the scorecard baseline and ``max_ceiling_gap`` how close it
     must come to the true-PD ceiling (synthetic data only); ``auc_drop_alert`` is the fall in
-    AUC from the test figure that should trigger a review in production.
+    AUC from the test figure that should trigger a review in production. The ECE check is
+    size-aware: it fails only above both ``max_ece`` and the ``ece_null_quantile`` of the ECE
+    a perfectly calibrated model shows on the same loans (``ece_null_draws`` seeded Bernoulli
+    draws from the model's own PDs; :func:`models.evaluate.ece_null`).
     """
 
     max_ece: float = Field(0.01, gt=0)
@@ -109,6 +128,8 @@ class MonitoringParams(_Frozen):
     max_ceiling_gap: float = Field(0.03, ge=0)
     auc_drop_alert: float = Field(0.03, gt=0)
     top_features: int = Field(10, gt=0)
+    ece_null_quantile: float = Field(0.95, gt=0, lt=1)
+    ece_null_draws: int = Field(200, ge=10)
 
 
 class ScoringParams(_Frozen):
@@ -247,6 +268,7 @@ class Settings(_Frozen):
     split: SplitParams = SplitParams()
     model: ModelParams = ModelParams()
     monitoring: MonitoringParams = MonitoringParams()
+    fairness: FairnessParams = FairnessParams()
     scaling: ScalingParams = ScalingParams()
     limits: dict[Segment, LimitPolicy]
     scoring: ScoringParams = ScoringParams()

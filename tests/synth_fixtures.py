@@ -161,6 +161,7 @@ def clean_tables() -> dict[str, pl.DataFrame]:
             "industry": ["food", "apparel", "food"],
             "region": ["zhejiang", "guangdong", "other"],
             "consent": [True, True, False],
+            "gender": ["female", None, "male"],  # the owner's, where the lender holds it
         },
         "consumers": {
             "consumer_id": ["C1", "C2", "C3"],
@@ -168,6 +169,7 @@ def clean_tables() -> dict[str, pl.DataFrame]:
             "region": ["zhejiang", "sichuan", "other"],
             "birth_year": [1990, 1985, 1970],
             "consent": [True, True, False],
+            "gender": ["male", "female", None],
         },
         "merchant_transactions": {
             "txn_id": ["T1", "T2", "T3", "T4", "T5", "T6"],

@@ -109,7 +109,7 @@ def test_by_group_auc_per_month() -> None:
 
 def test_months_more_than_the_drop_below_the_test_auc_are_flagged() -> None:
     from pipeline.config import MonitoringParams
-    from pipeline.stages.evaluate import _by_month
+    from pipeline.evaluation import by_month as _by_month
 
     # 2024-01 ranks perfectly (AUC 1.0); 2024-02 ranks backwards (AUC 0.0)
     frame = pl.DataFrame(
@@ -180,3 +180,67 @@ def test_checks_without_a_psi_judge_the_means_and_carry_the_se() -> None:
     assert out["auc_lift_over_baseline"]["se"] == 0.03
     assert out["ece"]["se"] == 0.002
     assert all(c["passed"] for c in out.values())
+
+
+def test_the_calibration_null_uses_the_same_bins_as_the_ece() -> None:
+    # One draw's ECE is the ECE of the PDs against that draw's outcomes: same bins, same rule.
+    rng = np.random.default_rng(3)
+    pd_ = rng.uniform(0.01, 0.3, 500)
+    null = ev.ece_null(pd_, quantile=0.5, draws=1, seed=11)
+    order = np.argsort(pd_, kind="stable")
+    y = np.empty(500)
+    y[order] = np.random.default_rng(11).random((1, 500))[0] < pd_[order]
+    assert null["ece_median"] == pytest.approx(ev.expected_calibration_error(y, pd_))
+    again = ev.ece_null(pd_, quantile=0.95, draws=50, seed=11)
+    assert again == ev.ece_null(pd_, quantile=0.95, draws=50, seed=11)  # seeded
+    assert again["loans"] == 500
+    with pytest.raises(ValueError, match="expected a quantile"):
+        ev.ece_null(pd_, quantile=1.0, draws=10, seed=0)
+
+
+def _ece_check(n: int, scale: float, seed: int = 5) -> dict:
+    """The ECE check of PDs ``scale`` x the true PDs of an ``n``-loan book."""
+    from pipeline.config import MonitoringParams
+    from pipeline.evaluation import calibration_null, ece_check
+
+    rng = np.random.default_rng(seed)
+    true_pd = np.clip(np.exp(rng.normal(np.log(0.05), 0.8, n)), 0.001, 0.9)
+    y = (rng.random(n) < true_pd).astype(float)
+    pd_ = np.clip(true_pd * scale, 0.0, 1.0)
+    monitoring = MonitoringParams()
+    metrics = {
+        "test": {"ece": ev.expected_calibration_error(y, pd_), "count": n},
+        "calibration_null": calibration_null(pd_, monitoring),
+    }
+    check = ece_check(metrics, monitoring)
+    check["passed"] = check["value"] < check["limit"]
+    return check
+
+
+def test_a_calibrated_model_on_a_small_book_passes_the_size_aware_ece_check() -> None:
+    small = _ece_check(2000, 1.0)
+    # the true PD's own ECE is over the fixed 0.01 on 2,000 loans (sampling alone) ...
+    assert small["value"] > small["fixed_limit"] == 0.01
+    # ... but within what a calibrated model shows at this size: judged by the null
+    assert small["null_quantile"] > small["value"]
+    assert small["limit"] == small["null_quantile"]
+    assert "null's q95" in small["limit_from"]
+    assert small["passed"]
+
+
+def test_a_miscalibrated_model_fails_the_ece_check_at_any_size() -> None:
+    for n in (2000, 50_000):
+        doubled = _ece_check(n, 2.0)
+        assert not doubled["passed"], (n, doubled)
+        assert doubled["value"] > max(doubled["fixed_limit"], doubled["null_quantile"])
+
+
+def test_on_a_large_book_the_ece_check_is_the_fixed_limit_as_before() -> None:
+    large = _ece_check(50_000, 1.0)
+    assert large["null_quantile"] < large["fixed_limit"]
+    assert large["limit"] == large["fixed_limit"]
+    assert large["limit_from"] == "max_ece"
+    assert large["passed"] == (large["value"] < 0.01)
+    slightly_off = _ece_check(50_000, 1.3)
+    assert slightly_off["limit"] == 0.01
+    assert slightly_off["passed"] == (slightly_off["value"] < 0.01)

@@ -35,7 +35,7 @@ def test_first_promotion_without_champion_is_recorded(trained_world, tmp_path: P
     registry.configure(settings.mlflow.tracking_uri, settings.mlflow.experiment)
     MlflowClient().delete_registered_model_alias(NAME, registry.CHAMPION)
     result = promote.run(settings, SEGMENT)
-    assert result["decision"] == "promoted"
+    assert result["decision"] == "promoted", result["reasons"]
     assert "no champion yet" in result["reasons"][0]
     assert _aliases(settings)[registry.CHAMPION] == "1"
     tags = _tags(1)
@@ -55,6 +55,10 @@ def test_promotion_accepted_moves_champion_and_keeps_previous(
     result = promote.run(settings, SEGMENT)
     assert result["decision"] == "promoted", result["reasons"]
     assert result["checks"]["champion_auc"] is not None  # compared on the same rows
+    # both models' fairness measured on the same rows; the world's gender is independent of risk
+    fair = result["checks"]["fairness"]
+    assert set(fair["challenger"]) == {"gender", "age", "region"}
+    assert fair["champion"] == fair["challenger"]  # the same model retrained identically
     aliases = _aliases(settings)
     assert aliases[registry.CHAMPION] == "2"
     assert aliases[registry.PREVIOUS] == "1"
@@ -154,3 +158,107 @@ def test_promote_command_explains_itself() -> None:
     assert result.exit_code == 0
     assert "--force" in result.output
     assert "challenger" in result.output
+
+
+def _gender_by_decision(settings, segment: str) -> None:
+    """Plant a group bias in the validated entity table: the model's declined are "female".
+
+    Every entity with a test loan the trained model declines becomes female, every other
+    male, so the model's approvals part by gender as a biased model's would.
+    """
+    import polars as pl
+
+    from features.contract.segments import segment as segment_named
+    from models.scaling import pd_to_score
+    from models.scorer import Scorer
+    from models.split import TEST
+    from pipeline import inputs
+    from pipeline.storage import Layout
+
+    layout = Layout(settings.data_dir)
+    scorer = Scorer.load(layout.model(segment))
+    test = inputs.sliced(layout, segment, settings.split).filter(pl.col("slice") == TEST)
+    score = pd_to_score(scorer.predict_pd(test), scorer.scaling)
+    declined = test.filter(pl.Series(score < scorer.policy.approval_cutoff))["entity_id"]
+    seg = segment_named(segment)
+    path = layout.validated / f"{seg.entity_table}.parquet"
+    table = pl.read_parquet(path)
+    table.with_columns(
+        pl.when(pl.col(seg.entity_id).is_in(declined.implode()))
+        .then(pl.lit("female"))
+        .otherwise(pl.lit("male"))
+        .alias("gender")
+    ).write_parquet(path)
+
+
+def test_a_biased_challenger_is_flagged_by_evaluate_and_refused_by_the_gate(
+    trained_world, tmp_path: Path
+) -> None:
+    from pipeline.stages import evaluate
+
+    settings = private_world(trained_world, tmp_path)
+    fairness = settings.fairness.model_copy(update={"min_group_size": 5})
+    settings = settings.model_copy(update={"fairness": fairness})
+    _gender_by_decision(settings, SEGMENT)
+
+    metrics = evaluate.run(settings, SEGMENT)
+    assert metrics["fairness"]["flagged"] == ["gender"]
+    gender = metrics["fairness"]["attributes"]["gender"]
+    assert gender["adverse_impact_ratio"] < 0.5
+    assert (gender["lowest_group"], gender["highest_group"]) == ("female", "male")
+    check = metrics["checks"]["adverse_impact_ratio"]
+    assert check["attribute"] == "gender"
+    assert not check["passed"]
+    report = (settings.data_dir / "reports" / SEGMENT / "report.html").read_text()
+    assert "Fairness by group" in report
+    assert "FLAGGED" in report
+    card = json.loads((settings.data_dir / "reports" / SEGMENT / "model_card.json").read_text())
+    assert card["fairness"]["flagged"] == ["gender"]
+
+    register.run(settings, SEGMENT)
+    result = promote.run(settings, SEGMENT)
+    assert result["decision"] == "refused"
+    assert any(
+        "adverse impact ratio on gender" in r and "below the limit 0.8" in r
+        for r in result["reasons"]
+    ), result["reasons"]
+    assert _aliases(settings)[registry.CHAMPION] == "1"
+    assert json.loads(_tags(2)["promotion_challenger_adverse_impact"])["gender"] < 0.5
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bias", [None, 2.5], ids=["fair-world", "biased-world"])
+def test_a_world_with_a_planted_bias_is_flagged_and_refused(
+    bias: float | None, tmp_path: Path, tracking_uri: str
+) -> None:
+    """End to end on a small bank world: generate (with or without a planted gender bias),
+    validate, features, train, evaluate, register, promote."""
+    from conftest import make_settings
+
+    from pipeline.config import WorldBias
+    from pipeline.stages import evaluate, features, generate, train, validate
+
+    settings = make_settings(tmp_path / "data", tracking_uri)
+    planted = None if bias is None else WorldBias(group="female", pd_multiplier=bias)
+    world = settings.world.model_copy(
+        update={"consumers": 1500, "months": 24, "flavour": "bank", "bias": planted}
+    )
+    settings = settings.model_copy(update={"world": world})
+    generate.run(settings)
+    validate.run(settings)
+    for stage in (features, train, evaluate):
+        stage.run(settings, "consumer")
+    metrics = json.loads((tmp_path / "data/reports/consumer/metrics.json").read_text())
+    register.run(settings, "consumer")
+    result = promote.run(settings, "consumer")
+    gender = metrics["fairness"]["attributes"]["gender"]
+    if bias is None:
+        assert gender["adverse_impact_ratio"] > 0.8, gender
+        assert "gender" not in metrics["fairness"]["flagged"]
+        assert result["decision"] == "promoted", result["reasons"]
+    else:
+        assert gender["adverse_impact_ratio"] < 0.8, gender
+        assert gender["lowest_group"] == "female"
+        assert "gender" in metrics["fairness"]["flagged"]
+        assert result["decision"] == "refused"
+        assert any("adverse impact ratio on gender" in r for r in result["reasons"])

@@ -148,7 +148,7 @@ def test_report_is_self_contained_with_every_plot(tmp_path, inputs: ReportInputs
         "Model card",
         "Gains by decile",
         "Metrics by issue month",
-        "Monitoring thresholds",
+        "Monitoring plan",
         "Limitations",
     ):
         assert heading in page
@@ -320,8 +320,8 @@ def test_model_card_says_what_the_evaluation_found(
         scaling=settings.scaling,
     )
     assert list(card) == [
-        "segment", "purpose", "data", "label", "features", "model", "performance",
-        "score_resolution", "limitations", "monitoring",
+        "segment", "purpose", "intended_use", "data", "label", "features", "model",
+        "performance", "score_resolution", "limitations", "monitoring", "human_review",
     ]  # fmt: skip
     assert f"{settings.label.dpd_threshold}+ days past due" in card["purpose"]
     assert f"{settings.scaling.min_score}-{settings.scaling.max_score} score" in card["purpose"]
@@ -337,3 +337,58 @@ def test_model_card_says_what_the_evaluation_found(
     assert ("No true PD available" in limitations) is (not with_ceiling)
     assert ("0.770" in limitations) is knowable
     assert str(settings.drift.score_psi_alert) in card["monitoring"]["score_psi"]
+
+
+def _fairness_record() -> dict:
+    from models import fairness
+    from models.fairness import FairnessParams
+
+    groups = pl.Series((["<b>f</b>"] * 6 + ["m"] * 6) * 50)
+    bad = np.tile(np.array([0, 0, 0, 0, 0, 1] * 2, dtype=float), 50)
+    score = np.tile(np.array([500, 500, 500, 600, 600, 500, 600, 600, 600, 600, 600, 500]), 50)
+    pd_ = np.full(600, 0.1)
+    return fairness.assess(
+        {"gender": groups}, bad, pd_, score, 550, FairnessParams(min_group_size=3)
+    )
+
+
+def test_the_card_tells_intended_use_groups_tested_monitoring_plan_and_human_review() -> None:
+    from pipeline.config import load_settings
+
+    settings = load_settings(Path(__file__).resolve().parent.parent / "params.yaml")
+    scorer, info, metrics = _card_inputs(True, True, False)
+    metrics["fairness"] = _fairness_record()
+    card = model_card(
+        "merchant",
+        scorer.specs,
+        info,
+        metrics,
+        label=settings.label,
+        monitoring=settings.monitoring,
+        drift=settings.drift,
+        calibration=settings.model.calibration,
+        scaling=settings.scaling,
+    )
+    assert "decision support" in card["intended_use"]["use"].lower()
+    assert card["fairness"]["groups_tested"] == ["gender", "age", "region"]
+    assert card["fairness"]["flagged"] == ["gender"]
+    assert "adverse impact ratio 0.400" in card["fairness"]["results"]["gender"]
+    assert card["fairness"]["results"]["age"].startswith("absent")
+    assert "longtail monitor" in card["monitoring"]["performance_before_labels"]
+    assert "POST /decisions/{id}/review" in card["human_review"]["route"]
+    assert "longtail review" in card["human_review"]["route"]
+    assert "PIPL art. 24" in card["human_review"]["right"]
+
+
+def test_the_fairness_section_renders_escaped(inputs: ReportInputs) -> None:
+    from pipeline.reporting import fairness_section
+
+    section = fairness_section(_fairness_record())
+    assert "adverse impact ratio 0.400" in section.text
+    assert "FLAGGED" in section.text
+    assert section.table is not None
+    assert set(section.table["attribute"]) == {"gender"}
+    page = render_html(inputs, dict.fromkeys(PLOTS, b"png"), [section])
+    assert "Fairness by group" in page
+    assert "<b>f</b>" not in page
+    assert "&lt;b&gt;f&lt;/b&gt;" in page

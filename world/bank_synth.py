@@ -24,6 +24,7 @@ import numpy as np
 import polars as pl
 
 from world import activity, bank
+from world.groups import CONSUMER_LOGIT_PER_SHIFT, GroupBias, draw_gender
 from world.loans import FIRST_LOAN_MONTH, LoanBook, consumer_applications
 from world.population import Consumers, draw_consumers
 from world.seasons import Calendar, build_calendar, macro_path
@@ -41,17 +42,27 @@ def generate_into(
     seed: int,
     start: datetime.date,
     say: Callable[[str], None],
+    bias: GroupBias | None = None,
 ) -> dict[str, int]:
     """Write the bank world's tables into ``out`` (truth as ``truth_loans.parquet``).
 
     ``start`` is the first day of the first month (:class:`world.synth.WorldSpec` checks the
-    arguments); returns the rows written per table.
+    arguments); ``bias`` plants a group disparity (:class:`world.groups.GroupBias`); returns
+    the rows written per table.
     """
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0]))
     cal = build_calendar(start, months)
     macro = macro_path(rng, months, months + 13)
     say(f"entities: {consumers} consumers with current accounts")
-    con = draw_consumers(rng, consumers, cal, months)
+    gender = draw_gender(seed, consumers, stream=1)
+    con = draw_consumers(
+        rng,
+        consumers,
+        cal,
+        months,
+        gender=gender,
+        shift=None if bias is None else bias.shift(gender, CONSUMER_LOGIT_PER_SHIFT),
+    )
     acct = bank.open_accounts(rng, con)
     write_consumers(out, con)
     with ThreadPoolExecutor(max_workers=1) as pool:

@@ -41,6 +41,7 @@ class Merchants:
     industry: np.ndarray
     region: np.ndarray
     consent: np.ndarray
+    gender: np.ndarray  # the principal owner's (None: not disclosed); world.groups
     health: np.ndarray
     discipline: np.ndarray
     volatility: np.ndarray
@@ -65,6 +66,7 @@ class Consumers:
     birth_year: np.ndarray
     birth_day: np.ndarray  # day number of birth (the world writes only the year)
     consent: np.ndarray
+    gender: np.ndarray  # None: not disclosed; world.groups
     stability: np.ndarray
     discipline: np.ndarray
     volatility: np.ndarray
@@ -107,10 +109,24 @@ def _entity_ids(name: str, prefix: str, n: int, width: int) -> pl.Series:
 
 
 def draw_merchants(
-    rng: np.random.Generator, n: int, cal: Calendar, months: int, macro: np.ndarray
+    rng: np.random.Generator,
+    n: int,
+    cal: Calendar,
+    months: int,
+    macro: np.ndarray,
+    *,
+    gender: np.ndarray | None = None,
+    shift: np.ndarray | None = None,
 ) -> tuple[Merchants, np.ndarray]:
-    """``n`` merchants, and their distress by month (``(months, n)``, True in an episode)."""
+    """``n`` merchants, and their distress by month (``(months, n)``, True in an episode).
+
+    ``gender`` is the owners' (:func:`world.groups.draw_gender`; none held when omitted);
+    ``shift`` (a planted bias, :class:`world.groups.GroupBias`) lowers each merchant's health
+    and discipline by that much before anything is derived from them.
+    """
     health, discipline, growth = rng.standard_normal((3, n))
+    if shift is not None:
+        health, discipline = health - shift, discipline - shift
     volatility = rng.standard_normal(n)
     hidden = rng.standard_normal(n)
     industry_i = rng.choice(len(contract.INDUSTRIES), n, p=INDUSTRY_SHARE)
@@ -144,6 +160,7 @@ def draw_merchants(
         industry=np.asarray(contract.INDUSTRIES)[industry_i],
         region=np.asarray(contract.REGIONS)[region_i],
         consent=rng.random(n) >= 0.03,
+        gender=np.full(n, None, dtype=object) if gender is None else gender,
         health=health,
         discipline=discipline,
         volatility=volatility,
@@ -187,9 +204,26 @@ def _activity(
     return mult, distress_hist
 
 
-def draw_consumers(rng: np.random.Generator, n: int, cal: Calendar, months: int) -> Consumers:
-    """``n`` consumers with their traits, income, bills and habits."""
+def draw_consumers(
+    rng: np.random.Generator,
+    n: int,
+    cal: Calendar,
+    months: int,
+    *,
+    gender: np.ndarray | None = None,
+    shift: np.ndarray | None = None,
+) -> Consumers:
+    """``n`` consumers with their traits, income, bills and habits.
+
+    ``gender`` is theirs (:func:`world.groups.draw_gender`; none held when omitted); ``shift``
+    (a planted bias, :class:`world.groups.GroupBias`) lowers each consumer's income stability
+    and discipline by that much before anything but age is derived from them.
+    """
     stability, discipline, growth = rng.standard_normal((3, n))
+    # Age follows the drawn discipline, so a planted bias does not make its group older.
+    drawn_discipline = discipline
+    if shift is not None:
+        stability, discipline = stability - shift, discipline - shift
     volatility = rng.standard_normal(n)
     hidden = rng.standard_normal(n)
     region_i = rng.choice(len(contract.REGIONS), n, p=REGION_SHARE)
@@ -198,7 +232,7 @@ def draw_consumers(rng: np.random.Generator, n: int, cal: Calendar, months: int)
     start_year = (
         int(cal.month_start[0].astype("datetime64[D]").astype("datetime64[Y]").astype(int)) + 1970
     )
-    age = np.clip(rng.normal(33, 9, n) - 2.0 * discipline, 19, 70)
+    age = np.clip(rng.normal(33, 9, n) - 2.0 * drawn_discipline, 19, 70)
     income = np.exp(rng.normal(np.log(6500), 0.5, n) + 0.3 * stability)
     bills_n = rng.integers(1, 4, n)
     bills = np.exp(rng.normal(np.log(150), 0.6, (n, 3))) * (np.arange(3) < bills_n[:, None])
@@ -215,6 +249,7 @@ def draw_consumers(rng: np.random.Generator, n: int, cal: Calendar, months: int)
         birth_year=(start_year - age).astype(np.int32),
         birth_day=cal.month_start[0] - age * 365.25,
         consent=rng.random(n) >= 0.04,
+        gender=np.full(n, None, dtype=object) if gender is None else gender,
         stability=stability,
         discipline=discipline,
         volatility=volatility,

@@ -56,6 +56,12 @@ import polars as pl
 
 from features.contract.truth import KNOWABLE_PARTS, LOGIT_PARTS
 from world import activity, bank_synth
+from world.groups import (
+    CONSUMER_LOGIT_PER_SHIFT,
+    MERCHANT_LOGIT_PER_SHIFT,
+    GroupBias,
+    draw_gender,
+)
 from world.loans import (
     FIRST_LOAN_MONTH,
     LoanBook,
@@ -88,7 +94,9 @@ class WorldSpec:
 
     ``start`` must be the first day of a month; the world covers ``months`` whole calendar
     months from it, and :func:`world_end` is the first day after them. The ``bank`` flavour
-    has consumers only (:mod:`world.bank_synth`): ``merchants`` is not used.
+    has consumers only (:mod:`world.bank_synth`): ``merchants`` is not used. ``bias``
+    (a :class:`world.groups.GroupBias` or its params mapping; none by default) plants a
+    group disparity for the fairness tests.
     """
 
     merchants: int
@@ -97,8 +105,10 @@ class WorldSpec:
     seed: int
     start: datetime.date = datetime.date(2023, 1, 1)
     flavour: str = "platform"
+    bias: GroupBias | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "bias", GroupBias.of(self.bias))
         if self.flavour not in FLAVOURS:
             raise ValueError(f"expected a flavour in {list(FLAVOURS)}; got {self.flavour!r}")
         if self.consumers < 1 or (self.flavour == "platform" and self.merchants < 1):
@@ -149,6 +159,7 @@ def generate(
             seed=spec.seed,
             start=spec.start,
             say=say,
+            bias=spec.bias,
         )
     else:
         counts = _generate_into(spec, raw_dir, say)
@@ -200,8 +211,26 @@ def _generate_into(spec: WorldSpec, out: Path, say: Callable[[str], None]) -> di
     cal = build_calendar(spec.start, spec.months)
     macro = macro_path(rng, spec.months, spec.months + 13)
     say(f"entities: {spec.merchants} merchants, {spec.consumers} consumers")
-    mer, distress = draw_merchants(rng, spec.merchants, cal, spec.months, macro)
-    con = draw_consumers(rng, spec.consumers, cal, spec.months)
+    mer_gender = draw_gender(spec.seed, spec.merchants, stream=0)
+    con_gender = draw_gender(spec.seed, spec.consumers, stream=1)
+    bias = spec.bias
+    mer, distress = draw_merchants(
+        rng,
+        spec.merchants,
+        cal,
+        spec.months,
+        macro,
+        gender=mer_gender,
+        shift=None if bias is None else bias.shift(mer_gender, MERCHANT_LOGIT_PER_SHIFT),
+    )
+    con = draw_consumers(
+        rng,
+        spec.consumers,
+        cal,
+        spec.months,
+        gender=con_gender,
+        shift=None if bias is None else bias.shift(con_gender, CONSUMER_LOGIT_PER_SHIFT),
+    )
     write_entities(out, mer, con)
     world = _World(spec=spec, cal=cal, macro=macro, mer=mer, distress=distress, con=con)
 

@@ -170,6 +170,7 @@ def write_entities(out: Path, mer: Merchants, con: Consumers) -> None:
             "industry": mer.industry,
             "region": mer.region,
             "consent": mer.consent,
+            "gender": pl.Series(mer.gender.tolist(), dtype=pl.String),
         },
         schema=contract.TABLES["merchants"].schema,
     ).write_parquet(out / "merchants.parquet", compression=PARQUET_COMPRESSION)
@@ -185,6 +186,7 @@ def write_consumers(out: Path, con: Consumers) -> None:
             "region": con.region,
             "birth_year": con.birth_year,
             "consent": con.consent,
+            "gender": pl.Series(con.gender.tolist(), dtype=pl.String),
         },
         schema=contract.TABLES["consumers"].schema,
     ).write_parquet(out / "consumers.parquet", compression=PARQUET_COMPRESSION)

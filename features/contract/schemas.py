@@ -24,6 +24,15 @@ MIN_BIRTH_YEAR = 1900
 MAX_BIRTH_YEAR = 2015
 MAX_TERM_MONTHS = 360
 
+# Columns a lender may leave out of its file altogether (not merely null in some rows): where
+# the lender does not hold them, validation reads them as null rather than as schema drift.
+# ``gender`` is held for the fairness report only (a protected attribute where the lender holds
+# it): no feature reads it, and a lender without it is not refused.
+OPTIONAL_COLUMNS: dict[str, tuple[str, ...]] = {
+    "merchants": ("gender",),
+    "consumers": ("gender",),
+}
+
 
 def _one_of(values: tuple[str, ...], name: str) -> dict[str, object]:
     return {name: lambda col: col.is_in(list(values))}
@@ -37,6 +46,8 @@ class MerchantSchema(dy.Schema):
     industry = dy.String(min_length=1)
     region = dy.String(min_length=1)
     consent = dy.Bool()
+    # The principal owner's gender, where the lender holds it (fairness report only).
+    gender = dy.String(nullable=True, min_length=1)
 
 
 class ConsumerSchema(dy.Schema):
@@ -48,6 +59,8 @@ class ConsumerSchema(dy.Schema):
     # Null when the lender does not hold it: age features are then unknown, not guessed.
     birth_year = dy.Int32(nullable=True, min=MIN_BIRTH_YEAR, max=MAX_BIRTH_YEAR)
     consent = dy.Bool()
+    # Where the lender holds it (fairness report only; never a feature).
+    gender = dy.String(nullable=True, min_length=1)
 
 
 class MerchantTransactionSchema(dy.Schema):

@@ -23,24 +23,20 @@ from models import evaluate as ev
 from models import stability
 from models.baseline import BASELINE_FILE, BaselineParams, Scorecard
 from models.calibrate import Calibrator
+from models.fairness import table as fairness_table
 from models.scaling import pd_to_score, score_to_band
 from models.scorer import Scorer
 from models.split import TEST, TRAIN, VALID
 from models.train import monotonicity_violations
-from pipeline import evaluation, inputs, registry, reporting
+from pipeline import evaluation, fairness, inputs, registry, reporting
 from pipeline.artifacts import AdditiveReference, read_out_of_fold, read_training
-from pipeline.config import MonitoringParams, Sections, uses
+from pipeline.config import Sections, uses
+from pipeline.evaluation_cv import measure_cv
 from pipeline.reporting import Section
 from pipeline.storage import Layout, publishing, require, write_csv, write_json
 
 log = logging.getLogger(__name__)
-PARAMS = ("split", "model", "monitoring", "drift", "label", "mlflow")
-# Why cross-validation reports no population stability index.
-CV_STABILITY_NOTE = (
-    "not measured: cross-validation draws its held-out folds from the same loans as the training "
-    "folds (one cohort), so a train-to-test PSI or CSI would measure sampling noise, not drift; "
-    "production drift is still checked at scoring time against the book when the model was built"
-)
+PARAMS = ("split", "model", "monitoring", "fairness", "drift", "label", "mlflow")
 
 
 @uses(*PARAMS)
@@ -56,6 +52,11 @@ def run(
     cut-offs, scorecard points; ``plots/*.png`` and the self-contained ``report.html``) and logs
     it to the training run in MLflow. ``extra_sections`` are report sections (plain text and a
     table, escaped by the template) appended after the stage's own.
+
+    ``metrics.json`` also holds ``fairness`` (:func:`pipeline.fairness.measure`: approval,
+    adverse impact ratio, TPR/FPR gaps and calibration by group, at the model's approval
+    cut-off, on the test loans; out-of-fold in cross-validation) and ``calibration_null`` (the
+    ECE a calibrated model shows on as many loans, which the ECE check is judged beside).
     """
     layout = Layout(settings.data_dir)
     folder = require(layout.model(segment), "train")
@@ -71,7 +72,7 @@ def run(
     )
     frame = inputs.sliced(layout, segment, settings.split)
     if settings.split.mode == "cv":
-        metrics, tables, test = _measure_cv(
+        metrics, tables, test = measure_cv(
             settings, scorer, info, frame, read_out_of_fold(folder), card, screens
         )
     else:
@@ -79,6 +80,13 @@ def run(
             settings, scorer, info, frame, additive, card, card_calibrator, screens
         )
     metrics = {"segment": segment, **metrics}
+    metrics["fairness"] = fairness.measure(
+        layout, segment, test, scorer.policy.approval_cutoff, settings.fairness
+    )
+    fair_check = fairness.check(metrics["fairness"])
+    if fair_check is not None:
+        metrics["checks"]["adverse_impact_ratio"] = fair_check
+    tables["fairness"] = fairness_table(metrics["fairness"])
     model_card = reporting.model_card(
         segment,
         scorer.specs,
@@ -96,7 +104,8 @@ def run(
         write_json(model_card, tmp / "model_card.json")
         for name, table in tables.items():
             write_csv(table, tmp / f"{name}.csv")
-        _write_report(tmp, segment, metrics, model_card, test, tables, scorer, extra_sections)
+        sections = [reporting.fairness_section(metrics["fairness"]), *extra_sections]
+        _write_report(tmp, segment, metrics, model_card, test, tables, scorer, sections)
     _log_to_run(settings, info["run_id"], metrics, out)
     log.info("evaluated %s: %s", segment, metrics["test"])
     return metrics
@@ -148,7 +157,7 @@ def _measure(
         test_metrics["ceiling"]["auc_knowable"] = ev.auc(y, test["knowable_log_odds"].to_numpy())
     valid = frame.filter(pl.col("slice") == VALID)
     names = scorer.feature_names
-    importance = _importance(scorer, info)
+    importance = evaluation.importance(scorer, info)
     top = importance.head(monitoring.top_features)["feature"].to_list()
     top_idx = [names.index(f) for f in top]
     csi = stability.csi(
@@ -182,7 +191,7 @@ def _measure(
             "auc_of_score": ev.auc(y, -test["score"].to_numpy().astype(np.float64)),
             "auc_of_pd": test_metrics["test"]["auc"],
         },
-        "scorecard": _scorecard_record(card, screens, "slices"),
+        "scorecard": evaluation.scorecard_record(card, screens, "slices"),
         # Where the lift over the scorecard comes from: an additive model on every feature
         # (finer shapes than binned WoE, and the characteristics the card leaves out: additive
         # LightGBM minus scorecard) and interactions (model minus additive).
@@ -197,6 +206,7 @@ def _measure(
         },
         "slices": info["slices"],
     }
+    metrics["calibration_null"] = evaluation.calibration_null(test["pd"].to_numpy(), monitoring)
     metrics["checks"] = evaluation.checks(metrics, monitoring, settings.drift.score_levels)
     # Kept for readers of the spine's metrics.json layout.
     metrics["score_psi_train_test"] = metrics["stability"]["score_psi_train_test"]
@@ -205,7 +215,7 @@ def _measure(
     tables = {
         "gains": ev.gains_table(y, test["pd"].to_numpy()),
         "by_band": ev.by_band(test, band_order),
-        "by_month": _by_month(frame, pd_columns, metrics["test"]["auc"], monitoring),
+        "by_month": evaluation.by_month(frame, pd_columns, metrics["test"]["auc"], monitoring),
         "calibration": ev.calibration_bins(y, test["pd"].to_numpy()),
         "csi": csi,
         "importance": importance,
@@ -222,201 +232,16 @@ def _measure(
         .to_list(),
     }
     report_test = test.select(
-        "bad", "pd", "baseline_pd", "score", "band", *(["true_pd"] if has_truth else [])
+        "entity_id",
+        "as_of",
+        "bad",
+        "pd",
+        "baseline_pd",
+        "score",
+        "band",
+        *(["true_pd"] if has_truth else []),
     )
     return metrics, tables, report_test
-
-
-def _scorecard_record(card: Scorecard, screens: BaselineParams, slices: str) -> dict:
-    """The scorecard baseline as the metrics describe it."""
-    return {
-        "description": (
-            f"WoE logistic scorecard on the same candidate features and {slices}: "
-            f"{len(card.characteristics)} characteristics with IV >= {screens.min_iv}, "
-            f"WoE correlation <= {screens.max_corr}, bins merged until the WoE is monotone in "
-            "the catalog's direction, every coefficient agreeing in sign with its WoE"
-        ),
-        "characteristics": list(card.characteristics),
-        "information_value": dict(zip(card.features, card.iv, strict=True)) if card.iv else {},
-    }
-
-
-def _measure_cv(
-    settings: Sections,
-    scorer: Scorer,
-    info: dict,
-    frame: pl.DataFrame,
-    out_of_fold: pl.DataFrame,
-    card: Scorecard,
-    screens: BaselineParams,
-) -> tuple[dict, dict[str, pl.DataFrame], pl.DataFrame]:
-    """Cross-validated metrics (mean and SE over folds), the report's tables, the scored loans.
-
-    Every metric of every model is measured on each (repeat, fold) of the out-of-fold PDs and
-    averaged; its SE is :func:`models.evaluate.resampled_se`. Differences (lift over the
-    scorecard, gap to the ceiling, lift sources) are taken per fold, so their SE is that of
-    the paired difference. The report's tables and plots show the first repeat's out-of-fold
-    PDs: every labelled loan once, scored by a model that never saw it.
-    """
-    from models.strategy import cutoff_table
-
-    monitoring = settings.monitoring
-    folds = settings.split.folds
-    missing = frame.join(out_of_fold, on="loan_id", how="anti").height
-    if missing:
-        raise ValueError(
-            f"expected out-of-fold predictions for every labelled loan; {missing} of "
-            f"{frame.height} have none (the features changed since training: run `longtail "
-            "train` again)"
-        )
-    has_truth = "true_pd" in frame.columns and frame["true_pd"].null_count() == 0
-    knowable = has_truth and "knowable_log_odds" in frame.columns
-    outcome = ["loan_id", "bad", *(["true_pd"] if has_truth else [])]
-    outcome += ["knowable_log_odds"] if knowable else []
-    long = out_of_fold.join(frame.select(outcome), on="loan_id", how="inner")
-    pd_columns = {"test": "pd", "baseline": "baseline_pd", "additive": "additive_pd"}
-    if has_truth:
-        pd_columns["ceiling"] = "true_pd"
-    if knowable:
-        pd_columns["knowable"] = "knowable_log_odds"
-    per_fold = ev.fold_summaries(long, pd_columns)
-    means, ses = ev.cv_means(per_fold, folds)
-    # A fold's ECE bins a few dozen loans of a small book: noise even for the true PD. Each
-    # repeat's out-of-fold PDs hold every loan once, each calibrated without its own fold, so
-    # the ECE is measured on them pooled, averaged over repeats (its se: their spread).
-    for label, column in pd_columns.items():
-        if label == "knowable":
-            continue
-        pooled = [
-            ev.expected_calibration_error(part["bad"].to_numpy(), part[column].to_numpy())
-            for part in long.partition_by("repeat", maintain_order=True)
-        ]
-        means[label]["ece"] = float(np.mean(pooled))
-        ses[label]["ece"] = float(np.std(pooled, ddof=1)) if len(pooled) > 1 else float("nan")
-    auc = per_fold.pivot("who", index=["repeat", "fold"], values="auc")
-
-    def paired(a: str, b: str) -> tuple[float, float]:
-        diff = (auc[a] - auc[b]).to_numpy()
-        return float(np.nanmean(diff)), ev.resampled_se(diff, folds)
-
-    if knowable:
-        # The knowable log-odds rank, but are no PD: only their AUC means anything.
-        means["ceiling"]["auc_knowable"] = means.pop("knowable")["auc"]
-        ses["ceiling"]["auc_knowable"] = ses.pop("knowable")["auc"]
-    lift, lift_se = paired("test", "baseline")
-    shapes, shapes_se = paired("additive", "baseline")
-    interactions, interactions_se = paired("test", "additive")
-    se: dict = {
-        **ses,
-        "auc_lift_over_baseline": lift_se,
-        "lift_sources": {"shapes": shapes_se, "interactions": interactions_se},
-    }
-    if has_truth:
-        se["auc_gap_to_ceiling"] = paired("ceiling", "test")[1]
-
-    # Every labelled loan once, with the first repeat's out-of-fold PDs.
-    first = out_of_fold.filter(pl.col("repeat") == 0).select(
-        "loan_id", "pd", "baseline_pd", "additive_pd"
-    )
-    test = frame.join(first, on="loan_id", how="left", maintain_order="left")
-    scores = pd_to_score(test["pd"].to_numpy(), scorer.scaling)
-    test = test.with_columns(
-        pl.Series("score", scores), pl.Series("band", score_to_band(scores, scorer.scaling))
-    )
-    y = test["bad"].to_numpy()
-    x = scorer.matrix(frame)
-    names = scorer.feature_names
-    importance = _importance(scorer, info)
-    metrics: dict = {
-        **{k: v for k, v in means.items()},
-        "se": se,
-        "cv": {
-            **info.get("cv", {}),
-            "se_rule": (
-                "Nadeau-Bengio corrected resampled SE over repeats x folds: "
-                "sd x sqrt(1/(repeats x folds) + 1/(folds - 1)); ECE is measured on each "
-                "repeat's pooled out-of-fold PDs and its se is the spread over repeats"
-            ),
-            "calibration": (
-                "each fold's PDs calibrated on the other folds' out-of-fold scores; the "
-                "registered model's calibrator on every out-of-fold score"
-            ),
-            "auc_lift_over_baseline": lift,
-        },
-        "stability": {
-            "score_psi_train_test": None,
-            "score_psi_status": "not applicable",
-            "score_psi_train_valid": None,
-            "max_csi_top_features": None,
-            "note": CV_STABILITY_NOTE,
-        },
-        "monotone_violations": monotonicity_violations(
-            scorer.booster, x, [s.pd_monotone for s in scorer.specs]
-        ),
-        "score_resolution": {
-            "distinct_scores": int(test["score"].n_unique()),
-            "auc_of_score": ev.auc(y, -test["score"].to_numpy().astype(np.float64)),
-            "auc_of_pd": ev.auc(y, test["pd"].to_numpy()),
-        },
-        "scorecard": _scorecard_record(card, screens, "folds"),
-        "lift_sources": {"shapes": shapes, "interactions": interactions},
-        "training": {
-            "seconds": info.get("train_seconds"),
-            "trees": info["best_iteration"],
-            "features": len(names),
-        },
-        "slices": info["slices"],
-    }
-    metrics["checks"] = evaluation.checks(metrics, monitoring, settings.drift.score_levels)
-    # Kept for readers of the spine's metrics.json layout: no PSI within one cohort (nan).
-    metrics["score_psi_train_test"] = float("nan")
-
-    band_order = [b.name for b in sorted(scorer.scaling.bands, key=lambda b: b.min)]
-    report_columns = {"model": "pd", "baseline": "baseline_pd", "additive": "additive_pd"}
-    if has_truth:
-        report_columns["true_pd"] = "true_pd"
-    # Limits as the registered model would grant them; approval by the out-of-fold score.
-    limits = scorer.score(test, reasons=False, apply_cutoff=False)["limit"].to_numpy()
-    tables = {
-        "gains": ev.gains_table(y, test["pd"].to_numpy()),
-        "by_band": ev.by_band(test, band_order),
-        "by_month": _by_month(test, report_columns, metrics["test"]["auc"], monitoring),
-        "calibration": ev.calibration_bins(y, test["pd"].to_numpy()),
-        "csi": pl.DataFrame(schema={"feature": pl.String, "csi": pl.Float64, "status": pl.String}),
-        "importance": importance,
-        "cutoffs": cutoff_table(scores, y, limits),
-        "scorecard_points": card.points_table(scorer.scaling.factor, scorer.scaling.offset),
-        "cv_folds": per_fold,
-    }
-    metrics["auc_drop"] = {
-        "limit": monitoring.auc_drop_alert,
-        "test_months_below": tables["by_month"]
-        .filter(pl.col("auc_alert"))["issue_month"]
-        .to_list(),
-    }
-    report_test = test.select(
-        "bad", "pd", "baseline_pd", "score", "band", *(["true_pd"] if has_truth else [])
-    )
-    return metrics, tables, report_test
-
-
-def _by_month(
-    frame: pl.DataFrame, pd_columns: dict[str, str], test_auc: float, monitoring: MonitoringParams
-) -> pl.DataFrame:
-    """Metrics per issue month, with ``auc_alert`` on the months a review would be called for.
-
-    A month's model AUC more than ``monitoring.auc_drop_alert`` below the test slice's is the
-    monitoring plan's review trigger (the model card states it); on the evaluated months it
-    shows whether the test AUC hides a weak month.
-    """
-    months = (
-        ev.by_group(frame, "issue_month", pd_columns)
-        .join(frame.group_by("issue_month").agg(pl.col("slice").first()), on="issue_month")
-        .sort("issue_month")
-    )
-    return months.with_columns(
-        (pl.col("model_auc") < test_auc - monitoring.auc_drop_alert).alias("auc_alert")
-    )
 
 
 def _write_report(
@@ -465,15 +290,3 @@ def _log_to_run(settings: Sections, run_id: str, metrics: dict, out: Path) -> No
             {f"check.{k}": "pass" if c["passed"] else "fail" for k, c in metrics["checks"].items()}
         )
         mlflow.log_artifacts(str(out), artifact_path="report")
-
-
-def _importance(scorer: Scorer, info: dict) -> pl.DataFrame:
-    """Each feature's dimension and share of the split gain, largest first."""
-    names = scorer.feature_names
-    return pl.DataFrame(
-        {
-            "feature": names,
-            "dimension": [s.dimension for s in scorer.specs],
-            "gain_share": [info["importance"].get(n, 0.0) for n in names],
-        }
-    ).sort("gain_share", descending=True, maintain_order=True)

@@ -12,18 +12,19 @@ import numpy as np
 import polars as pl
 
 from models import evaluate as ev
+from models import fairness as fair
 from models import stability
 from models.scaling import pd_to_score
 from models.scorer import Scorer
 from models.split import TEST, TRAIN
 from models.train import monotonicity_violations
-from pipeline import inputs, registry
+from pipeline import fairness, inputs, registry
 from pipeline.artifacts import read_out_of_fold, read_reference_scores
 from pipeline.config import Sections, uses
 from pipeline.storage import Layout
 
 log = logging.getLogger(__name__)
-PARAMS = ("split", "registry", "drift", "mlflow")
+PARAMS = ("split", "registry", "fairness", "drift", "mlflow")
 
 
 @uses(*PARAMS)
@@ -43,6 +44,12 @@ def run(settings: Sections, segment: str, *, force: bool = False) -> dict:
     score PSI is not measured. Every decision (promoted, refused, forced) is
     recorded as tags on the challenger version and on the registered model; a replaced
     champion keeps the alias ``previous-champion`` for a one-command rollback.
+
+    Fairness (params.yaml ``fairness``): both models' approvals at their own cut-off on the
+    same rows are split by the protected and proxy attributes of the validated entity table
+    (:mod:`pipeline.fairness`); the challenger is refused when an adverse impact ratio is under
+    ``fairness.adverse_impact_min`` or more than ``fairness.tolerance`` below the champion's
+    (:func:`models.fairness.gate_refusals`), and the reasons say which attribute and groups.
     """
     registry.configure(settings.mlflow.tracking_uri, settings.mlflow.experiment)
     name = registry.model_name(segment)
@@ -65,7 +72,8 @@ def run(settings: Sections, segment: str, *, force: bool = False) -> dict:
             "reasons": [f"version {challenger.version} is already {registry.CHAMPION}"],
         }
     cv = settings.split.mode == "cv"
-    test = inputs.sliced(Layout(settings.data_dir), segment, settings.split).filter(
+    layout = Layout(settings.data_dir)
+    test = inputs.sliced(layout, segment, settings.split).filter(
         pl.col("slice") == (TRAIN if cv else TEST)
     )
     y = test["bad"].to_numpy()
@@ -76,6 +84,8 @@ def run(settings: Sections, segment: str, *, force: bool = False) -> dict:
         )
         chall = Scorer.load(chall_dir)
         chall.check_columns(test)
+        chall_fair = fairness.measure_scorer(layout, segment, chall, test, settings.fairness)
+        champ_fair = None
         checks["monotone_violations"] = monotonicity_violations(
             chall.booster, chall.matrix(test), [s.pd_monotone for s in chall.specs]
         )
@@ -97,12 +107,20 @@ def run(settings: Sections, segment: str, *, force: bool = False) -> dict:
             )
             try:
                 checks["champion_auc"] = ev.auc(y, champ.predict_pd(test))
+                champ_fair = fairness.measure_scorer(
+                    layout, segment, champ, test, settings.fairness
+                )
             except ValueError as exc:
                 checks["champion_error"] = (
                     f"the champion v{champion.version} cannot score the same out-of-time rows "
                     f"({exc}), so the two cannot be compared like for like"
                 )
     refusals = registry.promotion_gate(checks, settings.registry, settings.drift.score_levels)
+    refusals += fair.gate_refusals(chall_fair, champ_fair, settings.fairness)
+    checks["fairness"] = {
+        "challenger": _ratios(chall_fair),
+        "champion": None if champ_fair is None else _ratios(champ_fair),
+    }
     promote = force or not refusals
     if not refusals:
         decision = "promoted"
@@ -133,6 +151,7 @@ def run(settings: Sections, segment: str, *, force: bool = False) -> dict:
         "oot_rows": test.height,
         "monotone_violations": ",".join(checks["monotone_violations"]) or "none",
         "challenger_score_psi": _psi_text(checks["challenger_score_psi"]),
+        "challenger_adverse_impact": json.dumps(checks["fairness"]["challenger"]),
     }
     registry.tag_version(
         segment, challenger.version, {f"promotion_{k}": v for k, v in summary.items()}
@@ -154,6 +173,11 @@ def run(settings: Sections, segment: str, *, force: bool = False) -> dict:
     result = {**base, "decision": decision, "reasons": reasons, "checks": checks}
     log.info("promotion %s: %s", segment, result)
     return result
+
+
+def _ratios(record: dict) -> dict[str, float | None]:
+    """Each attribute's adverse impact ratio (None: absent or not judged), for tags and result."""
+    return {a: r.get("adverse_impact_ratio") for a, r in record["attributes"].items()}
 
 
 def _psi_text(psi: float | None) -> str:
