@@ -64,12 +64,12 @@ def cluster() -> Iterator[str]:
 
 @pytest.fixture
 def engine(validated_world, cluster: str) -> Iterator:
-    from pipeline import compute
+    from pipeline.compute.engine import session
 
     params = validated_world.compute.model_copy(
         update={"engine": "dask", "address": cluster, "partitions": 3, "timeout": 300}
     )
-    with compute.session(params) as opened:
+    with session(params) as opened:
         yield opened
 
 
@@ -92,7 +92,8 @@ def local_features(validated_world) -> dict[str, pl.DataFrame]:
 
 
 def test_features_on_dask_are_the_local_features(validated_world, engine, local_features) -> None:
-    from pipeline import compute, inputs
+    from pipeline import inputs
+    from pipeline.compute import features as compute
     from pipeline.storage import Layout
 
     layout = Layout(validated_world.data_dir)
@@ -116,7 +117,8 @@ def test_features_on_dask_are_the_local_features(validated_world, engine, local_
 
 def test_consumer_features_on_dask_are_the_local_features(validated_world, engine) -> None:
     """The other segment's definitions (balances, counterparties) partition the same way."""
-    from pipeline import compute, inputs
+    from pipeline import inputs
+    from pipeline.compute import features as compute
     from pipeline.storage import Layout
 
     layout = Layout(validated_world.data_dir)
@@ -149,7 +151,8 @@ def test_training_on_dask_is_within_tolerance_and_monotone(
 
     from models import evaluate as ev
     from models.train import fit_booster, monotonicity_violations
-    from pipeline import compute, inputs
+    from pipeline import inputs
+    from pipeline.compute import training as compute
 
     catalog = inputs.feature_definitions(
         SEGMENT, validated_world.features, validated_world.label
@@ -204,16 +207,17 @@ def _scorer(settings, frame: pl.DataFrame):
 
 
 def test_scores_on_dask_are_the_local_scores(validated_world, engine, local_features) -> None:
-    from pipeline import compute
+    from pipeline.compute import engine as compute
+    from pipeline.compute.scoring import score_book
 
     scorer = _scorer(validated_world, local_features["training"])
     book = local_features["book"]
     for reasons in (True, False):
         local = scorer.score(book, reasons=reasons)
-        assert_frame_equal(compute.score_book(engine, scorer, book, reasons=reasons), local)
+        assert_frame_equal(score_book(engine, scorer, book, reasons=reasons), local)
     assert local.height == book.height > 1000
     local_engine = compute.Engine(engine.params.model_copy(update={"engine": "local"}))
-    assert_frame_equal(compute.score_book(local_engine, scorer, book), scorer.score(book))
+    assert_frame_equal(score_book(local_engine, scorer, book), scorer.score(book))
 
 
 def _kill_on_features():
@@ -267,8 +271,9 @@ def test_a_killed_worker_fails_the_stage_in_one_line_and_writes_nothing(
             client.unregister_worker_plugin(KILLER)
     assert result.exit_code == 1, result.output
     assert "Traceback" not in result.output
-    lines = [line for line in result.output.splitlines() if line.startswith("error in")]
-    assert len(lines) == 1
+    lines = [line for line in result.output.splitlines() if "error in" in line]
+    assert len(lines) == 1, result.output  # one line, however the terminal wraps
+    assert "error in features merchant: expected every Dask task" in lines[0]
     assert "a worker died while running" in lines[0]
     assert "nothing was written" in lines[0]
     features = data / "features"

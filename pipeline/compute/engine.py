@@ -83,7 +83,7 @@ def session(params: ComputeParams) -> Iterator[Engine]:
     if logging.getLogger().getEffectiveLevel() > logging.INFO:
         # distributed logs at INFO (and warns of slow worker exits) into the CLI's handler;
         # the failures that matter come back as errors (see gather)
-        logging.getLogger("distributed").setLevel(logging.ERROR)
+        logging.getLogger("distributed").setLevel(logging.CRITICAL)
     with contextlib.ExitStack() as stack:
         if params.address is None:
             cluster = stack.enter_context(
@@ -113,10 +113,14 @@ def gather(engine: Engine, futures: Sequence[Any], what: str) -> list[Any]:
     """The results of ``futures`` in order, or one clear error naming ``what`` failed.
 
     A worker that died while running a task more often than the scheduler allows
-    (``distributed.scheduler.allowed-failures``) raises ``KilledWorker``; a step that outlives
-    ``compute.timeout`` stops too. Both become a :class:`RuntimeError` whose message is one
-    line, so the CLI reports it and exits non-zero; the stage has published nothing.
+    (``distributed.scheduler.allowed-failures``) raises ``KilledWorker``; data lost with a
+    worker cancels the futures that needed it; a step that outlives ``compute.timeout`` stops
+    too. Each becomes a :class:`RuntimeError` whose message is one line, so the CLI reports it
+    and exits non-zero; the stage has published nothing. An error raised by the work itself
+    (a ``ValueError`` of bad input, say) comes back as it was raised.
     """
+    from concurrent.futures import CancelledError
+
     from distributed import KilledWorker, wait
 
     try:
@@ -127,6 +131,11 @@ def gather(engine: Engine, futures: Sequence[Any], what: str) -> list[Any]:
         raise RuntimeError(
             f"expected every Dask task of {what} to finish; a worker died while running "
             f"{exc.task!r} (KilledWorker), so nothing was written"
+        ) from None
+    except CancelledError as exc:
+        raise RuntimeError(
+            f"expected every Dask task of {what} to finish; it was cancelled, a worker holding "
+            f"its data having died or the cluster having closed ({exc}), so nothing was written"
         ) from None
     except TimeoutError:
         raise RuntimeError(

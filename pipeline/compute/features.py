@@ -9,10 +9,12 @@ On the local engine this is :func:`pipeline.inputs.segment_features`, unchanged.
    temporary folder beside the features. A partition's reader then skips, by the row groups'
    statistics, every row group of other partitions: the log is read twice in all, not once
    per partition.
-2. :func:`segment_features` sends each non-empty partition of the spine, with the numbers of
-   its rows, to a task that runs :func:`features.build.build` on that partition's events and
-   the whole (small) entity, loan and repayment tables; the driver puts the rows back in the
-   spine's order.
+2. :func:`segment_features` writes the spine, tagged with its rows' partitions and positions,
+   to the same folder and submits one task per non-empty partition: it reads its spine rows
+   and its events and runs :func:`features.build.build` with the whole (small) entity, loan
+   and repayment tables; the driver puts the rows back in the spine's order. Every task reads
+   its inputs from storage (nothing is scattered from the driver), so a task whose worker died
+   can be run again on another, as often as the scheduler's ``allowed-failures`` permits.
 
 Nothing is computed twice or differently: a partition holds whole entities, and ``build`` of a
 set of entities is the same whichever other entities are built with them (the property its
@@ -51,8 +53,12 @@ ROW = "__spine_row"  # a spine row's position, to put the partitions' rows back 
 
 @dataclasses.dataclass(frozen=True)
 class Shards:
-    """The segment's log cut into ``parts`` entity partitions (``files`` empty: not sharded)."""
+    """The segment's log cut into ``parts`` entity partitions, in a work ``folder``.
 
+    ``folder`` is None on the local engine; ``files`` is empty when the segment has no log.
+    """
+
+    folder: Path | None = None
     files: tuple[str, ...] = ()
     parts: int = 1
 
@@ -77,12 +83,13 @@ def _shard(path: str, id_column: str, offset: int, length: int, parts: int, out:
 def sharded(engine: Engine, layout: Layout, segment: str) -> Iterator[Shards]:
     """The segment's validated log cut into entity partitions for the block, then removed.
 
-    Local engine, or a segment without a transaction log: nothing to cut (empty ``files``).
+    Local engine: nothing to cut. A segment without a transaction log: a work folder (for the
+    spines) and no files.
     """
     validated = require(layout.validated, "validate").resolve()
     seg = segment_named(segment)
     log_path = validated / f"{seg.txn_table}.parquet"
-    if not engine.distributed or not log_path.exists():
+    if not engine.distributed:
         yield Shards()
         return
     target = layout.features(segment).resolve().with_name(f"{segment}-shards")
@@ -90,6 +97,9 @@ def sharded(engine: Engine, layout: Layout, segment: str) -> Iterator[Shards]:
     sweep(target)  # shards a killed run left behind
     folder = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
+        if not log_path.exists():
+            yield Shards(folder, (), engine.partitions)
+            return
         rows = pl.scan_parquet(log_path).select(pl.len()).collect().item()
         parts = engine.partitions
         length = max(1, math.ceil(rows / parts))
@@ -110,15 +120,16 @@ def sharded(engine: Engine, layout: Layout, segment: str) -> Iterator[Shards]:
         ]
         files = gather(engine, futures, f"sharding the {segment} log")
         log.info("sharded %d %s events into %d partitions", rows, segment, parts)
-        yield Shards(tuple(files), parts)
+        yield Shards(folder, tuple(files), parts)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
 
 def _build_part(
-    defined: Definitions, validated: str, files: tuple[str, ...], part: int, spine: pl.DataFrame
+    defined: Definitions, validated: str, files: tuple[str, ...], spines: str, part: int
 ) -> pl.DataFrame:
     """:func:`features.build.build` of one partition's spine rows on that partition's events."""
+    spine = pl.scan_parquet(spines).filter(pl.col(SHARD) == part).drop(SHARD).collect()
     base = inputs.feature_inputs(Path(validated), defined.segment)
     if files:
         events = (
@@ -148,29 +159,32 @@ def segment_features(
     """
     if not engine.distributed or spine.height == 0:
         return inputs.segment_features(layout, defined, spine, chunks=chunks)
-    if shards is None:
+    if shards is None or shards.folder is None:
         with sharded(engine, layout, defined.segment.name) as cut:
             return segment_features(engine, layout, defined, spine, chunks=chunks, shards=cut)
     validated = str(require(layout.validated, "validate").resolve())
-    parts = engine.partitions
-    numbered = spine.with_row_index(ROW).with_columns(partition_of(ENTITY, parts).alias(SHARD))
-    groups = numbered.partition_by(SHARD, as_dict=True, maintain_order=True)
     name = defined.segment.name
-    futures = []
     run = uuid.uuid4().hex[:8]  # fresh keys: a key still known to the scheduler is reused
-    for (part,), rows in sorted(groups.items()):
-        scattered = engine.client.scatter(rows.drop(SHARD), hash=False)
-        futures.append(
-            engine.client.submit(
-                _build_part,
-                defined,
-                validated,
-                shards.files,
-                int(part),
-                scattered,
-                key=f"longtail-features-{name}-{part}-{run}",
-                pure=False,
-            )
+    numbered = spine.with_row_index(ROW).with_columns(
+        partition_of(ENTITY, shards.parts).alias(SHARD)
+    )
+    spines = shards.folder / f"spine-{run}.parquet"
+    numbered.sort(SHARD, maintain_order=True).write_parquet(spines)
+    futures = [
+        engine.client.submit(
+            _build_part,
+            defined,
+            validated,
+            shards.files,
+            str(spines),
+            int(part),
+            key=f"longtail-features-{name}-{part}-{run}",
+            pure=False,
         )
-    frames = gather(engine, futures, f"the {name} features ({len(futures)} partitions)")
+        for part in numbered[SHARD].unique().sort()
+    ]
+    try:
+        frames = gather(engine, futures, f"the {name} features ({len(futures)} partitions)")
+    finally:
+        spines.unlink(missing_ok=True)
     return pl.concat(frames).sort(ROW).drop(ROW)

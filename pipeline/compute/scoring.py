@@ -5,9 +5,11 @@ reasons of one entity never read another's), so cutting the book into blocks, sc
 worker and putting the blocks back in order gives the local frame exactly (tested).
 
 The scorer travels as its saved files (the booster's own text file and the plain-data JSON,
-the artifact the registry holds), broadcast once to every worker and loaded there once per
-model: no pickle of a live booster crosses the wire, and a worker scores with exactly the
-model the driver loaded from the same files.
+the artifact the registry holds) and is loaded once per model in each worker: no pickle of a
+live booster crosses the wire, and a worker scores with exactly the model the driver loaded
+from the same files. The blocks and the files go in the tasks themselves (nothing is scattered
+ahead), so a task whose worker died can run again elsewhere, within the scheduler's
+``allowed-failures``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import hashlib
 import math
 import tempfile
 import uuid
+import warnings
 from pathlib import Path
 
 import polars as pl
@@ -60,19 +63,22 @@ def score_book(
     if not engine.distributed or frame.height == 0:
         return scorer.score(frame, reasons=reasons)
     client = engine.client
-    files = client.scatter(scorer_files(scorer), broadcast=True, hash=False)
+    files = scorer_files(scorer)
     size = max(1, math.ceil(frame.height / engine.partitions))
     run = uuid.uuid4().hex[:8]  # fresh keys: a key still known to the scheduler is reused
-    futures = [
-        client.submit(
-            _score_block,
-            files,
-            client.scatter(frame.slice(offset, size), hash=False),
-            reasons,
-            key=f"longtail-score-{scorer.segment}-{i}-{run}",
-            pure=False,
-        )
-        for i, offset in enumerate(range(0, frame.height, size))
-    ]
+    with warnings.catch_warnings():
+        # "Sending large graph": the blocks are the work; they go in the tasks on purpose
+        warnings.filterwarnings("ignore", message="Sending large graph")
+        futures = [
+            client.submit(
+                _score_block,
+                files,
+                frame.slice(offset, size),
+                reasons,
+                key=f"longtail-score-{scorer.segment}-{i}-{run}",
+                pure=False,
+            )
+            for i, offset in enumerate(range(0, frame.height, size))
+        ]
     blocks = gather(engine, futures, f"scoring {frame.height:,} {scorer.segment} rows")
     return pl.concat(blocks)

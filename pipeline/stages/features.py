@@ -17,7 +17,9 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline import compute, inputs
+from pipeline import inputs
+from pipeline.compute.engine import session
+from pipeline.compute.features import segment_features, sharded
 from pipeline.config import Sections, uses
 from pipeline.storage import Layout, require, write_parquet
 
@@ -33,12 +35,12 @@ def run(settings: Sections, segment: str, as_of: dt.date | None = None) -> tuple
 
     defined = inputs.feature_definitions(segment, settings.features, settings.label)
     with (
-        compute.session(settings.compute) as engine,
-        compute.sharded(engine, layout, segment) as shards,
+        session(settings.compute) as engine,
+        sharded(engine, layout, segment) as shards,
     ):
 
         def write(spine: pl.DataFrame, path: Path) -> tuple[Path, int]:
-            frame = compute.segment_features(
+            frame = segment_features(
                 engine, layout, defined, spine, chunks=settings.features.chunks, shards=shards
             )
             write_parquet(frame, path)

@@ -41,13 +41,15 @@ from models.train import (
     gain_importance,
     monotonicity_violations,
 )
-from pipeline import compute, drift, inputs, registry
+from pipeline import drift, inputs, registry
 from pipeline.artifacts import (
     TRAINING_FILE,
     AdditiveReference,
     write_out_of_fold,
     write_reference_scores,
 )
+from pipeline.compute.engine import Engine, session
+from pipeline.compute.training import fit_booster
 from pipeline.config import Sections, uses
 from pipeline.storage import Layout, publishing, require, write_json
 
@@ -115,7 +117,7 @@ def run(settings: Sections, segment: str) -> dict:
         fitted = _fit_cv(settings, frame, names, pd_monotone)
         engine_used = "local"
     else:
-        with compute.session(settings.compute) as engine:
+        with session(settings.compute) as engine:
             engine_used = engine.describe()
             fitted = _fit_oot(settings, engine, frame, names, pd_monotone)
     train_seconds = time.perf_counter() - started
@@ -182,14 +184,14 @@ def run(settings: Sections, segment: str) -> dict:
 
 def _fit_oot(
     settings: Sections,
-    engine: compute.Engine,
+    engine: Engine,
     frame: pl.DataFrame,
     names: list[str],
     pd_monotone: list[int],
 ) -> _Fitted:
     """Fit on the training slice, early-stop and calibrate on the validation slice.
 
-    The boosters are fitted on ``engine`` (see :func:`pipeline.compute.fit_booster`).
+    The boosters are fitted on ``engine`` (see :func:`pipeline.compute.training.fit_booster`).
     """
 
     def xy(slice_: str) -> tuple[np.ndarray, np.ndarray]:
@@ -202,7 +204,7 @@ def _fit_oot(
     calibration = settings.model.calibration
 
     def fit(*, additive: bool = False):
-        booster = compute.fit_booster(
+        booster = fit_booster(
             engine,
             x_train,
             y_train,
