@@ -80,8 +80,13 @@ def _shard(path: str, id_column: str, offset: int, length: int, parts: int, out:
 
 
 @contextlib.contextmanager
-def sharded(engine: Engine, layout: Layout, segment: str) -> Iterator[Shards]:
+def sharded(
+    engine: Engine, layout: Layout, segment: str, work: Path | None = None
+) -> Iterator[Shards]:
     """The segment's validated log cut into entity partitions for the block, then removed.
+
+    The shards go to a dotted temporary folder in ``work`` (default: beside the features; the
+    score stage passes its own scores folder), which every worker must be able to read.
 
     Local engine: nothing to cut. A segment without a transaction log: a work folder (for the
     spines) and no files.
@@ -92,7 +97,7 @@ def sharded(engine: Engine, layout: Layout, segment: str) -> Iterator[Shards]:
     if not engine.distributed:
         yield Shards()
         return
-    target = layout.features(segment).resolve().with_name(f"{segment}-shards")
+    target = (work or layout.features(segment).parent).resolve() / f"{segment}-shards"
     target.parent.mkdir(parents=True, exist_ok=True)
     sweep(target)  # shards a killed run left behind
     folder = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
@@ -150,17 +155,19 @@ def segment_features(
     *,
     chunks: int,
     shards: Shards | None = None,
+    work: Path | None = None,
 ) -> pl.DataFrame:
     """The features of ``defined``'s segment for ``spine``, on ``engine``; same frame either way.
 
     Local: :func:`pipeline.inputs.segment_features` with ``chunks``. Dask: one task per
-    non-empty entity partition of the spine, reading ``shards`` (cut here, for this call only,
-    when not given); the rows come back in the spine's order.
+    non-empty entity partition of the spine, reading ``shards`` (cut here in ``work``, see
+    :func:`sharded`, for this call only, when not given); the rows come back in the spine's
+    order.
     """
     if not engine.distributed or spine.height == 0:
         return inputs.segment_features(layout, defined, spine, chunks=chunks)
     if shards is None or shards.folder is None:
-        with sharded(engine, layout, defined.segment.name) as cut:
+        with sharded(engine, layout, defined.segment.name, work) as cut:
             return segment_features(engine, layout, defined, spine, chunks=chunks, shards=cut)
     validated = str(require(layout.validated, "validate").resolve())
     name = defined.segment.name
