@@ -185,6 +185,17 @@ def main() -> None:
             result = measure(mode, data, args.workers, args.partitions)
             runs.append(result)
             brief = {k: v for k, v in result.items() if k != "partitions"}
+            parts = result["partitions"]
+            if parts:  # the per-partition rates of this run: events per task-second
+                rates = sorted(p["events"] / p["seconds"] for p in parts if p["seconds"] > 0)
+                brief["partition_events_per_s"] = {
+                    "median": round(statistics.median(rates)),
+                    "min": round(rates[0]),
+                    "max": round(rates[-1]),
+                    "tasks": len(parts),
+                    "median_events": statistics.median(p["events"] for p in parts),
+                    "task_seconds": round(sum(p["seconds"] for p in parts), 1),
+                }
             print(f"  run {run + 1}: {mode}: {json.dumps(brief)}", flush=True)
     equal = {r["hash"] for r in results["local"] + results["dask"]}
     print(f"  same features in every run and mode: {len(equal) == 1}")
