@@ -102,6 +102,30 @@ class FeatureParams(_Frozen):
     consumer_low_balance_share: float = Field(default=0.25, ge=0)
 
 
+class ComputeParams(_Frozen):
+    """Where the feature, training and scoring work runs (see :mod:`pipeline.compute`).
+
+    ``engine`` is ``local`` (this process, the default) or ``dask``; with ``dask``, ``address``
+    is an existing scheduler (``tcp://scheduler:8786``) or null for a LocalCluster of
+    ``workers`` processes with ``threads_per_worker`` threads and ``memory_limit`` each.
+    ``partitions`` is how many entity-hash partitions the log is cut into (and row blocks for
+    training and scoring). LightGBM's distributed training listens on ``listen_port`` plus the
+    worker's index on its host (explicit ports: lightgbm.dask's port search can race); its
+    number of rounds comes from a local early-stopped fit on at most ``rounds_sample`` training
+    rows. ``timeout`` (seconds) bounds connecting to the scheduler and each distributed step.
+    """
+
+    engine: Literal["local", "dask"] = "local"
+    address: str | None = None
+    partitions: int = Field(default=8, ge=1)
+    workers: int = Field(default=2, ge=1)
+    threads_per_worker: int = Field(default=1, ge=1)
+    memory_limit: str = "3GB"
+    listen_port: int = Field(default=12400, ge=1024, le=65000)
+    rounds_sample: int = Field(default=1_000_000, ge=1000)
+    timeout: int = Field(default=3600, gt=0)
+
+
 class ModelParams(_Frozen):
     """Training, calibration and the scorecard baseline."""
 
@@ -264,6 +288,7 @@ class Settings(_Frozen):
     world: WorldParams
     validation: ValidationParams = ValidationParams()
     features: FeatureParams = FeatureParams()
+    compute: ComputeParams = ComputeParams()
     label: LabelParams = LabelParams()
     split: SplitParams = SplitParams()
     model: ModelParams = ModelParams()

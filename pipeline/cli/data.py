@@ -24,6 +24,26 @@ from pipeline.cli.common import (
     settings_for,
 )
 
+# ``--cluster``: the commands that can run on Dask (features, train) take it; it selects
+# params.yaml ``compute.engine: dask`` at that scheduler (see pipeline/compute).
+ClusterOption = Annotated[
+    str | None,
+    typer.Option(
+        "--cluster",
+        help="Run on the Dask cluster at this scheduler address (e.g. tcp://scheduler:8786); "
+        "overrides params.yaml compute.",
+    ),
+]
+
+
+def on_cluster(settings: Any, cluster: str | None) -> Any:
+    """``settings`` with ``--cluster`` applied to its ``compute`` section (unchanged without)."""
+    if cluster is None:
+        return settings
+    from pipeline.compute.engine import with_cluster
+
+    return settings.model_copy(update={"compute": with_cluster(settings.compute, cluster)})
+
 
 @app.command()
 def generate(
@@ -143,8 +163,13 @@ def features(
             "--catalog", help="Write the feature catalog page (docs/features.md) and stop."
         ),
     ] = False,
+    cluster: ClusterOption = None,
 ) -> None:
-    """Build point-in-time features: the training spine, or every consented entity at --as-of."""
+    """Build point-in-time features: the training spine, or every consented entity at --as-of.
+
+    ``--cluster tcp://scheduler:8786`` (or params.yaml ``compute``) builds them on a Dask
+    cluster, one entity partition per task; the features are the same.
+    """
     if catalog:
         from features.definitions import catalog_page
         from pipeline.inputs import definition_params
@@ -161,5 +186,5 @@ def features(
     date = parse_date(as_of)
     for seg in segments_for(segment, params, data, "features"):
         with running(f"features {seg}"):
-            path, rows = stage.run(settings_for(params, data), seg, date)
+            path, rows = stage.run(on_cluster(settings_for(params, data), cluster), seg, date)
         out.print(f"  {seg}: {rows:,} rows -> {path}")

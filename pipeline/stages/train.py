@@ -13,6 +13,11 @@ labelled loan, so register and score read the same artifacts in both modes.
 
 The folder (see :mod:`pipeline.artifacts`) is published in one rename: a failed run leaves the
 previous model as it was.
+
+On ``compute.engine: dask`` the out-of-time booster and the additive reference are trained with
+``lightgbm.dask`` (:mod:`pipeline.compute.training`: rounds from a local early-stopped fit, the
+same parameters, an ordinary booster back); ``training.json`` records the engine. Cross-fitting
+(``cv``, for small books) always runs here.
 """
 
 from __future__ import annotations
@@ -33,7 +38,6 @@ from models.split import TRAIN, VALID, cv_folds
 from models.train import (
     cross_fit_booster,
     effective_min_data_in_leaf,
-    fit_booster,
     gain_importance,
     monotonicity_violations,
 )
@@ -44,11 +48,23 @@ from pipeline.artifacts import (
     write_out_of_fold,
     write_reference_scores,
 )
+from pipeline.compute.engine import Engine, session
+from pipeline.compute.training import fit_booster
 from pipeline.config import Sections, uses
 from pipeline.storage import Layout, publishing, require, write_json
 
 log = logging.getLogger(__name__)
-PARAMS = ("features", "split", "model", "scaling", "limits", "label", "drift", "mlflow")
+PARAMS = (
+    "features",
+    "compute",
+    "split",
+    "model",
+    "scaling",
+    "limits",
+    "label",
+    "drift",
+    "mlflow",
+)
 
 
 def slice_summary(frame: pl.DataFrame) -> dict[str, dict]:
@@ -96,9 +112,14 @@ def run(settings: Sections, segment: str) -> dict:
 
     started = time.perf_counter()
     if settings.split.mode == "cv":
+        if settings.compute.engine != "local":
+            log.info("split.mode cv cross-fits on one machine (small books), not on Dask")
         fitted = _fit_cv(settings, frame, names, pd_monotone)
+        engine_used = "local"
     else:
-        fitted = _fit_oot(settings, frame, names, pd_monotone)
+        with session(settings.compute) as engine:
+            engine_used = engine.describe()
+            fitted = _fit_oot(settings, engine, frame, names, pd_monotone)
     train_seconds = time.perf_counter() - started
     booster, calibrator = fitted.booster, fitted.calibrator
     broken = monotonicity_violations(booster, fitted.x_train, pd_monotone)
@@ -137,6 +158,7 @@ def run(settings: Sections, segment: str) -> dict:
         "drift_reference": {"as_of": book["as_of"][0].isoformat(), "rows": book.height},
         "min_data_in_leaf": effective_min_data_in_leaf(settings.model.train, len(fitted.x_train)),
         "split_mode": settings.split.mode,
+        "compute": engine_used,
         **fitted.record,
     }
     with publishing(layout.model(segment)) as tmp:
@@ -161,9 +183,16 @@ def run(settings: Sections, segment: str) -> dict:
 
 
 def _fit_oot(
-    settings: Sections, frame: pl.DataFrame, names: list[str], pd_monotone: list[int]
+    settings: Sections,
+    engine: Engine,
+    frame: pl.DataFrame,
+    names: list[str],
+    pd_monotone: list[int],
 ) -> _Fitted:
-    """Fit on the training slice, early-stop and calibrate on the validation slice."""
+    """Fit on the training slice, early-stop and calibrate on the validation slice.
+
+    The boosters are fitted on ``engine`` (see :func:`pipeline.compute.training.fit_booster`).
+    """
 
     def xy(slice_: str) -> tuple[np.ndarray, np.ndarray]:
         part = frame.filter(pl.col("slice") == slice_)
@@ -176,6 +205,7 @@ def _fit_oot(
 
     def fit(*, additive: bool = False):
         booster = fit_booster(
+            engine,
             x_train,
             y_train,
             x_valid,
@@ -280,6 +310,7 @@ def _log_run(
                 "calibration": settings.model.calibration,
                 "n_features": len(names),
                 "baseline.characteristics": characteristics,
+                "compute": info["compute"],
             }
         )
         mlflow.log_metrics(
