@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-HELPERS = {"run_all.py"}
+HELPERS = {"run_all.py", "scale.py"}  # scale.py: a Dask cluster and 20M rows twice; run it alone
 
 
 def main() -> int:

@@ -51,6 +51,25 @@ SegmentOption = Annotated[
 ]
 
 
+ClusterOption = Annotated[
+    str | None,
+    typer.Option(
+        "--cluster",
+        help="Run on the Dask cluster at this scheduler address (e.g. tcp://scheduler:8786); "
+        "overrides params.yaml compute.",
+    ),
+]
+
+
+def on_cluster(settings: Any, cluster: str | None) -> Any:
+    """``settings`` with ``--cluster`` applied to its ``compute`` section (unchanged without)."""
+    if cluster is None:
+        return settings
+    from pipeline.compute.engine import with_cluster
+
+    return settings.model_copy(update={"compute": with_cluster(settings.compute, cluster)})
+
+
 def parse_date(value: str | None) -> dt.date | None:
     """An ISO date option, or None; anything else is a usage error naming the value."""
     if value is None:

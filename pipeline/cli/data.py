@@ -11,12 +11,14 @@ from rich.markup import escape
 from pipeline import keep_freed_memory
 from pipeline.cli.common import (
     AsOfOption,
+    ClusterOption,
     DataOption,
     ParamsOption,
     SegmentChoice,
     SegmentOption,
     app,
     console,
+    on_cluster,
     out,
     parse_date,
     running,
@@ -24,27 +26,9 @@ from pipeline.cli.common import (
     settings_for,
 )
 
+
 # ``--cluster``: the commands that can run on Dask (features, train) take it; it selects
 # params.yaml ``compute.engine: dask`` at that scheduler (see pipeline/compute).
-ClusterOption = Annotated[
-    str | None,
-    typer.Option(
-        "--cluster",
-        help="Run on the Dask cluster at this scheduler address (e.g. tcp://scheduler:8786); "
-        "overrides params.yaml compute.",
-    ),
-]
-
-
-def on_cluster(settings: Any, cluster: str | None) -> Any:
-    """``settings`` with ``--cluster`` applied to its ``compute`` section (unchanged without)."""
-    if cluster is None:
-        return settings
-    from pipeline.compute.engine import with_cluster
-
-    return settings.model_copy(update={"compute": with_cluster(settings.compute, cluster)})
-
-
 @app.command()
 def generate(
     params: ParamsOption = Path("params.yaml"),

@@ -8,17 +8,18 @@ from typing import Annotated
 import typer
 
 from pipeline.cli.common import (
+    ClusterOption,
     DataOption,
     ParamsOption,
     SegmentChoice,
     SegmentOption,
     app,
+    on_cluster,
     out,
     running,
     segments_for,
     settings_for,
 )
-from pipeline.cli.data import ClusterOption, on_cluster
 
 
 @app.command()

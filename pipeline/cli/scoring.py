@@ -10,12 +10,14 @@ import typer
 from pipeline import keep_freed_memory
 from pipeline.cli.common import (
     AsOfOption,
+    ClusterOption,
     DataOption,
     ParamsOption,
     SegmentChoice,
     SegmentOption,
     app,
     console,
+    on_cluster,
     out,
     parse_date,
     running,
@@ -50,6 +52,7 @@ def score(
             help="Which drift alert exits 3: score, any or never (default: params.yaml drift).",
         ),
     ] = None,
+    cluster: ClusterOption = None,
 ) -> None:
     """Batch-score every consented entity at a date with the champion model.
 
@@ -73,7 +76,7 @@ def score(
     if drift_fail_on is not None and drift_fail_on not in choices:
         raise typer.BadParameter(f"expected one of {', '.join(choices)}; got {drift_fail_on!r}")
     with running("score", quiet=True):
-        settings = settings_for(params, data)
+        settings = on_cluster(settings_for(params, data), cluster)
     present = segments_for(segment, params, data, "score")
     # `all` scores the segments of params.yaml scoring.segments that the data holds.
     chosen = (

@@ -43,11 +43,14 @@ from models import monitoring
 from models.scorer import Scorer
 from pipeline import batch, challenger, drift, inputs, registry
 from pipeline.artifacts import TRAINING_FILE, read_reference_scores, read_training
+from pipeline.compute.engine import session
+from pipeline.compute.features import segment_features
+from pipeline.compute.scoring import score_book
 from pipeline.config import Sections, uses
 from pipeline.storage import Layout, exclusive_lock, publishing, require, sweep
 
 log = logging.getLogger(__name__)
-PARAMS = ("scoring", "features", "label", "drift", "mlflow")
+PARAMS = ("scoring", "features", "compute", "label", "drift", "mlflow")
 
 
 @uses(*PARAMS)
@@ -128,11 +131,13 @@ def run(
         batch.check_catalog_hash(trained_hash, defined.catalog.hash, segment)
 
         spine = inputs.scoring_spine(layout, segment, as_of)
-        features = inputs.segment_features(layout, defined, spine, chunks=settings.features.chunks)
-        scorer.check_columns(features)
-        scores = scorer.score(features, reasons=settings.scoring.reasons).with_columns(
-            pl.lit(int(version), dtype=pl.Int32).alias("model_version")
-        )
+        with session(settings.compute) as engine:
+            features = segment_features(
+                engine, layout, defined, spine, chunks=settings.features.chunks, work=target.parent
+            )
+            scores = score_book(
+                engine, scorer, features, reasons=settings.scoring.reasons
+            ).with_columns(pl.lit(int(version), dtype=pl.Int32).alias("model_version"))
         against = (
             _challenger(settings, segment, name, version, target.parent, defined.catalog)
             if model_uri is None
