@@ -9,16 +9,22 @@ the model's raw score.
 - ``fast`` is the path attribution of Saabas: walking from the root to the leaf a row falls in,
   each split moves the node's expected value (the count-weighted mean of the leaves below it),
   and the move is credited to the split's feature. Every leaf's path contributions are
-  summed once when the model is loaded into a sparse ``(total leaves, features)`` table, so
-  attributing a batch is one ``pred_leaf`` pass (as fast as ``predict``) plus a sparse
-  gather-and-sum. The expected value is the same one TreeSHAP uses (the count-weighted mean
+  summed once when the model is loaded into a ``(total leaves, features)`` table, so
+  attributing a batch is one ``pred_leaf`` pass (as fast as ``predict``) plus a gather-and-sum:
+  per feature, its column of the table taken at the leaves of only the trees that split on it
+  (``numpy.take`` over a leaf index held tree-major, features shared out over threads; numpy
+  releases the GIL there), which touches each row's handful of path entries per tree and
+  nothing else. A model too big for a dense table falls back to a sparse product. The
+  expected value is the same one TreeSHAP uses (the count-weighted mean
   of the leaves), so the two differ only in how a path's change is split between its features;
   ``benchmarks/attribution.py`` measures how often their top reasons agree.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import lightgbm as lgb
@@ -27,6 +33,7 @@ from scipy import sparse
 
 Attribution = Literal["fast", "exact"]
 ATTRIBUTIONS: tuple[str, ...] = ("fast", "exact")
+DENSE_MAX_ENTRIES = 1 << 24  # (features x total leaves) up to 128 MB of float64: gather per feature
 
 
 def _node_value(node: dict[str, Any], memo: dict[int, tuple[float, float]]) -> tuple[float, float]:
@@ -96,6 +103,10 @@ class PathAttribution:
     leaf_offsets: np.ndarray
     table: sparse.csr_matrix
     expected_value: float
+    columns: np.ndarray | None = field(default=None, repr=False, compare=False)
+    """``(features, total leaves)`` dense transpose of ``table`` (None when too big)."""
+    trees_of: tuple[np.ndarray, ...] = field(default=(), repr=False, compare=False)
+    """Per feature, the trees whose paths credit it (the only ones worth gathering)."""
 
     @classmethod
     def from_booster(cls, booster: lgb.Booster) -> PathAttribution:
@@ -130,8 +141,22 @@ class PathAttribution:
             shape=(start, n_features),
         )
         table.sum_duplicates()
+        columns = None
+        trees_of: tuple[np.ndarray, ...] = ()
+        if n_features * start <= DENSE_MAX_ENTRIES:
+            columns = np.ascontiguousarray(table.toarray().T)
+            tree_of_leaf = np.repeat(np.arange(len(trees)), np.diff(np.r_[offsets, start]))
+            credited = np.zeros((n_features, len(trees)), dtype=bool)
+            coo = table.tocoo()
+            credited[coo.col[coo.data != 0], tree_of_leaf[coo.row[coo.data != 0]]] = True
+            trees_of = tuple(np.flatnonzero(row) for row in credited)
         return cls(
-            n_features=n_features, leaf_offsets=offsets, table=table, expected_value=expected
+            n_features=n_features,
+            leaf_offsets=offsets,
+            table=table,
+            expected_value=expected,
+            columns=columns,
+            trees_of=trees_of,
         )
 
     def contributions(self, booster: lgb.Booster, x: np.ndarray) -> np.ndarray:
@@ -156,6 +181,9 @@ class PathAttribution:
                 f"expected the booster the table was built from ({self.leaf_offsets.size} "
                 f"trees); got one with {leaves.shape[1]}"
             )
+        if self.columns is not None:
+            self._gather(self.columns, leaves, out)
+            return out
         n_rows, n_trees = leaves.shape
         hits = sparse.csr_matrix(
             (
@@ -167,6 +195,27 @@ class PathAttribution:
         )
         out[:, :-1] = (hits @ self.table).toarray()
         return out
+
+    def _gather(self, columns: np.ndarray, leaves: np.ndarray, out: np.ndarray) -> None:
+        """Fill ``out[:, :-1]``: per feature, its table column summed over its trees' leaves."""
+        leaf_rows = np.ascontiguousarray((leaves + self.leaf_offsets).T.astype(np.intp))
+
+        def features(part: range) -> None:
+            for f in part:
+                trees = self.trees_of[f]
+                if trees.size == 0:
+                    out[:, f] = 0.0
+                elif trees.size == 1:
+                    out[:, f] = columns[f].take(leaf_rows[trees[0]])
+                else:
+                    out[:, f] = columns[f].take(leaf_rows[trees]).sum(axis=0)
+
+        workers = max(1, min(os.cpu_count() or 1, 8))
+        if workers == 1 or leaves.shape[0] < 4096:
+            features(range(self.n_features))
+            return
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(features, [range(w, self.n_features, workers) for w in range(workers)]))
 
 
 def exact_contributions(booster: lgb.Booster, x: np.ndarray) -> np.ndarray:

@@ -112,12 +112,16 @@ class MonitoringParams(_Frozen):
 
 
 class ScoringParams(_Frozen):
-    """Batch scoring: the date (null: the end of the observed log), segments, reason codes."""
+    """Batch scoring: the date (null: the end of the observed log), segments, reason codes.
+
+    ``compiled`` predicts through the lleaves-compiled model (cached per model version).
+    """
 
     as_of: dt.date | None = None
     segments: tuple[Segment, ...] = NAMES
     reasons: bool = True
     max_days_after_log: int = Field(3, ge=0)
+    compiled: bool = False
 
 
 class RegistryParams(_Frozen):
