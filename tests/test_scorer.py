@@ -11,8 +11,8 @@ import polars as pl
 import pytest
 
 from features.catalog import DIMENSIONS, FeatureSpec
-from models.calibrate import Calibrator, fit_calibrator
 from models.attribution import PathAttribution
+from models.calibrate import Calibrator, fit_calibrator
 from models.limits import CONSTRAINTS, KNOCKOUTS, LimitPolicy
 from models.pricing import PricingPolicy, break_even_apr
 from models.reasons import reason_text
@@ -253,7 +253,8 @@ def test_compiled_inference_gives_the_same_pds_and_is_cached(
     # outputs are summed may differ: a few ulps of a log-odds around 1, so 1e-12 is tight.
     np.testing.assert_allclose(compiled, native, rtol=1e-12, atol=1e-12)
     binaries = sorted(p.name for p in cache.iterdir())
-    assert [p for p in binaries if p.endswith(".bin")] and not [p for p in binaries if p[0] == "."]
+    assert [p for p in binaries if p.endswith(".bin")]
+    assert not [p for p in binaries if p[0] == "."]
     again = Scorer.load(_saved(scorer, tmp_path / "model"))
     stamp = {p: p.stat().st_mtime_ns for p in cache.iterdir()}
     fast, slow = again.score(frame, compiled=cache), scorer.score(frame)
