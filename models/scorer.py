@@ -15,20 +15,17 @@ chunks of ``EXPLAIN_CHUNK`` rows, so a million entities never hold a million-row
 matrix, and picked by integer catalog index (strings only when the columns are built).
 
 Compiled inference: ``compiled=<cache folder>`` predicts through the booster compiled by lleaves
-(LLVM) instead of LightGBM's own ``predict``. The compiled binary is cached in that folder under
-a hash of the booster's text, the host CPU and the lleaves version, so each model version is
-compiled once (seconds for a small model, minutes for a large one) and a changed model is never
-served by a stale binary. The caller chooses the folder; nothing is cached anywhere else.
+(LLVM) instead of LightGBM's own ``predict``, and attributes (``fast``) through one compiled
+forest per feature (:class:`models.attribution.CompiledPaths`) instead of ``pred_leaf`` and a
+gather. The binaries are cached in that folder under a hash of the booster's text, the host CPU
+and the lleaves and llvmlite versions, so each model version is compiled once (seconds for a
+small model, minutes for a large one) and a changed model is never served by a stale binary.
+The caller chooses the folder; nothing is cached anywhere else.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import logging
-import os
-import tempfile
-import threading
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -40,7 +37,15 @@ import polars as pl
 
 from features.catalog import DIMENSIONS, FeatureSpec
 from features.definitions import POLICY_INPUTS
-from models.attribution import ATTRIBUTIONS, Attribution, PathAttribution, exact_contributions
+from models.attribution import (
+    ATTRIBUTIONS,
+    Attribution,
+    CompiledPaths,
+    PathAttribution,
+    compiled_forest,
+    exact_contributions,
+    forest_folder,
+)
 from models.calibrate import Calibrator
 from models.limits import LimitPolicy, loan_limits
 from models.pricing import risk_based_price
@@ -55,57 +60,8 @@ from models.scaling import ScalingParams, pd_to_score, score_to_band
 
 BOOSTER_FILE = "booster.txt"
 SCORER_FILE = "scorer.json"
-EXPLAIN_CHUNK = 65_536  # rows attributed at a time: bounds memory (rows x trees leaf indices)
+EXPLAIN_CHUNK = 131_072  # rows attributed at a time: bounds memory (rows x trees leaf indices)
 PRICE_COLUMNS = ("apr", "priced_out")
-
-log = logging.getLogger(__name__)
-_COMPILE_LOCK = threading.Lock()
-
-
-def compiled_forest(booster: lgb.Booster, cache: Path) -> Any:
-    """The booster compiled by lleaves to raw scores, cached in ``cache`` (compiled on a miss).
-
-    The binary is named by a hash of the booster's text, the host CPU and the lleaves and
-    llvmlite versions (lleaves itself never checks a cache for staleness). A miss compiles into
-    a temporary name in ``cache`` and renames it into place, so a crash or a concurrent
-    process never leaves a half-written binary under the final name.
-    """
-    from importlib.metadata import version
-
-    import lleaves
-    from llvmlite import binding
-
-    text = booster.model_to_string()
-    stamp = [binding.get_host_cpu_name(), version("lleaves"), version("llvmlite")]
-    key = hashlib.sha256("\n".join([text, *stamp]).encode()).hexdigest()[:24]
-    cache = Path(cache)
-    cache.mkdir(parents=True, exist_ok=True)
-    model_file, binary = cache / f"{key}.txt", cache / f"{key}.bin"
-    with _COMPILE_LOCK:
-        for target, write in (
-            (model_file, lambda path: path.write_text(text)),
-            (binary, lambda path: _compile(path, model_file)),
-        ):
-            if target.exists():
-                continue
-            fd, temporary = tempfile.mkstemp(prefix=f".{target.name}-", dir=cache)
-            os.close(fd)
-            os.unlink(temporary)  # lleaves writes its cache only where no file exists
-            try:
-                write(Path(temporary))
-                os.replace(temporary, target)
-            finally:
-                Path(temporary).unlink(missing_ok=True)
-        model = lleaves.Model(model_file=str(model_file))
-        model.compile(cache=str(binary), raw_score=True)
-    return model
-
-
-def _compile(binary: Path, model_file: Path) -> None:
-    import lleaves
-
-    log.info("compiling %s with lleaves (once per model version)", model_file.name)
-    lleaves.Model(model_file=str(model_file)).compile(cache=str(binary), raw_score=True)
 
 
 @dataclass(frozen=True)
@@ -118,7 +74,9 @@ class Scorer:
     calibrator: Calibrator
     scaling: ScalingParams
     policy: LimitPolicy
-    _compiled: dict[Path, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _compiled: dict[tuple[str, Path], Any] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         """Refuse a scorer whose parts disagree (booster vs catalog, policy vs band table)."""
@@ -176,13 +134,24 @@ class Scorer:
         return frame.select(pl.col(self.feature_names).cast(pl.Float64)).to_numpy()
 
     def contributions(
-        self, frame: pl.DataFrame, *, attribution: Attribution = "fast"
+        self,
+        frame: pl.DataFrame,
+        *,
+        attribution: Attribution = "fast",
+        compiled: Path | None = None,
     ) -> np.ndarray:
-        """Per-feature contributions (log-odds of default), ``(rows, features + 1)``, bias last."""
-        self.check_columns(frame)
-        return self._contributions(self.matrix(frame), attribution)
+        """Per-feature contributions (log-odds of default), ``(rows, features + 1)``, bias last.
 
-    def _contributions(self, x: np.ndarray, attribution: Attribution) -> np.ndarray:
+        ``compiled`` (a cache folder) computes the fast attribution with compiled forests.
+        """
+        self.check_columns(frame)
+        return self._contributions(self.matrix(frame), attribution, compiled)
+
+    def _contributions(
+        self, x: np.ndarray, attribution: Attribution, compiled: Path | None = None
+    ) -> np.ndarray:
+        if attribution == "fast" and compiled is not None:
+            return self._compiled_part("attribution", Path(compiled)).contributions(x)
         if attribution == "fast":
             return self.paths.contributions(self.booster, x)
         if attribution == "exact":
@@ -192,15 +161,23 @@ class Scorer:
     def raw_scores(self, x: np.ndarray, *, compiled: Path | None = None) -> np.ndarray:
         """The booster's raw log-odds of ``x``: LightGBM's predict, or the compiled model's.
 
-        ``compiled`` is the cache folder of :func:`compiled_forest`; the loaded binary is kept
+        ``compiled`` is the cache folder (see the module docstring); the loaded binary is kept
         on this Scorer, so only the first call per folder pays for loading (or compiling).
         """
         if compiled is None:
             return self.booster.predict(x, raw_score=True)
-        folder = Path(compiled)
-        if folder not in self._compiled:
-            self._compiled[folder] = compiled_forest(self.booster, folder)
-        return self._compiled[folder].predict(np.ascontiguousarray(x, dtype=np.float64))
+        forest = self._compiled_part("predict", Path(compiled))
+        return forest.predict(np.ascontiguousarray(x, dtype=np.float64))
+
+    def _compiled_part(self, part: str, cache: Path) -> Any:
+        if (part, cache) not in self._compiled:
+            if part == "predict":
+                folder = forest_folder(self.booster, cache)
+                made = compiled_forest(self.booster.model_to_string(), folder, "predict")
+            else:
+                made = CompiledPaths.build(self.booster, self.paths, cache)
+            self._compiled[(part, cache)] = made
+        return self._compiled[(part, cache)]
 
     def predict_pd(self, frame: pl.DataFrame, *, compiled: Path | None = None) -> np.ndarray:
         """Calibrated PDs (``compiled``: see :meth:`raw_scores`)."""
@@ -223,8 +200,8 @@ class Scorer:
         the reason and sub-score columns are left out (they cost a per-feature attribution);
         ``attribution`` picks the fast path attribution or exact TreeSHAP. ``apply_cutoff=False``
         gives the limit each row would get if approved (for a cut-off strategy table).
-        ``compiled`` (a cache folder) predicts through the lleaves-compiled booster: the same
-        PDs (to the last few ulps of the summed log-odds), several times faster.
+        ``compiled`` (a cache folder) predicts and attributes through lleaves-compiled forests:
+        the same PDs and contributions (to the last few ulps of a sum), several times faster.
 
         The price columns: ``apr`` (the risk-based annual rate, null when priced out) and
         ``priced_out`` (no rate under the policy's ``max_apr`` covers the expected loss; such a
@@ -274,7 +251,7 @@ class Scorer:
         )
         if not reasons:
             return out
-        codes, points = self.explain(x, attribution)
+        codes, points = self.explain(x, attribution, compiled=compiled)
         labels = pl.Series(reason_labels(self.specs), dtype=pl.String)
         return out.with_columns(
             *[labels.gather(codes[:, i]).alias(f"reason_{i + 1}") for i in range(N_REASONS)],
@@ -285,7 +262,7 @@ class Scorer:
         )
 
     def explain(
-        self, x: np.ndarray, attribution: Attribution = "fast"
+        self, x: np.ndarray, attribution: Attribution = "fast", *, compiled: Path | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Reason indices and sub-score points of the feature matrix ``x``, chunk by chunk.
 
@@ -299,7 +276,7 @@ class Scorer:
         floor = self.scaling.reason_min_points / self.scaling.factor
         for start in range(0, n_rows, EXPLAIN_CHUNK):
             part = slice(start, min(start + EXPLAIN_CHUNK, n_rows))
-            contrib = self._contributions(x[part], attribution)
+            contrib = self._contributions(x[part], attribution, compiled)
             found = top_reason_indices(contrib, n_features, N_REASONS, min_contribution=floor)
             codes[part] = np.where(found < 0, n_features, found)
             dims = dimension_points(contrib, self.specs, self.points_per_log_odds)

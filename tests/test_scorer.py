@@ -242,7 +242,7 @@ def test_a_priced_out_entity_gets_no_price_and_no_limit(scorer: Scorer, frame) -
     assert out_["apr"].null_count() == out_.height
 
 
-def test_compiled_inference_gives_the_same_pds_and_is_cached(
+def test_compiled_inference_gives_the_same_decisions_and_is_cached(
     scorer: Scorer, frame, tmp_path: Path
 ) -> None:
     cache = tmp_path / "compiled"
@@ -252,22 +252,25 @@ def test_compiled_inference_gives_the_same_pds_and_is_cached(
     # Same trees, same thresholds, same float64 arithmetic; only the order in which the trees'
     # outputs are summed may differ: a few ulps of a log-odds around 1, so 1e-12 is tight.
     np.testing.assert_allclose(compiled, native, rtol=1e-12, atol=1e-12)
-    binaries = sorted(p.name for p in cache.iterdir())
-    assert [p for p in binaries if p.endswith(".bin")]
-    assert not [p for p in binaries if p[0] == "."]
+    (folder,) = cache.iterdir()  # one folder per model
+    assert (folder / "predict.bin").exists()
     again = Scorer.load(_saved(scorer, tmp_path / "model"))
-    stamp = {p: p.stat().st_mtime_ns for p in cache.iterdir()}
     fast, slow = again.score(frame, compiled=cache), scorer.score(frame)
     np.testing.assert_allclose(fast["pd"], slow["pd"], rtol=1e-12)
     decisions = ["score", "band", "limit", "binding_constraint", "apr", "priced_out"]
     assert fast.select(decisions).equals(slow.select(decisions))
-    assert {p: p.stat().st_mtime_ns for p in cache.iterdir()} == stamp  # loaded, not rebuilt
+    assert fast.select(REASONS).equals(slow.select(REASONS))
+    np.testing.assert_allclose(fast.select(SUBS).to_numpy(), slow.select(SUBS).to_numpy())
+    stamp = {p: p.stat().st_mtime_ns for p in folder.iterdir()}
+    assert {p.name for p in stamp} >= {"predict.bin", "predict.txt"}
+    assert again.score(frame, compiled=cache).equals(fast)
+    assert {p: p.stat().st_mtime_ns for p in folder.iterdir()} == stamp  # loaded, not rebuilt
     other = lgb.Booster(model_str=scorer.booster.model_to_string(num_iteration=10))
     smaller = Scorer("consumer", SPECS, other, scorer.calibrator, scorer.scaling, POLICY)
     np.testing.assert_allclose(
         smaller.raw_scores(x, compiled=cache), other.predict(x, raw_score=True), rtol=1e-12
     )
-    assert len([p for p in cache.iterdir() if p.suffix == ".bin"]) == 2  # one per model
+    assert len(list(cache.iterdir())) == 2  # a changed model never reuses another's binary
 
 
 def _saved(scorer: Scorer, folder: Path) -> Path:
