@@ -3,7 +3,8 @@
 pd, score, band, limit, binding constraint, four reason codes and a sub-score per dimension.
 Batch scoring and the registered MLflow model both use this one class. It is saved as the
 booster's own text file plus a JSON of plain data (features, catalog metadata, calibrator,
-scaling, limit policy) so every score can be reproduced without unpickling anything.
+scaling, the product policy: limits and price) so every score can be reproduced without
+unpickling anything.
 
 Each decision carries its risk-based price (``apr``, ``priced_out``; :mod:`models.pricing`), from
 the segment's one product policy (limits and price) saved in ``scorer.json``.
@@ -61,7 +62,10 @@ from models.scaling import ScalingParams, pd_to_score, score_to_band
 BOOSTER_FILE = "booster.txt"
 SCORER_FILE = "scorer.json"
 EXPLAIN_CHUNK = 131_072  # rows attributed at a time: bounds memory (rows x trees leaf indices)
-PRICE_COLUMNS = ("apr", "priced_out")
+PRICE_COLUMNS = (
+    "apr",
+    "priced_out",
+)  # what score() adds for the price (the service passes them on)
 
 
 @dataclass(frozen=True)
