@@ -302,3 +302,9 @@ def test_vectorised_reasons_are_the_reasons_of_before(scorer: Scorer, frame) -> 
     for d in DIMENSIONS:
         want = np.round(-scorer.points_per_log_odds * before[:, :-1][:, dims == d].sum(1), 1)
         np.testing.assert_allclose(out[f"sub_{d}"].to_numpy(), want, atol=0.1 + 1e-9)
+
+
+def test_explaining_in_chunks_changes_nothing(scorer: Scorer, frame, monkeypatch) -> None:
+    whole = scorer.score(frame)
+    monkeypatch.setattr("models.scorer.EXPLAIN_CHUNK", 64)  # 500 rows: 8 chunks, a ragged end
+    assert scorer.score(frame).equals(whole)
