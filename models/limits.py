@@ -12,8 +12,11 @@
    log's currency: a lender sets its own in params.
 
 Zero below the approval cut-off or on a knock-out (no consent, currently ``knockout_dpd``+ days
-past due). The least constraint is rounded down to ``rounding_step`` and its name is recorded
-as the binding constraint (a knock-out's name when one applies).
+past due, or priced out: no rate under the legal ceiling covers the expected loss, see
+:mod:`models.pricing`, whose policy is the ``pricing`` block of the same segment's policy, so one
+product policy per segment holds LGD, term and price). The least constraint is rounded down to
+``rounding_step`` and its name is recorded as the binding constraint (a knock-out's name when
+one applies).
 """
 
 from __future__ import annotations
@@ -24,12 +27,14 @@ from collections.abc import Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from models.pricing import PricingPolicy, risk_based_price
+
 CONSTRAINTS = ("band_multiple", "repayment_capacity", "expected_loss", "product_cap")
-KNOCKOUTS = ("knockout_no_consent", "knockout_delinquent", "below_cutoff")
+KNOCKOUTS = ("knockout_no_consent", "knockout_delinquent", "below_cutoff", "priced_out")
 
 
 class LimitPolicy(BaseModel):
-    """Every number of one segment's limit policy."""
+    """Every number of one segment's product policy: the limit and (``pricing``) the price."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     product_cap: float = Field(gt=0)
@@ -42,6 +47,7 @@ class LimitPolicy(BaseModel):
     approval_cutoff: int = 550
     knockout_dpd: int = Field(30, gt=0)
     rounding_step: float = Field(100.0, gt=0)
+    pricing: PricingPolicy = PricingPolicy()
 
     @model_validator(mode="after")
     def _multiples_are_non_negative(self) -> LimitPolicy:
@@ -107,7 +113,7 @@ def loan_limits(
     Missing or negative cash flow counts as zero (no evidence of capacity, no limit); a missing
     days-past-due counts as not delinquent (no loan, nothing overdue). ``apply_cutoff=False``
     leaves the approval cut-off out, giving the limit each entity would get if approved (what
-    a cut-off strategy table needs); knock-outs always apply.
+    a cut-off strategy table needs); knock-outs (priced out included) always apply.
     """
     pd_ = np.asarray(pd_, dtype=float)
     n = pd_.shape[0] if pd_.ndim == 1 else -1
@@ -148,6 +154,9 @@ def loan_limits(
         ~consent,
         dpd >= policy.knockout_dpd,
         (score < policy.approval_cutoff) if apply_cutoff else np.zeros(n, dtype=bool),
+        risk_based_price(
+            pd_, lgd=policy.lgd, term_months=policy.term_months, policy=policy.pricing
+        )[1],
     ]
     binding = np.select(masks, list(KNOCKOUTS), default=binding)
     limit = np.where(np.logical_or.reduce(masks), 0.0, np.maximum(limit, 0.0))

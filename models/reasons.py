@@ -33,6 +33,48 @@ def reason_text(spec: FeatureSpec) -> str:
     return f"{spec.code}: {spec.reason}"
 
 
+def top_reason_indices(
+    contributions: np.ndarray,
+    n_features: int,
+    n: int = N_REASONS,
+    *,
+    min_contribution: float = 0.0,
+) -> np.ndarray:
+    """``(rows, n)`` catalog indices of the n most adverse features, ``-1`` where none.
+
+    The vectorised core of :func:`top_reasons`: ``n`` passes of a row-wise ``argmax`` that
+    knocks out each winner, rather than sorting every row. ``argmax`` returns the first of
+    equal values, so ties keep catalog order exactly as a stable sort would; a feature is named
+    only when its contribution exceeds ``min_contribution``, and once one is not, neither is
+    anything after it.
+    """
+    if n < 1:
+        raise ValueError(f"expected at least one reason; got n={n}")
+    if min_contribution < 0:
+        raise ValueError(f"expected min_contribution >= 0; got {min_contribution}")
+    contrib = np.asarray(contributions, dtype=float)
+    if contrib.ndim != 2 or contrib.shape[1] not in (n_features, n_features + 1):
+        raise ValueError(
+            f"expected contributions of shape (rows, {n_features}) or (rows, {n_features + 1}); "
+            f"got {contrib.shape}"
+        )
+    work = np.array(contrib[:, :n_features], dtype=float, order="C")
+    rows = np.arange(work.shape[0])
+    out = np.full((work.shape[0], n), -1, dtype=np.int32)
+    named = np.ones(work.shape[0], dtype=bool)
+    for i in range(min(n, n_features)):
+        best = work.argmax(axis=1)
+        named &= work[rows, best] > min_contribution
+        out[:, i] = np.where(named, best, -1)
+        work[rows, best] = -np.inf
+    return out
+
+
+def reason_labels(specs: Sequence[FeatureSpec]) -> list[str | None]:
+    """Each feature's "CODE: text" by catalog index, then ``None`` (what index -1 picks)."""
+    return [*(reason_text(s) for s in specs), None]
+
+
 def top_reasons(
     contributions: np.ndarray,
     specs: Sequence[FeatureSpec],
@@ -45,18 +87,14 @@ def top_reasons(
     A feature is a reason only when its contribution exceeds ``min_contribution`` (log-odds,
     >= 0), so a favourable or negligible feature is never named. Ties keep catalog order.
     """
-    if n < 1:
-        raise ValueError(f"expected at least one reason; got n={n}")
-    if min_contribution < 0:
-        raise ValueError(f"expected min_contribution >= 0; got {min_contribution}")
-    contrib = _feature_columns(contributions, specs)
-    labels = np.array([reason_text(s) for s in specs] + [None], dtype=object)
-    order = np.argsort(-contrib, axis=1, kind="stable")[:, :n]
-    adverse = np.take_along_axis(contrib, order, axis=1) > min_contribution
-    codes = labels[np.where(adverse, order, len(specs))]
-    if codes.shape[1] < n:  # fewer features than reasons
-        codes = np.hstack([codes, np.full((codes.shape[0], n - codes.shape[1]), None)])
-    return codes
+    _feature_columns(contributions, specs)
+    codes = top_reason_indices(contributions, len(specs), n, min_contribution=min_contribution)
+    return np.array(reason_labels(specs), dtype=object)[codes]
+
+
+def dimension_matrix(specs: Sequence[FeatureSpec]) -> np.ndarray:
+    """``(features, dimensions)`` 0/1 matrix: which dimension (in DIMENSIONS order) owns each."""
+    return np.array([[s.dimension == d for d in DIMENSIONS] for s in specs], dtype=float)
 
 
 def dimension_points(
@@ -70,8 +108,8 @@ def dimension_points(
     """
     contrib = _feature_columns(contributions, specs)
     scale = np.broadcast_to(np.asarray(factor, dtype=float), (contrib.shape[0],))
-    dims = np.array([s.dimension for s in specs])
-    return {d: -scale * contrib[:, dims == d].sum(axis=1) for d in DIMENSIONS}
+    sums = contrib @ dimension_matrix(specs)  # one product instead of a mask per dimension
+    return {d: -scale * sums[:, j] for j, d in enumerate(DIMENSIONS)}
 
 
 def calibrated_factor(factor: float, raw_knots: np.ndarray, pd_knots: np.ndarray) -> float:

@@ -163,6 +163,8 @@ class ScoringParams(_Frozen):
     both (:mod:`pipeline.challenger`); ``challenger_cell`` is the share of entities (drawn by a
     stable hash of the entity id salted with ``challenger_seed``, so an entity stays in or out
     of the cell from run to run) whose decision the challenger makes, 0 for none.
+
+    ``compiled`` predicts through the lleaves-compiled model (cached per model version).
     """
 
     as_of: dt.date | None = None
@@ -171,6 +173,7 @@ class ScoringParams(_Frozen):
     max_days_after_log: int = Field(3, ge=0)
     challenger_cell: float = Field(0.0, ge=0, le=1)
     challenger_seed: int = Field(0, ge=0)
+    compiled: bool = False
 
 
 class RegistryParams(_Frozen):

@@ -16,7 +16,11 @@ from mlflow.pyfunc import PythonModel
 
 
 class LongtailModel(PythonModel):
-    """Raw features in (one row per entity), decisions out: pd, score, band, reasons, limit."""
+    """Raw features in (one row per entity), decisions out.
+
+    pd, score, band, limit and binding constraint, the risk-based price (``apr``, null when
+    ``priced_out``), reason codes and sub-scores: the Scorer's columns, whatever they are.
+    """
 
     def load_context(self, context) -> None:
         """Load the Scorer from the logged artifact folder."""

@@ -87,6 +87,11 @@ class Layout:
         """One batch-scoring output folder."""
         return self.root / "scores" / segment / f"as_of={as_of.isoformat()}"
 
+    @property
+    def compiled(self) -> Path:
+        """The compiled models' cache (``scoring.compiled``): one folder per model, rebuildable."""
+        return self.root / "compiled"
+
     def scores_lock(self, segment: str) -> Path:
         """The lock one scoring run of a segment holds."""
         return self.root / "scores" / f".longtail-score-{segment}.lock"

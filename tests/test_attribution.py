@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 import lightgbm as lgb
 import numpy as np
 import pytest
 
-from models.attribution import PathAttribution, exact_contributions
+from models.attribution import (
+    CompiledPaths,
+    PathAttribution,
+    exact_contributions,
+    feature_forests,
+    forest_folder,
+)
 
 
 def _data(rows: int = 3000, features: int = 8, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -88,3 +97,47 @@ def test_the_table_is_deterministic(model) -> None:
     a = PathAttribution.from_booster(booster).contributions(booster, x)
     b = PathAttribution.from_booster(booster).contributions(booster, x)
     assert np.array_equal(a, b)
+
+
+def test_the_gather_equals_the_sparse_product(model) -> None:
+    booster, x = model
+    paths = PathAttribution.from_booster(booster)
+    assert paths.columns is not None  # the dense per-feature gather is the one used here
+    sparse_only = dataclasses.replace(paths, columns=None)
+    np.testing.assert_allclose(
+        paths.contributions(booster, x), sparse_only.contributions(booster, x), atol=1e-12
+    )
+
+
+def test_each_feature_forest_is_a_lightgbm_model_predicting_its_attribution(model) -> None:
+    booster, x = model
+    paths = PathAttribution.from_booster(booster)
+    fast = paths.contributions(booster, x)
+    forests = feature_forests(booster, paths)
+    assert set(forests) == {f for f, trees in enumerate(paths.trees_of) if trees.size}
+    assert x.shape[1] - 1 not in forests  # the constant feature is never split on
+    for feature, text in forests.items():
+        alone = lgb.Booster(model_str=text)
+        assert alone.num_trees() == paths.trees_of[feature].size
+        np.testing.assert_allclose(
+            alone.predict(x, raw_score=True), fast[:, feature], rtol=0, atol=1e-12
+        )
+
+
+def test_compiled_attribution_is_the_path_attribution(model, tmp_path: Path) -> None:
+    booster, x = model
+    paths = PathAttribution.from_booster(booster)
+    compiled = CompiledPaths.build(booster, paths, tmp_path)
+    # Same leaf values summed over the same trees; only the order of the sum may differ.
+    np.testing.assert_allclose(
+        compiled.contributions(x), paths.contributions(booster, x), rtol=0, atol=1e-12
+    )
+    folder = forest_folder(booster, tmp_path)
+    made = {p: p.stat().st_mtime_ns for p in folder.iterdir()}
+    assert len([p for p in made if p.suffix == ".bin"]) == len(compiled.forests)
+    assert not [p for p in made if p.name.startswith(".")]  # no temporaries left
+    CompiledPaths.build(booster, paths, tmp_path)
+    assert {p: p.stat().st_mtime_ns for p in folder.iterdir()} == made  # loaded, not rebuilt
+    assert compiled.contributions(x[:0]).shape == (0, x.shape[1] + 1)
+    with pytest.raises(ValueError, match="expected a 2-d matrix"):
+        compiled.contributions(x[:, :3])

@@ -11,8 +11,10 @@ import polars as pl
 import pytest
 
 from features.catalog import DIMENSIONS, FeatureSpec
+from models.attribution import PathAttribution
 from models.calibrate import Calibrator, fit_calibrator
 from models.limits import CONSTRAINTS, KNOCKOUTS, LimitPolicy
+from models.pricing import PricingPolicy, break_even_apr
 from models.reasons import reason_text
 from models.scaling import ScalingParams
 from models.scorer import Scorer
@@ -92,6 +94,8 @@ def test_one_decision_per_row_with_the_contract_columns(scorer: Scorer, frame) -
         "band": pl.String,
         "limit": pl.Float64,
         "binding_constraint": pl.String,
+        "apr": pl.Float64,
+        "priced_out": pl.Boolean,
         **dict.fromkeys(REASONS, pl.String),
         **dict.fromkeys(SUBS, pl.Float64),
     }
@@ -204,3 +208,103 @@ def test_the_scores_contract_carries_sub_scores_and_reasons(trained_world) -> No
         named = scores.select(pl.concat_list(REASONS).list.drop_nulls().explode()).to_series()
         codes = {reason_text(s) for s in Scorer.load(layout.model(segment)).specs}
         assert set(named.drop_nulls()) <= codes
+
+
+def test_every_decision_carries_its_price(scorer: Scorer, frame) -> None:
+    out = scorer.score(frame)
+    pricing = POLICY.pricing
+    assert out["priced_out"].to_list() == out["apr"].is_null().to_list()
+    priced = out.filter(~pl.col("priced_out"))
+    assert priced.height > 0
+    assert (priced["apr"] <= pricing.max_apr).all()
+    floor = break_even_apr(
+        priced["pd"].to_numpy(), lgd=POLICY.lgd, term_months=POLICY.term_months, policy=pricing
+    )
+    assert (priced["apr"].to_numpy() >= floor - 1e-12).all()
+    by_pd = priced.sort("pd")["apr"]
+    assert (by_pd.diff().drop_nulls() >= 0).all()  # a riskier entity never pays less
+
+
+def test_a_priced_out_entity_gets_no_price_and_no_limit(scorer: Scorer, frame) -> None:
+    # a ceiling just above the bare costs prices out all but the safest entities
+    tight = PricingPolicy(cost_of_funds=0.05, operating_cost=0.02, target_margin=0.0, max_apr=0.08)
+    policy = POLICY.model_copy(update={"pricing": tight, "approval_cutoff": 350})
+    model = Scorer("consumer", SPECS, scorer.booster, scorer.calibrator, scorer.scaling, policy)
+    out = model.score(frame.drop("current_dpd").with_columns(pl.lit(0.0).alias("current_dpd")))
+    floor = break_even_apr(
+        out["pd"].to_numpy(), lgd=policy.lgd, term_months=policy.term_months, policy=tight
+    )
+    assert out["priced_out"].to_list() == (floor > tight.max_apr).tolist()
+    assert 0 < out["priced_out"].sum() < out.height
+    out_ = out.filter("priced_out")
+    assert (out_["limit"] == 0).all()
+    assert (out_["binding_constraint"] == "priced_out").all()
+    assert out_["apr"].null_count() == out_.height
+
+
+def test_compiled_inference_gives_the_same_decisions_and_is_cached(
+    scorer: Scorer, frame, tmp_path: Path
+) -> None:
+    cache = tmp_path / "compiled"
+    x = scorer.matrix(frame)
+    native = scorer.raw_scores(x)
+    compiled = scorer.raw_scores(x, compiled=cache)
+    # Same trees, same thresholds, same float64 arithmetic; only the order in which the trees'
+    # outputs are summed may differ: a few ulps of a log-odds around 1, so 1e-12 is tight.
+    np.testing.assert_allclose(compiled, native, rtol=1e-12, atol=1e-12)
+    (folder,) = cache.iterdir()  # one folder per model
+    assert (folder / "predict.bin").exists()
+    again = Scorer.load(_saved(scorer, tmp_path / "model"))
+    fast, slow = again.score(frame, compiled=cache), scorer.score(frame)
+    np.testing.assert_allclose(fast["pd"], slow["pd"], rtol=1e-12)
+    decisions = ["score", "band", "limit", "binding_constraint", "apr", "priced_out"]
+    assert fast.select(decisions).equals(slow.select(decisions))
+    assert fast.select(REASONS).equals(slow.select(REASONS))
+    np.testing.assert_allclose(fast.select(SUBS).to_numpy(), slow.select(SUBS).to_numpy())
+    stamp = {p: p.stat().st_mtime_ns for p in folder.iterdir()}
+    assert {p.name for p in stamp} >= {"predict.bin", "predict.txt"}
+    assert again.score(frame, compiled=cache).equals(fast)
+    assert {p: p.stat().st_mtime_ns for p in folder.iterdir()} == stamp  # loaded, not rebuilt
+    other = lgb.Booster(model_str=scorer.booster.model_to_string(num_iteration=10))
+    smaller = Scorer("consumer", SPECS, other, scorer.calibrator, scorer.scaling, POLICY)
+    np.testing.assert_allclose(
+        smaller.raw_scores(x, compiled=cache), other.predict(x, raw_score=True), rtol=1e-12
+    )
+    assert len(list(cache.iterdir())) == 2  # a changed model never reuses another's binary
+
+
+def _saved(scorer: Scorer, folder: Path) -> Path:
+    scorer.save(folder)
+    return folder
+
+
+def _reference_reasons(contrib: np.ndarray, floor: float) -> list[list[str | None]]:
+    """The implementation before vectorising: a stable sort of every row, strings per row."""
+    f = contrib[:, : len(SPECS)]
+    labels = np.array([reason_text(s) for s in SPECS] + [None], dtype=object)
+    order = np.argsort(-f, axis=1, kind="stable")[:, :4]
+    adverse = np.take_along_axis(f, order, axis=1) > floor
+    return labels[np.where(adverse, order, len(SPECS))].tolist()
+
+
+def test_vectorised_reasons_are_the_reasons_of_before(scorer: Scorer, frame) -> None:
+    out = scorer.score(frame)
+    x = scorer.matrix(frame)
+    paths = PathAttribution.from_booster(scorer.booster)
+    sparse_only = PathAttribution(
+        paths.n_features, paths.leaf_offsets, paths.table, paths.expected_value
+    )
+    before = sparse_only.contributions(scorer.booster, x)  # the sparse product of before
+    np.testing.assert_allclose(scorer.contributions(frame), before, rtol=0, atol=1e-12)
+    floor = scorer.scaling.reason_min_points / scorer.scaling.factor
+    assert out.select(REASONS).rows() == [tuple(r) for r in _reference_reasons(before, floor)]
+    dims = np.array([s.dimension for s in SPECS])
+    for d in DIMENSIONS:
+        want = np.round(-scorer.points_per_log_odds * before[:, :-1][:, dims == d].sum(1), 1)
+        np.testing.assert_allclose(out[f"sub_{d}"].to_numpy(), want, atol=0.1 + 1e-9)
+
+
+def test_explaining_in_chunks_changes_nothing(scorer: Scorer, frame, monkeypatch) -> None:
+    whole = scorer.score(frame)
+    monkeypatch.setattr("models.scorer.EXPLAIN_CHUNK", 64)  # 500 rows: 8 chunks, a ragged end
+    assert scorer.score(frame).equals(whole)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import socket
@@ -116,6 +117,12 @@ def test_champion_serves_scores_over_http(trained_world, tmp_path: Path) -> None
         assert got["band"] == want["band"]
         assert got["pd"] == pytest.approx(want["pd"])
         assert got["limit"] == pytest.approx(want["limit"])
+        assert got["priced_out"] == want["priced_out"]
+        if want["apr"] is None:  # a null price travels as JSON null or NaN
+            assert got["apr"] is None or math.isnan(got["apr"])
+        else:
+            assert got["apr"] == pytest.approx(want["apr"])
+            assert got["apr"] <= scorer.policy.pricing.max_apr
     assert set(POLICY_INPUTS).isdisjoint(rows[0])
     assert "reason_1" in rows[0]
     assert "reason_1" not in without_reasons[0]

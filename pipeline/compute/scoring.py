@@ -47,21 +47,29 @@ def _load(files: dict[str, bytes]) -> Scorer:
     return _LOADED[digest]
 
 
-def _score_block(files: dict[str, bytes], block: pl.DataFrame, reasons: bool) -> pl.DataFrame:
-    return _load(files).score(block, reasons=reasons)
+def _score_block(
+    files: dict[str, bytes], block: pl.DataFrame, reasons: bool, compiled: Path | None
+) -> pl.DataFrame:
+    return _load(files).score(block, reasons=reasons, compiled=compiled)
 
 
 def score_book(
-    engine: Engine, scorer: Scorer, frame: pl.DataFrame, *, reasons: bool = True
+    engine: Engine,
+    scorer: Scorer,
+    frame: pl.DataFrame,
+    *,
+    reasons: bool = True,
+    compiled: Path | None = None,
 ) -> pl.DataFrame:
-    """``scorer.score(frame, reasons=reasons)``, on ``engine``: the same frame either way.
+    """``scorer.score(frame, reasons=reasons, compiled=compiled)``, on ``engine``: same frame.
 
     Dask: ``compute.partitions`` contiguous blocks of rows, each scored by a task with the
-    scorer rebuilt from its files; the blocks come back in order.
+    scorer rebuilt from its files; the blocks come back in order. ``compiled`` (the compiled
+    models' cache folder, or None for LightGBM's own predict) must be reachable by the workers.
     """
     scorer.check_columns(frame)
     if not engine.distributed or frame.height == 0:
-        return scorer.score(frame, reasons=reasons)
+        return scorer.score(frame, reasons=reasons, compiled=compiled)
     client = engine.client
     files = scorer_files(scorer)
     size = max(1, math.ceil(frame.height / engine.partitions))
@@ -75,6 +83,7 @@ def score_book(
                 files,
                 frame.slice(offset, size),
                 reasons,
+                compiled,
                 key=f"longtail-score-{scorer.segment}-{i}-{run}",
                 pure=False,
             )

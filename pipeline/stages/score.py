@@ -136,7 +136,11 @@ def run(
                 engine, layout, defined, spine, chunks=settings.features.chunks, work=target.parent
             )
             scores = score_book(
-                engine, scorer, features, reasons=settings.scoring.reasons
+                engine,
+                scorer,
+                features,
+                reasons=settings.scoring.reasons,
+                compiled=layout.compiled if settings.scoring.compiled else None,
             ).with_columns(pl.lit(int(version), dtype=pl.Int32).alias("model_version"))
         against = (
             _challenger(settings, segment, name, version, target.parent, defined.catalog)
@@ -174,6 +178,7 @@ def run(
             "rows_out": scores.height,
             "excluded": batch.excluded_counts(layout, segment, as_of),
             "reasons": settings.scoring.reasons,
+            "compiled": settings.scoring.compiled,
             "score_distribution": batch.score_distribution(scores),
             "score_psi_vs_training": drift_report["score_psi"],
             "drift": drift_report,
