@@ -19,34 +19,38 @@ protected) that lift the score to the cut-off under the monotone model:
 - **Verified**: every suggestion is applied to the entity's row and scored again with the real
   :meth:`models.scorer.Scorer.score`; one that falls short is dropped, never shown.
 
-Everything runs over batches of modified rows with one ``predict`` per batch (no Python loop
-over entities or trees). The text reads from the catalog's reason and window ("keep it at or
-below 3.0% for 90 days").
+Everything runs over batches of modified rows, one ``predict`` per batch and per set of changed
+features (no Python loop over entities or trees): a change to one or two features moves only
+the trees that split on them, so a large batch is scored by those trees alone (:class:`_Trees`),
+which gives the same scores several times faster. The output frame and its text, from the
+catalog's reason and window ("keep it at or below 3.0% for 90 days"), are
+:mod:`models.recourse_text`'s.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
+import lightgbm as lgb
 import numpy as np
 import polars as pl
 
 from features.catalog import NEVER_ACTIONABLE, FeatureSpec
+from models.recourse_text import CHANGE, STATUSES, table
 from models.scaling import pd_to_score
 from models.scorer import Scorer
 
+__all__ = ["CHANGE", "QUANTILES", "STATUSES", "movable", "recourse"]
+
 log = logging.getLogger(__name__)
 
-STATUSES = ("above_cutoff", "change", "out_of_reach")
 QUANTILES: tuple[float, ...] = tuple(round(0.05 * k, 2) for k in range(1, 20))
 BATCH_ROWS = 100_000  # modified rows per predict: memory is rows x features x 8 bytes
-_KINDS = (pl.Int32, pl.String, pl.Float64, pl.Float64, pl.Int32, pl.Int32)
-_NAMES = ("option", "feature", "current", "target", "window_days", "score_after")
-CHANGE = pl.Struct(dict(zip(_NAMES, _KINDS, strict=True)))  # one changed feature of an option
-_PERCENT_WORDS = ("rate", "share", "ratio", "_to_")
+SUBSET_ROWS = 64  # candidates changing the same features predicted by their trees only
 
 
 @dataclass(frozen=True)
@@ -122,27 +126,106 @@ def _grid(
     )
 
 
-def _scores(scorer: Scorer, x: np.ndarray) -> np.ndarray:
-    """Scores of a feature matrix: the Scorer's own booster, calibrator and scaling."""
-    raw = scorer.booster.predict(x, raw_score=True)
+def _raw(scorer: Scorer, x: np.ndarray) -> np.ndarray:
+    return scorer.booster.predict(x, raw_score=True)
+
+
+def _score(scorer: Scorer, raw: np.ndarray) -> np.ndarray:
+    """Scores from raw log-odds: the Scorer's own calibrator and scaling."""
     return pd_to_score(scorer.calibrator.predict(raw), scorer.scaling)
 
 
-def _scores_changed(
-    scorer: Scorer, x: np.ndarray, rows: np.ndarray, cols: np.ndarray, values: np.ndarray
-) -> np.ndarray:
-    """Scores of ``x[rows]`` with ``cols[:, t]`` set to ``values[:, t]``, in bounded batches."""
-    out = np.empty(len(rows), dtype=np.int32)
-    if len(rows) == 0:
+class _Trees:
+    """The model's trees grouped by the features they split on, as small boosters.
+
+    Changing features ``S`` of a row moves only the trees that split on one of them, so its
+    raw score is the unchanged row's plus what those trees give for the changed row minus what
+    they gave before: the same sum, over a fraction of the trees. The boosters are cut from
+    LightGBM's own text model (tree blocks kept whole, renumbered); a text it cannot cut falls
+    back to the whole model.
+    """
+
+    def __init__(self, booster: lgb.Booster) -> None:
+        """Split the model text into its header, tree blocks and tail."""
+        self.whole = booster
+        text = booster.model_to_string()
+        head, _, rest = text.partition("\nTree=0\n")
+        body, _, self.tail = rest.partition("\nend of trees\n")
+        self.head = re.sub(r"^tree_sizes=.*\n", "", head + "\n", flags=re.MULTILINE)
+        self.blocks = [b.strip() for b in ("Tree=0\n" + body).split("\n\n") if b.strip()]
+        found = (re.search(r"^split_feature=(.*)$", b, re.MULTILINE) for b in self.blocks)
+        self.uses = [frozenset(map(int, m.group(1).split())) if m else frozenset() for m in found]
+        self.cut = len(self.blocks) == booster.num_trees() and bool(self.tail)
+        self.cache: dict[frozenset[int], lgb.Booster | None] = {}
+
+    def of(self, columns: frozenset[int]) -> lgb.Booster | None:
+        """The booster of the trees splitting on any of ``columns`` (None: no tree does)."""
+        if not self.cut:
+            return self.whole
+        if columns not in self.cache:
+            keep = [b for b, used in zip(self.blocks, self.uses, strict=True) if used & columns]
+            body = "\n\n".join(
+                re.sub(r"^Tree=\d+", f"Tree={k}", b, flags=re.MULTILINE) for k, b in enumerate(keep)
+            )
+            text = f"{self.head}\n{body}\n\nend of trees\n{self.tail}"
+            self.cache[columns] = lgb.Booster(model_str=text) if keep else None
+        return self.cache[columns]
+
+
+@dataclass(frozen=True)
+class _Book:
+    """The rows searched: the Scorer, the feature matrix, its raw scores and trees by feature."""
+
+    scorer: Scorer
+    x: np.ndarray
+    raw: np.ndarray
+    trees: _Trees
+
+    def scores_changed(self, rows: np.ndarray, cols: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """Scores of ``x[rows]`` with ``cols[:, t]`` set to ``values[:, t]``.
+
+        Candidates are grouped by the features they change: a large group is predicted by the
+        trees of its features only, the small ones together by the whole model, in batches of
+        at most ``BATCH_ROWS`` rows.
+        """
+        raw = np.empty(len(rows))
+        sets = np.sort(cols, axis=1)
+        code = np.ravel_multi_index(tuple(sets.T), (self.x.shape[1],) * sets.shape[1])
+        _, first, group = np.unique(code, return_index=True, return_inverse=True)
+        sizes = np.bincount(group, minlength=len(first))
+        small = np.flatnonzero(sizes[group] < SUBSET_ROWS)
+        for g in np.flatnonzero(sizes >= SUBSET_ROWS):  # a loop over feature sets
+            at = np.flatnonzero(group == g)
+            trees = self.trees.of(frozenset(sets[first[g]].tolist()))
+            raw[at] = self.raw[rows[at]] + (
+                0.0 if trees is None else self._predict(trees, rows[at], cols[at], values[at], True)
+            )
+        if small.size:
+            raw[small] = self._predict(self.trees.whole, rows[small], cols[small], values[small])
+        return _score(self.scorer, raw)
+
+    def _predict(
+        self,
+        booster: lgb.Booster,
+        rows: np.ndarray,
+        cols: np.ndarray,
+        values: np.ndarray,
+        delta: bool = False,
+    ) -> np.ndarray:
+        out = np.empty(len(rows))
+        for start in range(0, len(rows), BATCH_ROWS):
+            part = slice(start, start + BATCH_ROWS)
+            base = self.x[rows[part]]
+            xm = base.copy()
+            at = np.arange(xm.shape[0])
+            for t in range(cols.shape[1]):
+                xm[at, cols[part, t]] = values[part, t]
+            # a few trees are predicted faster on one thread than split between threads
+            threads = {"num_threads": 1} if delta else {}
+            out[part] = booster.predict(xm, raw_score=True, **threads)
+            if delta:
+                out[part] -= booster.predict(base, raw_score=True, **threads)
         return out
-    for start in range(0, len(rows), BATCH_ROWS):
-        part = slice(start, start + BATCH_ROWS)
-        xm = x[rows[part]]
-        at = np.arange(xm.shape[0])
-        for t in range(cols.shape[1]):
-            xm[at, cols[part, t]] = values[part, t]
-        out[part] = _scores(scorer, xm)
-    return out
 
 
 @dataclass(frozen=True)
@@ -175,7 +258,7 @@ def _cheapest(entity: np.ndarray, cost: np.ndarray, tie: np.ndarray, k: int) -> 
 
 
 def _singles(
-    scorer: Scorer, x: np.ndarray, grid: _Grid, rows: np.ndarray, cutoff: int, k: int
+    book: _Book, grid: _Grid, rows: np.ndarray, cutoff: int, k: int
 ) -> tuple[_Options, np.ndarray, np.ndarray]:
     """One-feature options of ``rows``; also each (row, feature) pair's best score and start.
 
@@ -183,6 +266,7 @@ def _singles(
     level (-1 where the feature cannot move) and the first improving level of each pair.
     """
     n_f = len(grid.columns)
+    x = book.x
     u_now = x[np.ix_(rows, grid.columns)] * grid.direction
     start = np.empty((len(rows), n_f), dtype=np.int64)
     for f in range(n_f):  # first level strictly better than the current value (NaN: none)
@@ -190,9 +274,7 @@ def _singles(
     best = np.full((len(rows), n_f), -1, dtype=np.int32)
     r, f = np.nonzero(start < grid.count)
     top = grid.count[f] - 1
-    at_top = _scores_changed(
-        scorer, x, rows[r], grid.columns[f][:, None], grid.value(f, top)[:, None]
-    )
+    at_top = book.scores_changed(rows[r], grid.columns[f][:, None], grid.value(f, top)[:, None])
     best[r, f] = at_top
     # binary search for the least level reaching the cut-off, on the pairs whose top reaches
     reach = at_top >= cutoff
@@ -201,8 +283,8 @@ def _singles(
     while (active := lo < hi).any():
         mid = (lo + hi) // 2
         a = np.flatnonzero(active)
-        s = _scores_changed(
-            scorer, x, rows[r[a]], grid.columns[f[a]][:, None], grid.value(f[a], mid[a])[:, None]
+        s = book.scores_changed(
+            rows[r[a]], grid.columns[f[a]][:, None], grid.value(f[a], mid[a])[:, None]
         )
         up = s >= cutoff
         hi[a[up]] = mid[a[up]]
@@ -216,8 +298,7 @@ def _singles(
 
 
 def _pairs(
-    scorer: Scorer,
-    x: np.ndarray,
+    book: _Book,
     grid: _Grid,
     rows: np.ndarray,
     best: np.ndarray,
@@ -249,6 +330,7 @@ def _pairs(
     f1, f2 = top[:, first].ravel(), top[:, second].ravel()
     movable_ = (best[row, f1] >= 0) & (best[row, f2] >= 0)
     row, f1, f2 = row[movable_], f1[movable_], f2[movable_]
+    x = book.x
     c1, c2 = x[rows[row], grid.columns[f1]], x[rows[row], grid.columns[f2]]
     cols = grid.columns[np.stack([f1, f2], 1)]
 
@@ -258,7 +340,7 @@ def _pairs(
 
     def evaluate(at: np.ndarray, i: np.ndarray, j: np.ndarray) -> tuple[np.ndarray, ...]:
         v1, v2 = grid.value(f1[at], level(f1, at, i)), grid.value(f2[at], level(f2, at, j))
-        score = _scores_changed(scorer, x, rows[row[at]], cols[at], np.stack([v1, v2], 1))
+        score = book.scores_changed(rows[row[at]], cols[at], np.stack([v1, v2], 1))
         return score, v1, v2
 
     everything = np.arange(len(row))
@@ -329,109 +411,6 @@ def _verify(
     return kept, after[which][ok]
 
 
-def _percent(name: str) -> bool:
-    return any(word in name for word in _PERCENT_WORDS)
-
-
-def _number(value: pl.Expr, percent: pl.Expr) -> pl.Expr:
-    """A value as a reader wants it: a share in percent, a count whole, else 3 decimals."""
-    whole = value.round(0).cast(pl.Int64).cast(pl.String)
-    return (
-        pl.when(percent)
-        .then(pl.format("{}%", (value * 100).round(1)))
-        .when((value == value.round(0)) | (value.abs() >= 100))
-        .then(whole)
-        .otherwise(value.round(3).cast(pl.String))
-    )
-
-
-def _change_text() -> pl.Expr:
-    """'reason (CODE): keep it at or below 3.1% for 90 days (now 12.4%)', window-aware."""
-    low = pl.col("direction") < 0
-
-    def word(if_low: str, if_high: str) -> pl.Expr:
-        return pl.when(low).then(pl.lit(if_low)).otherwise(pl.lit(if_high))
-
-    target, now = (_number(pl.col(c), pl.col("percent")) for c in ("target", "current"))
-    action = (
-        pl.when(pl.col("window_days").is_null())
-        .then(pl.format("bring it {} to {} or {} (now {})", word("down", "up"), target,
-                        word("less", "more"), now))
-        .otherwise(pl.format("keep it at or {} {} for {} days (now {})", word("below", "above"),
-                             target, pl.col("window_days"), now))
-    )  # fmt: skip
-    return pl.format("{} ({}): {}", pl.col("reason"), pl.col("code"), action)
-
-
-def _table(
-    scorer: Scorer,
-    frame: pl.DataFrame,
-    score: np.ndarray,
-    best: np.ndarray,
-    options: _Options,
-    after: np.ndarray,
-    cutoff: int,
-) -> pl.DataFrame:
-    about = pl.DataFrame(
-        [
-            (j, s.name, s.code, s.reason, s.window_days, s.monotone, _percent(s.name))
-            for j, s in enumerate(scorer.specs)
-        ],
-        schema=["column", "feature", "code", "reason", "window_days", "direction", "percent"],
-        schema_overrides={"column": pl.Int64, "window_days": pl.Int32},
-        orient="row",
-    )
-    changes = (
-        pl.DataFrame(
-            {"row": options.row, "option": options.option.astype(np.int32),
-             "column": options.column, "current": options.current, "target": options.target,
-             "score_after": after.astype(np.int32)}
-        )
-        .join(about, on="column", how="left")
-        .sort("row", "option", "column")
-        .with_columns(_change_text().alias("text"))
-    )  # fmt: skip
-    said = (
-        changes.group_by("row", "option", maintain_order=True)
-        .agg(pl.format("option {} (score {}): {}", pl.col("option").first(),
-                       pl.col("score_after").first(), pl.col("text").str.join(" and "))
-             .alias("text"))
-        .group_by("row", maintain_order=True)
-        .agg(pl.col("text").str.join("; ").alias("options"))
-    )  # fmt: skip
-    per_row = (
-        changes.group_by("row", maintain_order=True)
-        .agg(pl.struct(list(CHANGE.to_schema())).alias("recourse_changes"))
-        .join(said, on="row")
-    )
-    keys = [c for c in ("entity_id", "as_of") if c in frame.columns]
-    now, who = pl.col("__score"), pl.lit(scorer.segment)
-    reach = pl.format("score {} is below the cut-off {}; any one of these reaches it: {}",
-                      now, pl.lit(cutoff), pl.col("options"))  # fmt: skip
-    best_found = (
-        pl.when(pl.col("__best") >= 0)
-        .then(pl.format("the best change found in up to two features the {} controls reaches "
-                        "{}", who, pl.col("__best")))
-        .otherwise(pl.format("no feature the {} controls can improve it", who))
-    )  # fmt: skip
-    none = pl.format("no change within reach: score {}, cut-off {}; {}", now, pl.lit(cutoff),
-                     best_found)  # fmt: skip
-    above, has = now >= cutoff, pl.col("options").is_not_null()
-    return (
-        frame.select(keys)
-        .with_columns(pl.Series("row", np.arange(frame.height, dtype=np.int64)),
-                      pl.Series("__score", score), pl.Series("__best", best))
-        .join(per_row, on="row", how="left", maintain_order="left")
-        .with_columns(
-            pl.when(above).then(pl.lit(STATUSES[0])).when(has).then(pl.lit(STATUSES[1]))
-            .otherwise(pl.lit(STATUSES[2])).alias("recourse_status"),
-            pl.when(above).then(None).when(has).then(reach).otherwise(none).alias("recourse"),
-            pl.col("recourse_changes").fill_null(pl.lit([], dtype=pl.List(CHANGE))),
-        )
-        .select(*keys, "recourse_status", "recourse", "recourse_changes")
-    )  # fmt: skip
-
-
 def recourse(
     scorer: Scorer,
     features: pl.DataFrame,
@@ -472,7 +451,9 @@ def recourse(
     if reference is not None:
         scorer.check_columns(reference)
     x = scorer.matrix(features)
-    score = _scores(scorer, x)
+    raw = _raw(scorer, x)
+    score = _score(scorer, raw)
+    book = _Book(scorer, x, raw, _Trees(scorer.booster))
     rows = np.flatnonzero(score < cutoff)
     grid = _grid(
         x if reference is None else scorer.matrix(reference),
@@ -480,17 +461,22 @@ def recourse(
         scorer.specs,
         np.unique(q),
     )
-    singles, best, start = _singles(scorer, x, grid, rows, cutoff, max_suggestions)
+    singles, best, start = _singles(book, grid, rows, cutoff, max_suggestions)
     rest = ~np.isin(rows, singles.row)
     pairs, best_rest = _pairs(
-        scorer, x, grid, rows[rest], best[rest], start[rest], cutoff=cutoff,
+        book, grid, rows[rest], best[rest], start[rest], cutoff=cutoff,
         k=max_suggestions, n_features=pair_features, n_levels=pair_levels,
     )  # fmt: skip
     options, after = _verify(scorer, features, x, _Options.concat([singles, pairs]), cutoff)
     best_all = np.full(features.height, -1, dtype=np.int32)
     best_all[rows] = best.max(axis=1, initial=-1)
     best_all[rows[rest]] = best_rest
-    out = _table(scorer, features, score, best_all, options, after, cutoff)
+    changes = pl.DataFrame(
+        {"row": options.row, "option": options.option.astype(np.int32), "column": options.column,
+         "current": options.current, "target": options.target,
+         "score_after": after.astype(np.int32)}
+    )  # fmt: skip
+    out = table(features, scorer.specs, scorer.segment, score, best_all, changes, cutoff)
     counts = dict(out["recourse_status"].value_counts().iter_rows())
     log.info("recourse for %s: %s", scorer.segment, counts)
     return out

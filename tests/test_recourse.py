@@ -313,3 +313,24 @@ def test_bad_input_is_refused_in_one_line(scorer, book) -> None:
         recourse(scorer, book, 600, max_suggestions=0)
     with pytest.raises(ValueError, match="quantiles"):
         recourse(scorer, book, 600, quantiles=(0.0, 1.0))
+
+
+def test_the_trees_of_the_changed_features_give_the_whole_models_change(scorer, book) -> None:
+    from models.recourse import _Trees
+
+    x = scorer.matrix(book)
+    trees = _Trees(scorer.booster)
+    assert trees.cut
+    for j in range(len(NAMES)):
+        changed = x.copy()
+        changed[:, j] = np.nanquantile(x[:, j], 0.9)
+        whole = scorer.booster.predict(changed, raw_score=True)
+        whole = whole - scorer.booster.predict(x, raw_score=True)
+        sub = trees.of(frozenset({j}))
+        part = 0.0 if sub is None else sub.predict(changed, raw_score=True)
+        part = part - (0.0 if sub is None else sub.predict(x, raw_score=True))
+        np.testing.assert_allclose(part, whole, rtol=0, atol=1e-9)
+    both = trees.of(frozenset({0, 1}))
+    assert both is not None
+    assert both.num_trees() == sum(bool(used & {0, 1}) for used in trees.uses)
+    assert both.num_trees() < scorer.booster.num_trees()
