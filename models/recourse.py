@@ -429,9 +429,11 @@ def recourse(
     and ``entity_id``; ``reference`` is the book whose values a feature may move to (default:
     ``features`` itself); ``protected`` names features never to suggest, whatever the catalog
     says. Returns ``entity_id`` (and ``as_of``), ``recourse_status`` (above_cutoff, change,
-    out_of_reach), ``recourse`` (plain text; null above the cut-off) and ``recourse_changes``
-    (one struct per changed feature: option, feature, current, target, window_days,
-    score_after), at most ``max_suggestions`` options of one, else two, features each.
+    out_of_reach, or knocked_out: above the cut-off but declined for arrears), ``recourse``
+    (plain text; null above the cut-off) and ``recourse_changes`` (one struct per changed
+    feature: option, feature, current, target, window_days, score_after), at most
+    ``max_suggestions`` options of one, else two, features each; the rows are ``features``'s,
+    in its order.
     """
     lo, hi = scorer.scaling.min_score, scorer.scaling.max_score
     if not lo < cutoff <= hi:
@@ -476,7 +478,11 @@ def recourse(
          "current": options.current, "target": options.target,
          "score_after": after.astype(np.int32)}
     )  # fmt: skip
-    out = table(features, scorer.specs, scorer.segment, score, best_all, changes, cutoff)
+    out = table(
+        features, scorer.specs, scorer.segment, score, best_all, changes, cutoff,
+        arrears=features["current_dpd"].cast(pl.Float64).to_numpy(),
+        knockout_dpd=scorer.policy.knockout_dpd,
+    )  # fmt: skip
     counts = dict(out["recourse_status"].value_counts().iter_rows())
     log.info("recourse for %s: %s", scorer.segment, counts)
     return out

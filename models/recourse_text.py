@@ -16,7 +16,7 @@ import polars as pl
 
 from features.catalog import FeatureSpec
 
-STATUSES = ("above_cutoff", "change", "out_of_reach")
+STATUSES = ("above_cutoff", "change", "out_of_reach", "knocked_out")
 _KINDS = (pl.Int32, pl.String, pl.Float64, pl.Float64, pl.Int32, pl.Int32)
 _NAMES = ("option", "feature", "current", "target", "window_days", "score_after")
 CHANGE = pl.Struct(dict(zip(_NAMES, _KINDS, strict=True)))  # one changed feature of an option
@@ -65,13 +65,18 @@ def table(
     best: np.ndarray,
     changes: pl.DataFrame,
     cutoff: int,
+    *,
+    arrears: np.ndarray,
+    knockout_dpd: int,
 ) -> pl.DataFrame:
     """The recourse frame: one row per row of ``frame``, keyed as it is (entity_id, as_of).
 
     ``score`` is each row's score now and ``best`` the best score the search found for a row
     without a change (-1: nothing could move); ``changes`` holds the verified options, one row
     per changed feature: ``row`` (of ``frame``), ``option`` (its rank), ``column`` (index into
-    ``specs``), ``current``, ``target`` and ``score_after``.
+    ``specs``), ``current``, ``target`` and ``score_after``. A row ``arrears`` days past due
+    at or beyond ``knockout_dpd`` is declined by the policy whatever its score: its text says
+    so first (status knocked_out when its score is above the cut-off).
     """
     about = pl.DataFrame(
         [
@@ -113,15 +118,24 @@ def table(
     none = pl.format("no change within reach: score {}, cut-off {}; {}", now, pl.lit(cutoff),
                      best_found)  # fmt: skip
     above, has = now >= cutoff, pl.col("options").is_not_null()
+    knocked = pl.col("__dpd") >= knockout_dpd
+    clear = pl.format("{} days past due now, and the policy declines from {} days whatever the "
+                      "score: clear the arrears", pl.col("__dpd").cast(pl.Int64),
+                      pl.lit(knockout_dpd))  # fmt: skip
+    text = pl.when(has).then(reach).otherwise(none)
     return (
         frame.select(keys)
         .with_columns(pl.Series("row", np.arange(frame.height, dtype=np.int64)),
-                      pl.Series("__score", score), pl.Series("__best", best))
+                      pl.Series("__score", score), pl.Series("__best", best),
+                      pl.Series("__dpd", np.nan_to_num(arrears, nan=0.0)))
         .join(per_row, on="row", how="left", maintain_order="left")
         .with_columns(
-            pl.when(above).then(pl.lit(STATUSES[0])).when(has).then(pl.lit(STATUSES[1]))
+            pl.when(above & knocked).then(pl.lit(STATUSES[3])).when(above)
+            .then(pl.lit(STATUSES[0])).when(has).then(pl.lit(STATUSES[1]))
             .otherwise(pl.lit(STATUSES[2])).alias("recourse_status"),
-            pl.when(above).then(None).when(has).then(reach).otherwise(none).alias("recourse"),
+            pl.when(above & knocked).then(clear).when(above).then(None)
+            .when(knocked).then(pl.format("{}; and {}", clear, text)).otherwise(text)
+            .alias("recourse"),
             pl.col("recourse_changes").fill_null(pl.lit([], dtype=pl.List(CHANGE))),
         )
         .select(*keys, "recourse_status", "recourse", "recourse_changes")
