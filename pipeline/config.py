@@ -118,6 +118,7 @@ class ScoringParams(_Frozen):
     both (:mod:`pipeline.challenger`); ``challenger_cell`` is the share of entities (drawn by a
     stable hash of the entity id salted with ``challenger_seed``, so an entity stays in or out
     of the cell from run to run) whose decision the challenger makes, 0 for none.
+
     ``recourse``: for every entity below its segment's approval cut-off, the smallest change
     in the features it controls that would reach it (:func:`models.recourse.recourse`).
     """
