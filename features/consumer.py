@@ -26,7 +26,7 @@ from features.blocks import (
     safe_ratio,
 )
 from features.build import Inputs
-from features.catalog import Catalog, CatalogBuilder
+from features.catalog import Actionability, Catalog, CatalogBuilder
 from features.contract.repayments import RepaymentRules
 from features.contract.segments import CONSUMER
 from features.contract.tables import CHANNELS
@@ -450,6 +450,28 @@ def policy_inputs() -> list[pl.Expr]:
 
 ATP, BEH, CON = "ability_to_pay", "behaviour", "connections"
 
+# What a consumer controls (recourse suggests only these): how money comes, stays and goes
+# (balances, spending, bills, penalties) but not who the consumer is, whom it deals with, or
+# the repayment record already made, except debt it can still pay: arrears, open loans, what
+# is outstanding.
+ACTIONABLE = Actionability(
+    dimensions={
+        ATP: True,
+        BEH: True,
+        "credit_history": False,
+        "identity": False,
+        CON: False,
+    },
+    features={
+        "open_loans": True,
+        "outstanding_due": True,
+        "days_past_due_now": True,
+        # counts over the consumer's whole history: past events, not something to change now
+        "spending_categories_ever": False,
+        "category_hhi_ever": False,
+    },
+)
+
 
 def _col(name: str) -> pl.Expr:
     return pl.col(name)
@@ -539,10 +561,12 @@ def _declare_cash_flow(b: CatalogBuilder) -> None:
     )  # fmt: skip
     # 0: cash use is common among thin-file, rural and older customers; constraining it would
     # turn a habit that proxies for who a person is into a penalty, so the model is left free.
+    # not actionable either, for the same reason: recourse must not ask people to stop being
+    # who they are.
     b.per_window(
         EVENT_WINDOWS, "cash_share_{w}d",
         lambda w: safe_ratio(_col(f"cash_out_amt_{w}d"), _col(f"out_amt_{w}d")),
-        dimension=BEH, monotone=0, family="ratio",
+        dimension=BEH, monotone=0, family="ratio", actionable=False,
         description="Cash withdrawals over all money out in the {w} days before as_of.",
         reason="much of the spending is in cash",
     )  # fmt: skip
@@ -619,6 +643,7 @@ def catalog(windows: Sequence[int], rules: RepaymentRules, low_balance_share: fl
     b = CatalogBuilder(
         SEGMENT,
         basis=(("repayment_rules", asdict(rules)), ("low_balance_share", low_balance_share)),
+        actionable=ACTIONABLE,
     )
     b.per_window(
         (30, 90, 180, 365), "income_{w}d", lambda w: _col(f"income_amt_{w}d"),

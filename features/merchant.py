@@ -27,7 +27,7 @@ from features.blocks import (
     safe_ratio,
 )
 from features.build import Inputs
-from features.catalog import Catalog, CatalogBuilder
+from features.catalog import Actionability, Catalog, CatalogBuilder
 from features.contract.repayments import RepaymentRules
 from features.contract.segments import MERCHANT
 from features.contract.tables import CHANNELS
@@ -166,6 +166,27 @@ def policy_inputs(net_margin: float) -> list[pl.Expr]:
 
 ATP, BEH, CON = "ability_to_pay", "behaviour", "connections"
 
+# What a merchant controls (recourse suggests only these): how it trades (sales, refunds,
+# chargebacks, fees, regularity) but not who it is, whom it sells to, or the repayment record
+# already made, except debt it can still pay: arrears, open loans, what is outstanding.
+ACTIONABLE = Actionability(
+    dimensions={
+        ATP: True,
+        BEH: True,
+        "credit_history": False,
+        "identity": False,
+        CON: False,
+    },
+    features={
+        "open_loans": True,
+        "outstanding_due": True,
+        "days_past_due_now": True,
+        # ratios over the merchant's whole history: past events that future trading barely moves
+        "refund_count_rate_ever": False,
+        "chargeback_rate_ever": False,
+    },
+)
+
 
 def _col(name: str) -> pl.Expr:
     return pl.col(name)
@@ -185,7 +206,7 @@ def catalog(windows: Sequence[int], rules: RepaymentRules) -> Catalog:
 
     ``rules`` say what late and default mean for the credit-history features.
     """
-    b = CatalogBuilder(SEGMENT, basis=(("repayment_rules", asdict(rules)),))
+    b = CatalogBuilder(SEGMENT, basis=(("repayment_rules", asdict(rules)),), actionable=ACTIONABLE)
     # ability to pay: volume, net volume, losses to refunds and chargebacks
     b.per_window(
         windows, "sales_amount_{w}d", lambda w: _col(f"sale_amt_{w}d"),

@@ -165,11 +165,15 @@ class ScoringParams(_Frozen):
     of the cell from run to run) whose decision the challenger makes, 0 for none.
 
     ``compiled`` predicts through the lleaves-compiled model (cached per model version).
+
+    ``recourse``: for every entity below its segment's approval cut-off, the smallest change
+    in the features it controls that would reach it (:func:`models.recourse.recourse`).
     """
 
     as_of: dt.date | None = None
     segments: tuple[Segment, ...] = NAMES
     reasons: bool = True
+    recourse: bool = False
     max_days_after_log: int = Field(3, ge=0)
     challenger_cell: float = Field(0.0, ge=0, le=1)
     challenger_seed: int = Field(0, ge=0)

@@ -41,6 +41,7 @@ TINY: dict[str, list[str]] = {
         "--merchants", "300", "--consumers", "1200", "--months", "24", "--requests", "40",
         "--sequential", "10", "--concurrency", "4", "--runs", "1", "--work", "{tmp}/online",
     ],
+    "recourse": ["--rows", "2000", "--repeats", "1", "--trees", "20"],
     "scale": [
         "--transactions", "20000", "--entities", "500", "--runs", "1", "--data", "{tmp}/scale",
     ],

@@ -40,6 +40,7 @@ import polars as pl
 
 from features.catalog import Catalog
 from models import monitoring
+from models.recourse import recourse
 from models.scorer import Scorer
 from pipeline import batch, challenger, drift, inputs, registry
 from pipeline.artifacts import TRAINING_FILE, read_reference_scores, read_training
@@ -159,6 +160,11 @@ def run(
             section = {"segment": segment, "as_of": as_of.isoformat(), **section}
         else:
             scores = challenger.champion_only(scores)
+        found = None
+        if settings.scoring.recourse:  # under the champion: one row per entity
+            found = recourse(scorer, features, scorer.policy.approval_cutoff)
+            keyed = found.drop("as_of", strict=False)
+            scores = scores.join(keyed, on="entity_id", how="left", maintain_order="left")
         drift_report = drift.assess(
             reference,
             champion_scores["score"].to_numpy(),
@@ -179,6 +185,9 @@ def run(
             "excluded": batch.excluded_counts(layout, segment, as_of),
             "reasons": settings.scoring.reasons,
             "compiled": settings.scoring.compiled,
+            "recourse": None
+            if found is None
+            else dict(sorted(found["recourse_status"].value_counts().iter_rows())),
             "score_distribution": batch.score_distribution(scores),
             "score_psi_vs_training": drift_report["score_psi"],
             "drift": drift_report,
