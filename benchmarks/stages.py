@@ -16,8 +16,8 @@ process at a time, with params written for the run (``features.chunks``,
 - ``score <segment>``: ``longtail score --model-uri`` with the small world's model: features of
   every consented entity at the end of the log, then scores, reasons and limits.
 
-Each process's peak resident memory is its own (``os.wait4`` returns the rusage of that child
-alone); wall is the process's, start to exit. Results go to ``--work``/stages.json.
+Each process's peak resident memory is its own, as ``/usr/bin/time`` reports it (maximum
+resident set size), and so is its wall time. Results go to ``--work``/stages.json.
 """
 
 from __future__ import annotations
@@ -63,19 +63,34 @@ def _params(work: Path, data: Path, *, chunks: int, chunk_rows: int) -> Path:
 
 
 def run(name: str, args: list[str], log: Path) -> dict[str, float | str]:
-    """Run one ``longtail`` command; its wall seconds and its own peak RSS (GB)."""
-    start = time.perf_counter()
+    """Run one ``longtail`` command; its wall seconds and its own peak RSS (GB).
+
+    The command runs under ``/usr/bin/time``: a fresh small process that forks it, so the
+    peak is the command's own (a child forked from this process would inherit this process's
+    high-water mark, the world generation's, in ``ru_maxrss``).
+    """
+    report = log.with_suffix(".time")
+    load = os.getloadavg()[0]
     with log.open("a") as out:
         out.write(f"\n$ longtail {' '.join(args)}\n")
         out.flush()
-        proc = subprocess.Popen([*LONGTAIL, *args], cwd=ROOT, stdout=out, stderr=out)
-        _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    code = os.waitstatus_to_exitcode(status)
+        timed = ["/usr/bin/time", "-o", str(report), "-f", "%e %M"]
+        command = [*timed, *LONGTAIL, *args]
+        code = subprocess.run(command, check=False, cwd=ROOT, stdout=out, stderr=out).returncode
     if code != 0:
         raise SystemExit(f"{name} failed with exit {code}; see {log}")
-    result = {"stage": name, "wall_s": round(wall, 1), "peak_gb": round(usage.ru_maxrss / 1e6, 2)}
-    print(f"  {name:<28} {wall:8.1f} s  {result['peak_gb']:6.2f} GB peak", flush=True)
+    wall, peak_kb = report.read_text().split()[-2:]
+    result = {
+        "stage": name,
+        "wall_s": float(wall),
+        "peak_gb": round(int(peak_kb) / 1e6, 2),
+        "load_at_start": round(load, 1),
+    }
+    print(
+        f"  {name:<28} {result['wall_s']:8.1f} s  {result['peak_gb']:6.2f} GB peak  "
+        f"(load {load:.1f} at the start)",
+        flush=True,
+    )
     return result
 
 
@@ -88,7 +103,12 @@ def main() -> None:
     parser.add_argument("--feature-chunks", type=int, default=1)
     parser.add_argument("--chunk-rows", type=int, default=5_000_000)
     parser.add_argument("--segment", default="merchant", help="the segment featurised and scored")
-    parser.add_argument("--stages", default="validate,features,score")
+    parser.add_argument(
+        "--stages",
+        default="validate,as-of,score,train",
+        help="validate, as-of (the book's features), score, train (the loan spine's features), "
+        "in the order given; or 'model': only train the model",
+    )
     parser.add_argument("--work", type=Path, default=None)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -100,13 +120,17 @@ def main() -> None:
     model_uri = f"models:/longtail-{args.segment}/1"
     small = work / "model_world"
     small_params = _params(work, small, chunks=1, chunk_rows=args.chunk_rows)
-    if "score" in stages and not (small / "registry" / f"{args.segment}.json").exists():
+    if {"score", "model"} & set(stages) and not (
+        small / "registry" / f"{args.segment}.json"
+    ).exists():
         print(f"model: a {args.model_transactions:,}-transaction plain world", flush=True)
         _world(small / "raw", args.model_transactions, args.model_entities, args.seed + 1)
         for step in (["validate"], ["features"], ["train", "-s", args.segment]):
             run(f"model {step[0]}", [*step, "--params", str(small_params)], log)
         run("model register", ["register", "-s", args.segment, "--params", str(small_params)], log)
 
+    if stages == ["model"]:  # only the model (say, while the big world is being written)
+        return
     data = work / "data"
     started = time.perf_counter()
     counts = _world(data / "raw", args.transactions, args.entities, args.seed)
@@ -117,15 +141,22 @@ def main() -> None:
     seg = ["-s", args.segment]
     results = []
     print(f"{args.transactions:,} transactions, {args.entities:,} entities", flush=True)
-    if "validate" in stages:
-        results.append(run("validate", ["validate", *p], log))
-    if "features" in stages:
-        results.append(run(f"features {args.segment} (train)", ["features", *seg, *p], log))
-        as_of = ["--as-of", REFERENCE_TIME[:10]]
-        results.append(run(f"features {args.segment} (as-of)", ["features", *seg, *as_of, *p], log))
-    if "score" in stages:
-        score = ["score", *seg, "--model-uri", model_uri, "--force", "--drift-fail-on", "never"]
-        results.append(run(f"score {args.segment}", [*score, *p], log))
+    as_of = ["--as-of", REFERENCE_TIME[:10]]
+    score = ["score", *seg, "--model-uri", model_uri, "--force", "--drift-fail-on", "never"]
+    commands = {
+        "validate": ("validate", ["validate"]),
+        "as-of": (f"features {args.segment} (as-of)", ["features", *seg, *as_of]),
+        "score": (f"score {args.segment}", score),
+        "train": (f"features {args.segment} (train)", ["features", *seg]),
+    }
+    for stage in stages:
+        name, command = commands[stage]
+        results.append(run(name, [*command, *p], log))
+        _save(work, args, results)
+
+
+def _save(work: Path, args: argparse.Namespace, results: list[dict]) -> None:
+    """Add this run's results so far to ``work``/stages.json (one entry per run)."""
     summary = {
         "transactions": args.transactions,
         "entities": args.entities,
@@ -136,6 +167,8 @@ def main() -> None:
     }
     out = work / "stages.json"
     previous = json.loads(out.read_text()) if out.exists() else []
+    if len(results) > 1:  # this run's entry so far is the last one: replace it
+        previous = previous[:-1]
     out.write_text(json.dumps([*previous, summary], indent=2) + "\n")
 
 
