@@ -132,7 +132,8 @@ class Staging:
             arrow = frame.to_arrow()
             writers = self._writers.setdefault(t.name, [])
             if len(writers) <= i:
-                writers.append(pq.ParquetWriter(path, arrow.schema))
+                # zstd, as polars writes the tables validated whole
+                writers.append(pq.ParquetWriter(path, arrow.schema, compression="zstd"))
             if arrow.num_rows:
                 writers[i].write_table(_cast(arrow, writers[i].schema))
         counts = bad.select(pl.col(RULES).explode().drop_nulls()).group_by(RULES).len()
