@@ -2,16 +2,20 @@
 
 It is not realistic (that is world/synth.py's job); it has the contract's tables, columns
 and types, skewed activity per entity, and enough loans and repayments for credit history and
-connection features, at any size (20M transactions in about ten seconds).
+connection features, at any size (20M transactions in about ten seconds). A log of more than
+``PIECE`` rows is generated and appended to its Parquet file ``PIECE`` rows at a time, so a
+100M-transaction world is written in about the memory of a 20M one.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow.parquet as pq
 
 START = dt.date(2023, 1, 1)
 DAYS = 730
@@ -22,17 +26,25 @@ CONSUMER_KINDS = ("purchase", "transfer_in", "transfer_out", "income", "bill_pay
 CONSUMER_DIRECTION = ("out", "in", "out", "in", "out", "out")
 INDUSTRIES = ("apparel", "electronics", "food", "home", "beauty", "services")
 TS = pl.Datetime("us", "UTC")
+PIECE = 10_000_000  # log rows generated and written at a time
 
 
-def _ids(prefix: str, n: int) -> pl.Series:
+def _pieces(n: int) -> list[tuple[int, int]]:
+    """(offset, length) of the pieces of an ``n``-row log: one piece up to ``PIECE`` rows."""
+    return [(start, min(PIECE, n - start)) for start in range(0, n, PIECE)]
+
+
+def _ids(prefix: str, n: int, start: int = 0) -> pl.Series:
     return pl.select(
-        pl.format("{}{}", pl.lit(prefix), pl.int_range(n).cast(pl.String).str.zfill(8))
+        pl.format(
+            "{}{}", pl.lit(prefix), pl.int_range(start, start + n).cast(pl.String).str.zfill(8)
+        )
     ).to_series()
 
 
-def _owners(rng: np.random.Generator, n_entities: int, n_events: int) -> np.ndarray:
+def _weights(rng: np.random.Generator, n_entities: int) -> np.ndarray:
     weights = rng.lognormal(0.0, 1.0, n_entities)
-    return rng.choice(n_entities, size=n_events, p=weights / weights.sum())
+    return weights / weights.sum()
 
 
 def _timestamps(rng: np.random.Generator, n: int, since_day: np.ndarray) -> np.ndarray:
@@ -70,53 +82,24 @@ def write_world(out: Path, transactions: int, entities: int, seed: int = 0) -> d
         ),
     }
     n = transactions // 2
-    owner = _owners(rng, n_m, n)
-    kind = rng.choice(5, n, p=[0.8, 0.06, 0.01, 0.08, 0.05])
-    buyer = rng.integers(0, n_c, n)
-    tables["merchant_transactions"] = pl.DataFrame(
-        {
-            "txn_id": _ids("MT", n),
-            "merchant_id": m_ids.gather(owner),
-            "ts": pl.Series(_timestamps(rng, n, m_since[owner])).cast(pl.Datetime("us")),
-            "kind": np.array(MERCHANT_KINDS)[kind],
-            "amount": np.round(rng.lognormal(4.0, 0.9, n), 2),
-            "buyer_id": pl.select(
-                pl.when(pl.Series(rng.random(n) < 0.1) | pl.Series(kind >= 3))
-                .then(None)
-                .otherwise(c_ids.gather(buyer))
-            ).to_series(),
-            "channel": np.array(CHANNELS)[rng.integers(0, 4, n)],
-        }
-    ).with_columns(pl.col("ts").dt.replace_time_zone("UTC"))
-    counts = {"merchant_transactions": _write(tables, "merchant_transactions", out)}
-    owner = _owners(rng, n_c, n)
-    kind = rng.choice(6, n, p=[0.45, 0.1, 0.1, 0.1, 0.15, 0.1])
-    cp_merchant = m_ids.gather(rng.integers(0, n_m, n))
-    cp_consumer = c_ids.gather(rng.integers(0, n_c, n))
-    tables["consumer_transactions"] = pl.DataFrame(
-        {
-            "txn_id": _ids("CT", n),
-            "consumer_id": c_ids.gather(owner),
-            "ts": pl.Series(_timestamps(rng, n, c_since[owner])).cast(pl.Datetime("us")),
-            "kind": np.array(CONSUMER_KINDS)[kind],
-            "direction": np.array(CONSUMER_DIRECTION)[kind],
-            "amount": np.round(
-                np.where(kind == 3, rng.lognormal(8.0, 0.4, n), rng.lognormal(4.5, 0.9, n)), 2
+    counts = {
+        "merchant_transactions": _write_log(
+            out / "merchant_transactions.parquet",
+            n,
+            _weights(rng, n_m),
+            lambda owner, start, size: _merchant_log(
+                rng, owner, start, size, m_ids, c_ids, m_since
             ),
-            "counterparty_id": pl.select(
-                pl.when(pl.Series(np.isin(kind, [1, 2])))
-                .then(cp_consumer)
-                .when(pl.Series(np.isin(kind, [0, 5])))
-                .then(cp_merchant)
-                .otherwise(None)
-            ).to_series(),
-            "channel": np.array(CHANNELS)[rng.integers(0, 4, n)],
-            "balance_after": np.where(
-                rng.random(n) < 0.2, np.nan, np.round(rng.lognormal(7.0, 1.0, n), 2)
-            ),
-        }
-    ).with_columns(pl.col("ts").dt.replace_time_zone("UTC"), pl.col("balance_after").fill_nan(None))
-    counts["consumer_transactions"] = _write(tables, "consumer_transactions", out)
+            rng,
+        )
+    }
+    counts["consumer_transactions"] = _write_log(
+        out / "consumer_transactions.parquet",
+        n,
+        _weights(rng, n_c),
+        lambda owner, start, size: _consumer_log(rng, owner, start, size, m_ids, c_ids, c_since),
+        rng,
+    )
     loans = []
     for segment, ids, count in (("merchant", m_ids, n_m), ("consumer", c_ids, n_c)):
         k = int(count * 0.6)
@@ -169,3 +152,90 @@ def _write(tables: dict[str, pl.DataFrame], name: str, out: Path) -> int:
     frame = tables.pop(name)
     frame.write_parquet(out / f"{name}.parquet")
     return frame.height
+
+
+def _write_log(
+    path: Path,
+    n: int,
+    weights: np.ndarray,
+    piece: Callable[[np.ndarray, int, int], pl.DataFrame],
+    rng: np.random.Generator,
+) -> int:
+    """Write an ``n``-row log piece by piece into one Parquet file (row groups appended)."""
+    writer = None
+    try:
+        for start, size in _pieces(n):
+            owner = rng.choice(len(weights), size=size, p=weights)
+            table = piece(owner, start, size).to_arrow()
+            if writer is None:
+                writer = pq.ParquetWriter(path, table.schema)
+            writer.write_table(table, row_group_size=512 * 512)
+    finally:
+        if writer is not None:
+            writer.close()
+    return n
+
+
+def _merchant_log(
+    rng: np.random.Generator,
+    owner: np.ndarray,
+    start: int,
+    n: int,
+    m_ids: pl.Series,
+    c_ids: pl.Series,
+    m_since: np.ndarray,
+) -> pl.DataFrame:
+    kind = rng.choice(5, n, p=[0.8, 0.06, 0.01, 0.08, 0.05])
+    buyer = rng.integers(0, len(c_ids), n)
+    return pl.DataFrame(
+        {
+            "txn_id": _ids("MT", n, start),
+            "merchant_id": m_ids.gather(owner),
+            "ts": pl.Series(_timestamps(rng, n, m_since[owner])).cast(pl.Datetime("us")),
+            "kind": np.array(MERCHANT_KINDS)[kind],
+            "amount": np.round(rng.lognormal(4.0, 0.9, n), 2),
+            "buyer_id": pl.select(
+                pl.when(pl.Series(rng.random(n) < 0.1) | pl.Series(kind >= 3))
+                .then(None)
+                .otherwise(c_ids.gather(buyer))
+            ).to_series(),
+            "channel": np.array(CHANNELS)[rng.integers(0, 4, n)],
+        }
+    ).with_columns(pl.col("ts").dt.replace_time_zone("UTC"))
+
+
+def _consumer_log(
+    rng: np.random.Generator,
+    owner: np.ndarray,
+    start: int,
+    n: int,
+    m_ids: pl.Series,
+    c_ids: pl.Series,
+    c_since: np.ndarray,
+) -> pl.DataFrame:
+    kind = rng.choice(6, n, p=[0.45, 0.1, 0.1, 0.1, 0.15, 0.1])
+    cp_merchant = m_ids.gather(rng.integers(0, len(m_ids), n))
+    cp_consumer = c_ids.gather(rng.integers(0, len(c_ids), n))
+    return pl.DataFrame(
+        {
+            "txn_id": _ids("CT", n, start),
+            "consumer_id": c_ids.gather(owner),
+            "ts": pl.Series(_timestamps(rng, n, c_since[owner])).cast(pl.Datetime("us")),
+            "kind": np.array(CONSUMER_KINDS)[kind],
+            "direction": np.array(CONSUMER_DIRECTION)[kind],
+            "amount": np.round(
+                np.where(kind == 3, rng.lognormal(8.0, 0.4, n), rng.lognormal(4.5, 0.9, n)), 2
+            ),
+            "counterparty_id": pl.select(
+                pl.when(pl.Series(np.isin(kind, [1, 2])))
+                .then(cp_consumer)
+                .when(pl.Series(np.isin(kind, [0, 5])))
+                .then(cp_merchant)
+                .otherwise(None)
+            ).to_series(),
+            "channel": np.array(CHANNELS)[rng.integers(0, 4, n)],
+            "balance_after": np.where(
+                rng.random(n) < 0.2, np.nan, np.round(rng.lognormal(7.0, 1.0, n), 2)
+            ),
+        }
+    ).with_columns(pl.col("ts").dt.replace_time_zone("UTC"), pl.col("balance_after").fill_nan(None))

@@ -83,9 +83,14 @@ class WorldParams(_Frozen):
 
 
 class ValidationParams(_Frozen):
-    """Validation settings; reference_time is 'now' for the future-timestamp rule."""
+    """Validation settings; reference_time is 'now' for the future-timestamp rule.
+
+    ``chunk_rows``: a transaction log with more rows is validated that many rows at a time
+    (same result, memory of one chunk); null reads every log whole.
+    """
 
     reference_time: dt.datetime | None = None
+    chunk_rows: int | None = Field(default=5_000_000, gt=0)
 
 
 class FeatureParams(_Frozen):

@@ -22,11 +22,13 @@ from typing import Any
 import polars as pl
 
 from features.contract import tables as contract
+from features.contract.segments import SEGMENTS, Segment
 from pipeline import source_transform, sources
 from pipeline.sources import IDENTITY, SourceMapping
 
 ROW = "source_row"
 RULES = "rules"
+NO_LOG = "no transaction log, so only credit-history and identity features will be built"
 
 
 class SchemaDriftError(ValueError):
@@ -189,32 +191,48 @@ def inspect(path: Path, fmt: str, separator: str = ",") -> pl.Schema:
         return pl.read_csv(path, n_rows=0, infer_schema=False, separator=separator).schema
 
 
-def _check_content(path: Path, table: str, frame: pl.DataFrame, *, text: bool) -> None:
-    """A table needs rows, and each required column at least one value.
+class ContentCheck:
+    """A table needs rows, and each required column at least one value, over all its rows.
 
     A column that is null (or, in a CSV, blank) in every row means the export lost it, not that
-    every row is bad; quarantining them all would hide that.
+    every row is bad; quarantining them all would hide that. :meth:`see` takes the rows a piece
+    at a time (validation reads a big log in row chunks); :meth:`check` judges them all.
     """
-    if frame.height == 0:
-        raise RawTableError(path, "the file has a header but no rows; expected at least one row")
-    spec = contract.TABLES[table]
-    required = [c for c in spec.columns if c not in spec.nullable]
-    if not required:
-        return
-    present = (
-        (pl.col(c).str.strip_chars().str.len_bytes() > 0).any()
-        if text
-        else pl.col(c).is_not_null().any()
-        for c in required
-    )
-    has_value = frame.select(present).row(0)
-    for column, ok in zip(required, has_value, strict=True):
-        if not ok:
+
+    def __init__(self, path: Path, table: str, *, text: bool) -> None:
+        self.path, self.table, self.text = path, table, text
+        spec = contract.TABLES[table]
+        self.required = [c for c in spec.columns if c not in spec.nullable]
+        self.rows = 0
+        self.has_value = [False] * len(self.required)
+
+    def see(self, frame: pl.DataFrame) -> None:
+        """Take one piece of the table's rows (the contract's columns, as read)."""
+        self.rows += frame.height
+        if not self.required or frame.height == 0 or all(self.has_value):
+            return
+        present = (
+            (pl.col(c).str.strip_chars().str.len_bytes() > 0).any()
+            if self.text
+            else pl.col(c).is_not_null().any()
+            for c in self.required
+        )
+        seen = frame.select(present).row(0)
+        self.has_value = [a or bool(b) for a, b in zip(self.has_value, seen, strict=True)]
+
+    def check(self) -> None:
+        """Raise :class:`RawTableError` on no rows or a required column without a value."""
+        if self.rows == 0:
             raise RawTableError(
-                path,
-                f"required column {column!r} has no value in any of its {frame.height:,} rows; "
-                "expected a value in every row",
+                self.path, "the file has a header but no rows; expected at least one row"
             )
+        for column, ok in zip(self.required, self.has_value, strict=True):
+            if not ok:
+                raise RawTableError(
+                    self.path,
+                    f"required column {column!r} has no value in any of its {self.rows:,} rows; "
+                    "expected a value in every row",
+                )
 
 
 @dataclass
@@ -299,8 +317,28 @@ def columns_of(path: Path, fmt: str, separator: str = ",") -> pl.Schema:
     return inspect(path, fmt, separator)
 
 
+def count_rows(raw_dir: Path, table: str, mapping: SourceMapping = IDENTITY) -> int:
+    """How many rows the table's file holds (Parquet: from its footer; CSV: one pass)."""
+    found = find(raw_dir, table, mapping)
+    if found is None:
+        return 0
+    path, fmt = found
+    with _reader_errors(path, fmt):
+        if fmt == "parquet":
+            return int(pl.scan_parquet(path).select(pl.len()).collect().item())
+        separator = mapping.table(table).csv.separator
+        scan = pl.scan_csv(path, infer_schema=False, separator=separator)
+        return int(scan.select(pl.len()).collect().item())
+
+
 def read(
-    raw_dir: Path, table: str, *, inspected: bool = False, mapping: SourceMapping = IDENTITY
+    raw_dir: Path,
+    table: str,
+    *,
+    inspected: bool = False,
+    mapping: SourceMapping = IDENTITY,
+    rows: tuple[int, int] | None = None,
+    content: ContentCheck | None = None,
 ) -> Table | None:
     """Read one table through the source mapping, check it for drift, bring it to the contract.
 
@@ -310,6 +348,10 @@ def read(
     a table. The table's ``source`` holds the contract's columns with the user's cells (for
     quarantine), ``data`` the contract-typed rows with one flag column per way a cell failed
     (``bad_value_<column>``, ``unmapped_<column>``).
+
+    ``rows`` = (first, count) reads that slice of the file only (``source_row`` still counts
+    from the file's first row); its content is then not judged here but passed to
+    ``content``, which the caller checks once every slice was seen.
     """
     found = find(raw_dir, table, mapping)
     if found is None:
@@ -323,17 +365,23 @@ def read(
     wanted = list(
         dict.fromkeys(c for parts in sources.feeds(table, mapping).values() for c in parts)
     )
+    first, count = rows or (0, None)
     with _reader_errors(path, fmt):
         if fmt == "parquet":
-            raw = pl.read_parquet(path, columns=wanted)
+            scan = pl.scan_parquet(path).select(wanted)
         else:
-            raw = pl.read_csv(path, infer_schema=False, separator=separator).select(wanted)
-    raw = raw.with_row_index(ROW).with_columns(pl.col(ROW).cast(pl.Int64))
+            scan = pl.scan_csv(path, infer_schema=False, separator=separator).select(wanted)
+        raw = (scan if rows is None else scan.slice(first, count)).collect()
+    raw = raw.with_row_index(ROW, offset=first).with_columns(pl.col(ROW).cast(pl.Int64))
     # Timestamps are brought to UTC and CSV cells parsed here; other casts of Parquet columns
     # are left to the schema, which reports a value that does not fit (say, an Int64 too large
     # for Int32) as bad_value_<column>.
     mapped = source_transform.apply(raw, table, mapping, text=fmt == "csv", row=ROW)
-    _check_content(path, table, mapped.source.drop(ROW), text=fmt == "csv")
+    judged = ContentCheck(path, table, text=fmt == "csv") if rows is None else content
+    if judged is not None:
+        judged.see(mapped.source.drop(ROW))
+    if rows is None and judged is not None:
+        judged.check()
     # The contract's own Parquet columns: the typed rows are the rows as written.
     as_written = fmt == "parquet" and mapping is IDENTITY
     return Table(
@@ -345,3 +393,35 @@ def read(
         parse_flags=[] if as_written else mapped.flags,
         mapping=mapped.report,
     )
+
+
+def present_segments(raw_dir: Path, mapping: sources.SourceMapping) -> tuple[Any, ...]:
+    """The segments present in ``raw_dir``, {skipped segment: why}, {segment without a log: why}.
+
+    A segment needs its entity table; its transactions are optional (see
+    :func:`pipeline.validate.validate`).
+    """
+    present: list[Segment] = []
+    skipped: dict[str, str] = {}
+    no_log: dict[str, str] = {}
+    for seg in SEGMENTS.values():
+        has_entities = find(raw_dir, seg.entity_table, mapping) is not None
+        has_log = find(raw_dir, seg.txn_table, mapping) is not None
+        if has_entities:
+            present.append(seg)
+            if not has_log:
+                no_log[seg.name] = f"no {seg.txn_table} in {raw_dir}: {NO_LOG}"
+        elif not has_log:
+            skipped[seg.name] = (
+                f"neither {seg.entity_table} nor {seg.txn_table} is in {raw_dir}; its loans are "
+                "quarantined as segment_not_provided"
+            )
+        else:
+            raise ValueError(
+                f"expected {raw_dir / seg.entity_table}.parquet or .csv beside "
+                f"{seg.txn_table} (a segment's transactions need its entities); got neither"
+            )
+    if not present:
+        tables = " or ".join(seg.entity_table for seg in SEGMENTS.values())
+        raise ValueError(f"expected the tables of a segment ({tables}) in {raw_dir}; got none")
+    return present, skipped, no_log

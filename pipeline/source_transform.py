@@ -301,3 +301,28 @@ def _report(
         "signed_amount": source.signed_amount,
         "values": coded,
     }
+
+
+def merge_reports(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
+    """One table's mapping report from the reports of two slices of its rows.
+
+    Validation reads a big log in row chunks; the counts of each coded value add up, and are
+    ordered as :func:`apply` orders them (most rows first, then by value).
+    """
+    if not first or not second:
+        return first or second
+    values: dict[str, Any] = {}
+    for column, one in first["values"].items():
+        two = second["values"][column]
+        applied: dict[str, list[Any]] = {v: list(cn) for v, cn in one["applied"].items()}
+        for v, (canonical, n) in two["applied"].items():
+            applied[v] = [canonical, applied.get(v, [canonical, 0])[1] + n]
+        unmapped = dict(one["unmapped"])
+        for v, n in two["unmapped"].items():
+            unmapped[v] = unmapped.get(v, 0) + n
+        values[column] = {
+            "applied": dict(sorted(applied.items(), key=lambda kv: (-kv[1][1], kv[0]))),
+            "unmapped": dict(sorted(unmapped.items(), key=lambda kv: (-kv[1], kv[0]))),
+            "action": one["action"],
+        }
+    return {**first, "values": values}

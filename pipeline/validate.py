@@ -30,9 +30,8 @@ output untouched.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
-import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,15 +45,24 @@ from pipeline import sources
 from pipeline.raw_tables import (
     ROW,
     RULES,
+    ContentCheck,
     RawTableError,
     SchemaDriftError,
     Table,
     check_drift,
     columns_of,
+    count_rows,
     find,
+    present_segments,
     read,
 )
-from pipeline.storage import publishing
+from pipeline.validate_chunks import (
+    Staging,
+    duplicated_keys,
+    key_hashes,
+    with_phantoms,
+    without_phantoms,
+)
 
 __all__ = ["RawTableError", "SchemaDriftError", "validate"]
 
@@ -66,7 +74,6 @@ REFERENCES = {
     if seg.references is not None
 }
 LOAN_CHILDREN = ("repayments", "outcomes")
-NO_LOG = "no transaction log, so only credit-history and identity features will be built"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -154,6 +161,7 @@ def validate(
     *,
     reference_time: datetime.datetime,
     mapping: Path | None = None,
+    chunk_rows: int | None = None,
 ) -> dict[str, Any]:
     """Validate every contract table in ``raw_dir``; write clean rows, quarantine and a summary.
 
@@ -181,8 +189,10 @@ def validate(
     entities, or no segment at all, is an error.
 
     Tables are processed small ones first (entities, loans, repayments, outcomes), then the
-    transaction tables one at a time, each written out and released before the next is read,
-    so peak memory is about one transaction table, not all of them.
+    transaction tables one at a time, each written out and released before the next is read.
+    A log of more than ``chunk_rows`` rows (None: no limit) is validated ``chunk_rows`` rows
+    at a time with the same result (:mod:`pipeline.validate_chunks`), so peak memory is about
+    one chunk, not one log.
     """
     raw_dir, validated_dir, quarantine_dir = (
         Path(raw_dir),
@@ -195,7 +205,7 @@ def validate(
     now_day = pl.lit(reference_time.astimezone(datetime.UTC).date())
 
     source_map, map_file = sources.load(raw_dir, mapping)
-    present, skipped, no_log = _present_segments(raw_dir, source_map)
+    present, skipped, no_log = present_segments(raw_dir, source_map)
     absent_tables = {
         t for s in SEGMENTS.values() if s.name in skipped for t in (s.entity_table, s.txn_table)
     }
@@ -211,7 +221,7 @@ def validate(
             separator = source_map.table(table).csv.separator
             check_drift(table, columns_of(*found, separator), found[1], source_map)
 
-    with _Staging(validated_dir, quarantine_dir) as out:
+    with Staging(validated_dir, quarantine_dir) as out:
         # Keyed by entity table; only the segments whose tables were brought.
         entities = {
             seg.entity_table: _require(raw_dir, seg.entity_table, source_map) for seg in present
@@ -260,20 +270,15 @@ def validate(
                 [pl.Series(ref_col, [], dtype=pl.String)]
                 + [excluded[name] for name in ref_tables if name in excluded]
             )
-            t = _require(raw_dir, seg.txn_table, source_map)
-            _drop(t, pl.col(seg.entity_id).is_in(excluded[seg.entity_table].implode()))
-            blanked += _blank(t, ref_col, ref_ids)
-            _single_table_rules(t)
-            _entity_rules(
-                t,
-                entity,
+            log = _Log(
+                seg,
+                gone=pl.col(seg.entity_id).is_in(excluded[seg.entity_table].implode()),
+                references=(ref_col, ref_ids),
+                entity=entity,
                 raw_ids=raw_ids[seg.name],
-                since=seg.since,
-                what=seg.name,
                 now=now_ts,
             )
-            out.finish(t)
-            del t
+            blanked += log.validate(raw_dir, source_map, out, chunk_rows)
 
         for seg in present:
             out.finish(entities[seg.entity_table])
@@ -283,37 +288,6 @@ def validate(
             blanked, reference_time, skipped, no_transaction_log=no_log, mapping=described
         )
     return summary
-
-
-def _present_segments(raw_dir: Path, mapping: sources.SourceMapping) -> tuple[Any, ...]:
-    """The segments present in ``raw_dir``, {skipped segment: why}, {segment without a log: why}.
-
-    See :func:`validate`: a segment needs its entity table; its transactions are optional.
-    """
-    present: list[Segment] = []
-    skipped: dict[str, str] = {}
-    no_log: dict[str, str] = {}
-    for seg in SEGMENTS.values():
-        has_entities = find(raw_dir, seg.entity_table, mapping) is not None
-        has_log = find(raw_dir, seg.txn_table, mapping) is not None
-        if has_entities:
-            present.append(seg)
-            if not has_log:
-                no_log[seg.name] = f"no {seg.txn_table} in {raw_dir}: {NO_LOG}"
-        elif not has_log:
-            skipped[seg.name] = (
-                f"neither {seg.entity_table} nor {seg.txn_table} is in {raw_dir}; its loans are "
-                "quarantined as segment_not_provided"
-            )
-        else:
-            raise ValueError(
-                f"expected {raw_dir / seg.entity_table}.parquet or .csv beside "
-                f"{seg.txn_table} (a segment's transactions need its entities); got neither"
-            )
-    if not present:
-        tables = " or ".join(seg.entity_table for seg in SEGMENTS.values())
-        raise ValueError(f"expected the tables of a segment ({tables}) in {raw_dir}; got none")
-    return present, skipped, no_log
 
 
 def _require(raw_dir: Path, table: str, mapping: sources.SourceMapping) -> Table:
@@ -427,73 +401,74 @@ def _loan_rules(
     t.data = t.data.drop("_since")
 
 
-class _Staging:
-    """Temporary output folders, filled table by table and published on a clean exit.
+@dataclass
+class _Log:
+    """One segment's transaction log and what its rules need from the tables validated before."""
 
-    Both folders go through :func:`pipeline.storage.publishing`: an exception anywhere leaves
-    the previous outputs as they were and no temporary behind.
-    """
+    seg: Segment
+    gone: pl.Expr  # rows of entities without consent
+    references: tuple[str, pl.Series]  # the column naming other entities, ids to blank
+    entity: Table
+    raw_ids: pl.Series
+    now: pl.Expr
 
-    def __init__(self, validated_dir: Path, quarantine_dir: Path) -> None:
-        self.targets = (validated_dir, quarantine_dir)
-        self.stats: dict[str, dict[str, Any]] = {}
-        self.consent: dict[str, int] = {}
-        self.inputs: dict[str, str] = {}
-        self.mapping: dict[str, dict[str, Any]] = {}
-        self.tmp: list[Path] = []
-        self._stack = contextlib.ExitStack()
+    def validate(
+        self, raw_dir: Path, mapping: sources.SourceMapping, out: Staging, chunk_rows: int | None
+    ) -> int:
+        """Validate and write the log, whole or ``chunk_rows`` at a time; references blanked."""
+        name = self.seg.txn_table
+        total = count_rows(raw_dir, name, mapping) if chunk_rows else 0
+        if not chunk_rows or total <= chunk_rows:
+            t = _require(raw_dir, name, mapping)
+            blanked = self.rules(t)
+            out.finish(t)
+            return blanked
+        chunks = [(first, min(chunk_rows, total - first)) for first in range(0, total, chunk_rows)]
+        path, fmt = find(raw_dir, name, mapping) or (raw_dir, "")
+        duplicated = duplicated_keys(self.key_hashes(raw_dir, mapping, chunks))
+        content = ContentCheck(path, name, text=fmt == "csv")
+        blanked = 0
+        for rows in chunks:
+            t = read(raw_dir, name, inspected=True, mapping=mapping, rows=rows, content=content)
+            blanked += self.rules(t, duplicated)
+            out.add(t)
+        content.check()  # raised inside the staging block: nothing is published
+        out.close(name)
+        return blanked
 
-    def __enter__(self) -> _Staging:
-        with contextlib.ExitStack() as stack:
-            self.tmp = [stack.enter_context(publishing(target)) for target in self.targets]
-            self._stack = stack.pop_all()
-        return self
+    def key_hashes(
+        self, raw_dir: Path, mapping: sources.SourceMapping, chunks: list[tuple[int, int]]
+    ) -> list[pl.DataFrame]:
+        """First pass: the hashed keys of rows still in play when the key rule runs."""
+        name = self.seg.txn_table
+        key, (path, fmt) = contract.TABLES[name].key[0], find(raw_dir, name, mapping) or ("", "")
+        if fmt == "parquet" and mapping is sources.IDENTITY:  # no cell to parse: two columns
+            scan = pl.scan_parquet(path).filter(~self.gone.fill_null(False))
+            return [scan.select(key_hashes(key)).collect(engine="streaming")]
+        hashes = []
+        for rows in chunks:
+            t = read(raw_dir, name, inspected=True, mapping=mapping, rows=rows)
+            _drop(t, self.gone)  # consent first, then unreadable cells: as in rules()
+            flags = pl.any_horizontal(pl.col(t.parse_flags).fill_null(False))
+            kept = t.data.filter(~flags) if t.parse_flags else t.data
+            hashes.append(kept.select(key_hashes(key)))
+        return hashes
 
-    def finish(self, t: Table) -> None:
-        """Write one table's clean and quarantined rows, record its counts, release it."""
-        v_tmp, q_tmp = self.tmp
-        t.data.drop(ROW).write_parquet(v_tmp / f"{t.name}.parquet")
-        bad = (
-            pl.concat(t.bad)
-            if t.bad
-            else pl.DataFrame(schema={ROW: pl.Int64, RULES: pl.List(pl.String)})
+    def rules(self, t: Table, duplicated: pl.DataFrame | None = None) -> int:
+        """Every rule on the log or a chunk; ``duplicated``: keys duplicated across chunks."""
+        _drop(t, self.gone)
+        blanked = _blank(t, *self.references)
+        _quarantine(t, t.parse_flags)
+        if duplicated is not None:
+            with_phantoms(t, contract.TABLES[t.name].key[0], duplicated)
+        _schema_rules(t)
+        without_phantoms(t)
+        _entity_rules(
+            t,
+            self.entity,
+            raw_ids=self.raw_ids,
+            since=self.seg.since,
+            what=self.seg.name,
+            now=self.now,
         )
-        quarantined = t.source.filter(pl.col(ROW).is_in(bad[ROW].implode()))
-        quarantined.join(bad, on=ROW, how="left").sort(ROW).select(
-            ROW, *contract.TABLES[t.name].columns, RULES
-        ).write_parquet(q_tmp / f"{t.name}.parquet")
-        counts = bad.select(pl.col(RULES).explode().drop_nulls()).group_by(RULES).len().sort(RULES)
-        self.stats[t.name] = {
-            "rows_in": t.rows_in,
-            "rows_out": t.data.height,
-            "quarantined": bad.height,
-            "rules": dict(zip(counts[RULES].to_list(), counts["len"].to_list(), strict=True)),
-        }
-        self.consent[t.name] = t.consent_dropped
-        self.inputs[t.name] = t.fmt
-        self.mapping[t.name] = t.mapping
-        t.data = t.source = pl.DataFrame()
-        t.bad = []
-
-    def summary(
-        self, blanked: int, reference_time: datetime.datetime, skipped: dict[str, str], **more: Any
-    ) -> dict[str, Any]:
-        """Write summary.json (the folders are published when the block ends); return it."""
-        order = [name for name in contract.TABLES if name in self.stats]
-        summary = {
-            "segments": [name for name in SEGMENTS if name not in skipped],
-            "skipped_segments": skipped,
-            "tables": {name: self.stats[name] for name in order},
-            "consent_excluded": {
-                **{name: self.consent[name] for name in order},
-                "references_blanked": blanked,
-            },
-            "reference_time": reference_time.isoformat(),
-            "inputs": {name: self.inputs[name] for name in order},
-            **more,
-        }
-        (self.tmp[1] / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        return summary
-
-    def __exit__(self, *exc: object) -> None:
-        self._stack.__exit__(*exc)
+        return blanked

@@ -45,6 +45,10 @@ TINY: dict[str, list[str]] = {
     "scale": [
         "--transactions", "20000", "--entities", "500", "--runs", "1", "--data", "{tmp}/scale",
     ],
+    "stages": [
+        "--transactions", "20000", "--entities", "500", "--chunk-rows", "4000",
+        "--stages", "validate,as-of,train", "--work", "{tmp}/stages",
+    ],
     "scoring": [
         "--rows", "2000", "--agreement-rows", "200", "--repeats", "1", "--trees", "20",
         "--work", "{tmp}/scoring",

@@ -25,7 +25,12 @@ def run(settings: Sections, mapping: Path | None = None) -> dict:
     require(layout.raw, "generate")
     reference = settings.validation.reference_time or dt.datetime.now(dt.UTC)
     summary = validate(
-        layout.raw, layout.validated, layout.quarantine, reference_time=reference, mapping=mapping
+        layout.raw,
+        layout.validated,
+        layout.quarantine,
+        reference_time=reference,
+        mapping=mapping,
+        chunk_rows=settings.validation.chunk_rows,
     )
     log.info("validated: %s", summary)
     return summary
