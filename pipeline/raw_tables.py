@@ -22,6 +22,7 @@ from typing import Any
 import polars as pl
 
 from features.contract import tables as contract
+from features.contract.schemas import OPTIONAL_COLUMNS
 from features.contract.segments import SEGMENTS, Segment
 from pipeline import source_transform, sources
 from pipeline.sources import IDENTITY, SourceMapping
@@ -184,10 +185,16 @@ def inspect(path: Path, fmt: str, separator: str = ",") -> pl.Schema:
         raise RawTableError(path, f"the file is empty (0 bytes); expected {expected}")
     if fmt == "parquet":
         _check_parquet_bytes(path)
-        with _reader_errors(path, fmt):
-            return pl.read_parquet_schema(path)
-    _check_csv_lines(path, separator)
+    else:
+        _check_csv_lines(path, separator)
+    return _header(path, fmt, separator)
+
+
+def _header(path: Path, fmt: str, separator: str) -> pl.Schema:
+    """The columns and types a readable file declares (no pass over its rows)."""
     with _reader_errors(path, fmt):
+        if fmt == "parquet":
+            return pl.read_parquet_schema(path)
         return pl.read_csv(path, n_rows=0, infer_schema=False, separator=separator).schema
 
 
@@ -274,6 +281,20 @@ def _compatible(got: pl.DataType, want: pl.DataType) -> bool:
     return got == want
 
 
+def absent_optional(table: str, columns: pl.Schema, mapping: SourceMapping = IDENTITY) -> set[str]:
+    """The optional contract columns the file lacks: read as null, not as schema drift.
+
+    ``features.contract.schemas.OPTIONAL_COLUMNS`` (gender) that neither the file nor the
+    mapping provides: a lender that does not hold gender is not refused.
+    """
+    source = mapping.table(table)
+    return {
+        c
+        for c in OPTIONAL_COLUMNS.get(table, ())
+        if c not in columns and c not in source.columns and c not in source.constants
+    }
+
+
 def check_drift(
     table: str, columns: pl.Schema, fmt: str, mapping: SourceMapping = IDENTITY
 ) -> None:
@@ -285,7 +306,10 @@ def check_drift(
     """
     spec = contract.TABLES[table]
     mapped = table in mapping.tables
+    absent = absent_optional(table, columns, mapping)
     for column, parts in sources.feeds(table, mapping).items():
+        if column in absent:
+            continue
         dtype = spec.columns[column]
         for part in parts:
             if part not in columns:
@@ -360,10 +384,17 @@ def read(
         raise ValueError(f"expected {raw_dir / table}.parquet or .csv; got neither")
     path, fmt = found
     separator = mapping.table(table).csv.separator
+    header = _header(path, fmt, separator) if inspected else inspect(path, fmt, separator)
     if not inspected:
-        check_drift(table, inspect(path, fmt, separator), fmt, mapping)
+        check_drift(table, header, fmt, mapping)
+    absent = absent_optional(table, header, mapping)
     wanted = list(
-        dict.fromkeys(c for parts in sources.feeds(table, mapping).values() for c in parts)
+        dict.fromkeys(
+            c
+            for column, parts in sources.feeds(table, mapping).items()
+            if column not in absent
+            for c in parts
+        )
     )
     first, count = rows or (0, None)
     with _reader_errors(path, fmt):

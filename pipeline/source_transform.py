@@ -16,6 +16,7 @@ from typing import Any
 import polars as pl
 
 from features.contract import tables as contract
+from features.contract.schemas import OPTIONAL_COLUMNS
 from features.contract.vocabulary import MONEY
 from pipeline import sources
 from pipeline.sources import JOIN, SourceMapping
@@ -165,6 +166,8 @@ def apply(raw: pl.DataFrame, table: str, mapping: SourceMapping, *, text: bool, 
         parts = fed.get(column)
         if parts is None:  # direction from signs: filled in below
             return pl.lit(None, dtype=pl.String)
+        if column in OPTIONAL_COLUMNS.get(table, ()) and not set(parts) <= set(raw.columns):
+            return pl.lit(None, dtype=pl.String)  # an optional column the lender does not hold
         if len(parts) > 1 or isinstance(source.columns.get(column), list):
             return pl.concat_str(
                 [pl.col(p).cast(pl.String).str.strip_chars().fill_null("") for p in parts],
