@@ -67,7 +67,8 @@ def evaluate(
         psi = "n/a (cv)" if se else f"{metrics['score_psi_train_test']:.3f}"
         out.print(
             f"  {seg}: {'cross-validated' if se else 'test'} AUC {auc} (true-PD ceiling "
-            f"{ceiling}), KS {ks}, ECE {t['ece']:.4f}, score PSI {psi}"
+            f"{ceiling}), KS {ks}, ECE {t['ece']:.4f}, score PSI {psi}; fairness flagged: "
+            f"{', '.join(metrics.get('fairness', {}).get('flagged', [])) or 'none'}"
         )
 
 
