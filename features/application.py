@@ -208,12 +208,13 @@ def check_spine(spine: pl.DataFrame) -> None:
                 f"expected a numeric spine column {column!r}; got {spine.schema[column]}"
             )
     principal, term = spine[PRINCIPAL].cast(pl.Float64), spine[TERM_MONTHS].cast(pl.Float64)
+    valid_term = (term.round(0) == term) & (term >= 1) & (term <= MAX_TERM_MONTHS)
     bad = _bad_rows(
-        {
-            "principal > 0 and finite": ~(principal.is_finite() & (principal > 0)).fill_null(True),
-            f"term_months a whole number in 1..{MAX_TERM_MONTHS}": ~(
-                (term.round(0) == term) & (term >= 1) & (term <= MAX_TERM_MONTHS)
-            ).fill_null(True),
+        {  # a null is broken too: the loan asked for is never unknown
+            "principal > 0 and finite": (~(principal.is_finite() & (principal > 0))).fill_null(
+                True
+            ),
+            f"term_months a whole number in 1..{MAX_TERM_MONTHS}": (~valid_term).fill_null(True),
         },
         spine,
     )
