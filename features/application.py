@@ -132,13 +132,14 @@ def features(segment: str, annual_rate: float, monthly_inflow: pl.Expr) -> list[
         reason="size of the monthly instalment",
     )  # fmt: skip
     inflow_kind = "income" if segment == CONSUMER.name else "net sales (sales - refunds)"
+    inflow_word = "income" if segment == CONSUMER.name else "sales"
     # -1: a larger share of the month's inflow owed to the loan leaves less for everything else.
     b.declare(
         "instalment_to_monthly_inflow", capped_ratio(instalment, monthly_inflow),
         dimension=ATP, monotone=-1, family=FAMILY, window_days=90,
         description=f"Monthly instalment over the average monthly {inflow_kind} of the 90 "
         f"days before as_of; {RATIO_CAP:g} (the cap) when there was none.",
-        reason="the instalment is large against monthly income",
+        reason=f"the instalment is large against monthly {inflow_word}",
     )  # fmt: skip
     # -1: more months of inflow borrowed is more leverage.
     b.declare(
@@ -146,7 +147,7 @@ def features(segment: str, annual_rate: float, monthly_inflow: pl.Expr) -> list[
         dimension=ATP, monotone=-1, family=FAMILY, window_days=90,
         description=f"Principal over the average monthly {inflow_kind} of the 90 days before "
         f"as_of (months of inflow borrowed); {RATIO_CAP:g} (the cap) when there was none.",
-        reason="the loan is large against monthly income",
+        reason=f"the loan is large against monthly {inflow_word}",
     )  # fmt: skip
     if segment == CONSUMER.name:
         # +1: the worst day's balance measured in instalments: the buffer left to meet one.
