@@ -184,12 +184,29 @@ def build(
         aggregates = definitions.aggregates(snaps, events, inputs, wanted)
         del events
         columns = set(aggregates.collect_schema().names())
-        if wanted <= columns and not (set(spine.columns) - {ENTITY, AS_OF}) & columns:
-            # The expressions read only the per-snapshot aggregates: evaluate them once per
-            # snapshot and join just the outputs to the spine (the aggregates hold several
-            # times more columns, which the join would otherwise copy for every spine row).
-            values = aggregates.with_columns(*expressions).select(ENTITY, AS_OF, *outputs)
-            frame = part.lazy().join(values, on=[ENTITY, AS_OF], how="left", maintain_order="left")
+        carried_in = set(spine.columns) - {ENTITY, AS_OF}  # the loan asked for, ids, labels
+        per_row = [e for e in expressions if needed_columns([e]) & carried_in]
+        per_snapshot = [e for e in expressions if not needed_columns([e]) & carried_in]
+        snapshot_outputs = [e.meta.output_name() for e in per_snapshot]
+        carried = sorted(needed_columns(per_row) - carried_in - {ENTITY, AS_OF})
+        if (
+            wanted - carried_in <= columns
+            and not carried_in & columns
+            and not set(carried) & set(snapshot_outputs)
+        ):
+            # The expressions read the per-snapshot aggregates, and a few also the spine's own
+            # columns (the loan asked for): evaluate the others once per snapshot and join
+            # just their outputs, plus the few aggregates the spine-reading ones need, to the
+            # spine (the aggregates hold several times more columns, which the join would
+            # otherwise copy for every spine row); then evaluate the spine-reading ones.
+            values = aggregates.with_columns(*per_snapshot).select(
+                ENTITY, AS_OF, *snapshot_outputs, *carried
+            )
+            frame = (
+                part.lazy()
+                .join(values, on=[ENTITY, AS_OF], how="left", maintain_order="left")
+                .with_columns(*per_row)
+            )
         else:
             frame = (
                 part.lazy()
