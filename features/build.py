@@ -56,13 +56,17 @@ class DefinitionParams:
       the limit's free cash flow (``features.merchant_net_margin``; no cost data in the log);
     - ``consumer_low_balance_share``: a consumer's day closing below this share of its own
       average monthly outflow is a low-balance day (``features.consumer_low_balance_share``):
-      relative, so it holds in any currency.
+      relative, so it holds in any currency;
+    - ``annual_interest_rates``: each segment's product rate (``limits.<segment>.
+      annual_interest_rate``, the one definition of it), the rate of the application family's
+      instalment (:mod:`features.application`).
     """
 
     windows: tuple[int, ...]
     rules: RepaymentRules
     merchant_net_margin: float
     consumer_low_balance_share: float
+    annual_interest_rates: Mapping[str, float]
 
     def __post_init__(self) -> None:
         """Reject windows and margins that mean nothing."""
@@ -70,6 +74,18 @@ class DefinitionParams:
             raise ValueError(f"expected distinct positive windows; got {self.windows}")
         if not 0 < self.merchant_net_margin <= 1:
             raise ValueError(f"expected a net margin in (0, 1]; got {self.merchant_net_margin}")
+        wrong = {k: v for k, v in self.annual_interest_rates.items() if not 0 <= v < 1}
+        if wrong:
+            raise ValueError(f"expected annual interest rates in [0, 1); got {wrong}")
+
+    def annual_rate(self, segment: str) -> float:
+        """The product rate of ``segment``; a clear error when params hold none."""
+        if segment not in self.annual_interest_rates:
+            raise ValueError(
+                f"expected limits.{segment}.annual_interest_rate in params (the product rate of "
+                f"the application features); got rates for {sorted(self.annual_interest_rates)}"
+            )
+        return self.annual_interest_rates[segment]
 
 
 # (snapshots, encoded log, inputs, the columns wanted) -> one row of aggregates per snapshot
@@ -84,6 +100,9 @@ class Definitions:
     columns after the sort (see :func:`features.keys.encode_events`); ``aggregates`` reads the
     per-snapshot columns the expressions need; ``catalog`` holds the model features and
     ``policy_inputs`` the columns the limit needs that are not model features.
+    ``spine_columns`` are the columns the expressions read from the spine itself (the loan
+    asked for, :data:`features.application.SPINE_COLUMNS`) and ``check_spine`` refuses a spine
+    without valid ones, before any work is done.
     """
 
     segment: Segment
@@ -92,6 +111,8 @@ class Definitions:
     narrow: Callable[[pl.LazyFrame], pl.LazyFrame]
     derived: Mapping[str, pl.Expr]
     aggregates: Aggregates
+    spine_columns: tuple[str, ...] = ()
+    check_spine: Callable[[pl.DataFrame], None] | None = None
 
     @property
     def outputs(self) -> list[str]:
@@ -117,17 +138,27 @@ def build(
 ) -> pl.DataFrame:
     """Compute the segment's catalog features and policy inputs for every spine row.
 
-    ``spine`` must hold ``entity_id`` (str) and ``as_of`` (date); other columns are carried
-    through unchanged and the row order is kept. Only events strictly before each row's
+    ``spine`` must hold ``entity_id`` (str), ``as_of`` (date) and the definitions'
+    ``spine_columns`` (the loan asked for: ``principal``, ``term_months``); other columns are
+    carried through unchanged and the row order is kept. Only events strictly before each row's
     ``as_of`` are used. ``chunks > 1`` computes entities in that many hash buckets, one after
     the other (each bucket keeps only its own entities' events), to bound memory on logs
     larger than RAM; the result is identical. ``streaming`` reads the log with polars'
     streaming engine. Without a log (``inputs.has_log`` false) only the :data:`WITHOUT_LOG`
-    dimensions are computed; the other features are null.
+    dimensions and the features read from the spine alone (the loan asked for) are computed;
+    the other features are null.
     """
     missing = {ENTITY, AS_OF} - set(spine.columns)
     if missing:
         raise ValueError(f"expected spine columns entity_id and as_of; missing {sorted(missing)}")
+    if definitions.check_spine is not None:
+        definitions.check_spine(spine)
+    missing = set(definitions.spine_columns) - set(spine.columns)
+    if missing:
+        raise ValueError(
+            f"expected spine columns {list(definitions.spine_columns)} for the "
+            f"{definitions.segment.name} features; missing {sorted(missing)}"
+        )
     if chunks < 1:
         raise ValueError(f"expected chunks >= 1; got {chunks}")
 
@@ -153,12 +184,29 @@ def build(
         aggregates = definitions.aggregates(snaps, events, inputs, wanted)
         del events
         columns = set(aggregates.collect_schema().names())
-        if wanted <= columns and not (set(spine.columns) - {ENTITY, AS_OF}) & columns:
-            # The expressions read only the per-snapshot aggregates: evaluate them once per
-            # snapshot and join just the outputs to the spine (the aggregates hold several
-            # times more columns, which the join would otherwise copy for every spine row).
-            values = aggregates.with_columns(*expressions).select(ENTITY, AS_OF, *outputs)
-            frame = part.lazy().join(values, on=[ENTITY, AS_OF], how="left", maintain_order="left")
+        carried_in = set(spine.columns) - {ENTITY, AS_OF}  # the loan asked for, ids, labels
+        per_row = [e for e in expressions if needed_columns([e]) & carried_in]
+        per_snapshot = [e for e in expressions if not needed_columns([e]) & carried_in]
+        snapshot_outputs = [e.meta.output_name() for e in per_snapshot]
+        carried = sorted(needed_columns(per_row) - carried_in - {ENTITY, AS_OF})
+        if (
+            wanted - carried_in <= columns
+            and not carried_in & columns
+            and not set(carried) & set(snapshot_outputs)
+        ):
+            # The expressions read the per-snapshot aggregates, and a few also the spine's own
+            # columns (the loan asked for): evaluate the others once per snapshot and join
+            # just their outputs, plus the few aggregates the spine-reading ones need, to the
+            # spine (the aggregates hold several times more columns, which the join would
+            # otherwise copy for every spine row); then evaluate the spine-reading ones.
+            values = aggregates.with_columns(*per_snapshot).select(
+                ENTITY, AS_OF, *snapshot_outputs, *carried
+            )
+            frame = (
+                part.lazy()
+                .join(values, on=[ENTITY, AS_OF], how="left", maintain_order="left")
+                .with_columns(*per_row)
+            )
         else:
             frame = (
                 part.lazy()
@@ -171,6 +219,12 @@ def build(
     else:
         frame = pl.concat(parts).sort(row).drop(row)
     if not inputs.has_log:
-        unknown = [s.name for s in definitions.catalog.specs if s.dimension not in WITHOUT_LOG]
+        from_spine = set(definitions.spine_columns)
+        unknown = [
+            f.spec.name
+            for f in definitions.catalog.features
+            if f.spec.dimension not in WITHOUT_LOG
+            and not needed_columns([f.expression]) <= from_spine
+        ]
         frame = frame.with_columns(pl.lit(None, dtype=frame.schema[c]).alias(c) for c in unknown)
     return frame

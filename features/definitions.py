@@ -3,16 +3,20 @@
 Each segment's module (:mod:`features.merchant`, :mod:`features.consumer`) holds its catalog
 (a function of the configured windows), its log projection, its aggregates and its policy
 inputs; :func:`definitions` assembles them for :func:`features.build.build`, which is told
-its segment's definitions rather than looking them up. A third segment is one more entry in
-``_DEFINE``.
+its segment's definitions rather than looking them up, and appends the application family
+(:mod:`features.application`: the loan asked for, read from the spine) to every catalog. A
+third segment is one more entry in ``_DEFINE``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 
-from features import consumer, merchant
+import polars as pl
+
+from features import application, consumer, merchant
 from features.build import DefinitionParams, Definitions
 from features.catalog import markdown
 from features.contract.segments import CONSUMER, MERCHANT, NAMES, Segment
@@ -56,10 +60,31 @@ if set(_DEFINE) != set(NAMES):  # a segment added to the contract needs its defi
     raise ImportError(f"expected feature definitions for {list(NAMES)}; got {list(_DEFINE)}")
 
 
+def _policy_input(defined: Definitions, name: str) -> pl.Expr:
+    """The segment's policy input ``name`` (its one definition), unaliased."""
+    for expr in defined.policy_inputs:
+        if expr.meta.output_name() == name:
+            return expr.meta.undo_aliases()
+    raise ValueError(f"expected a policy input {name!r} of the {defined.segment.name} segment")
+
+
 def definitions(segment: str | Segment, params: DefinitionParams) -> Definitions:
-    """The feature definitions of a segment (a :class:`Segment` or its name) under ``params``."""
+    """The feature definitions of a segment (a :class:`Segment` or its name) under ``params``.
+
+    The segment's own catalog, then the application family at the segment's product rate,
+    whose inflow ratios read the segment's ``monthly_inflow`` (the limit's inflow).
+    """
     chosen = segment if isinstance(segment, Segment) else segment_named(segment)
-    return _DEFINE[chosen.name](chosen, params)
+    own = _DEFINE[chosen.name](chosen, params)
+    catalog = application.with_application(
+        own.catalog, params.annual_rate(chosen.name), _policy_input(own, "monthly_inflow")
+    )
+    return replace(
+        own,
+        catalog=catalog,
+        spine_columns=application.SPINE_COLUMNS,
+        check_spine=application.check_spine,
+    )
 
 
 def catalog_page(params: DefinitionParams) -> str:

@@ -185,6 +185,26 @@ class ScoringParams(_Frozen):
     compiled: bool = False
 
 
+class ReferenceLoan(_Frozen):
+    """The loan a whole book is scored for: principal (the log's currency) and term (months)."""
+
+    principal: float = Field(gt=0, allow_inf_nan=False)
+    term_months: int = Field(gt=0, le=360)
+
+
+class ApplicationParams(_Frozen):
+    """The loan asked for when there is no application (params ``application``).
+
+    ``reference_loan``: per segment, the product's typical loan. Training reads each loan's own
+    principal and term and an online decision the applicant's request; batch scoring and the
+    book snapshot of the features stage have no application, so every entity is scored for
+    this loan (stated in the score manifest). Its principal is in the log's currency after the
+    source mapping's ``currency.scale``, like every amount in params.
+    """
+
+    reference_loan: dict[Segment, ReferenceLoan] = Field(default_factory=dict)
+
+
 class RegistryParams(_Frozen):
     """The promotion gate: what a challenger must pass to become champion.
 
@@ -309,6 +329,7 @@ class Settings(_Frozen):
     scaling: ScalingParams = ScalingParams()
     limits: dict[Segment, LimitPolicy]
     scoring: ScoringParams = ScoringParams()
+    application: ApplicationParams = ApplicationParams()
     registry: RegistryParams = RegistryParams()
     drift: DriftParams = DriftParams()
     monitor: MonitorParams = MonitorParams()

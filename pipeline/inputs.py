@@ -3,7 +3,9 @@
 The features stage builds the training spine (one row per loan, at its issue date) and the
 whole book at the end of the observed log; the score stage builds the book at a scoring date.
 All of them read the validated tables through :class:`~features.contract.segments.Segment`, so
-no code here compares segment names.
+no code here compares segment names. Every spine carries the loan asked for
+(:data:`features.application.SPINE_COLUMNS`): the loan's own in training, the segment's
+reference loan (params ``application.reference_loan``) in a book.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import polars as pl
 
+from features.application import PRINCIPAL, TERM_MONTHS, annuity
 from features.build import DefinitionParams, Definitions, Inputs
 from features.build import build as build_features
 from features.contract.repayments import RepaymentRules
@@ -21,8 +24,9 @@ from features.contract.tables import TABLES
 from features.contract.truth import KNOWABLE_PARTS
 from features.definitions import definitions
 from models.labels import LabelParams, label_loans
+from models.limits import LimitPolicy
 from models.split import SplitParams, assign_slices, complete_months
-from pipeline.config import FeatureParams, ScoringParams
+from pipeline.config import ApplicationParams, FeatureParams, ReferenceLoan, ScoringParams
 from pipeline.storage import Layout, require
 
 
@@ -137,7 +141,11 @@ def _events(validated: Path, seg: Segment) -> pl.LazyFrame:
 
 
 def training_spine(layout: Layout, name: str, label: LabelParams) -> pl.DataFrame:
-    """One row per loan of the segment: (loan, entity, as_of = issue date) with its label."""
+    """One row per loan of the segment: (loan, entity, as_of = issue date) with its label.
+
+    The loan's principal and term are the loan asked for (the loan issued is the loan applied
+    for), read by the application features.
+    """
     validated = require(layout.validated, "validate")
     loans = pl.read_parquet(validated / "loans.parquet").filter(pl.col("segment") == name)
     repayments = _optional(validated, "repayments").collect()
@@ -154,6 +162,8 @@ def training_spine(layout: Layout, name: str, label: LabelParams) -> pl.DataFram
         "entity_id",
         pl.col("issued_on").alias("as_of"),
         pl.col("issued_on").dt.strftime("%Y-%m").alias("issue_month"),
+        pl.col("principal").cast(pl.Float64).alias(PRINCIPAL),
+        pl.col("term_months").cast(pl.Int32).alias(TERM_MONTHS),
         "status",
         "bad",
     )
@@ -169,24 +179,81 @@ def training_spine(layout: Layout, name: str, label: LabelParams) -> pl.DataFram
     return spine.sort("as_of", "loan_id")
 
 
-def scoring_spine(layout: Layout, name: str, as_of: dt.date) -> pl.DataFrame:
-    """Every consented entity of the segment that existed before ``as_of``."""
+def reference_loan(application: ApplicationParams, name: str) -> ReferenceLoan:
+    """The segment's reference loan (params ``application.reference_loan``), or a clear error."""
+    segment(name)
+    loan = application.reference_loan.get(name)
+    if loan is None:
+        raise ValueError(
+            f"expected application.reference_loan.{name} (principal, term_months) in params: "
+            f"the loan a whole book is scored for; got loans for "
+            f"{sorted(application.reference_loan)}"
+        )
+    return loan
+
+
+def reference_loan_stated(
+    application: ApplicationParams, limits: dict[str, LimitPolicy], name: str
+) -> dict[str, float | int]:
+    """The reference loan as the score manifest states it: principal, term, rate, instalment.
+
+    The instalment is the application features' own annuity at the product's rate, so the
+    manifest shows the figure the features divided by.
+    """
+    loan = reference_loan(application, name)
+    if name not in limits:
+        raise ValueError(
+            f"expected limits.{name}.annual_interest_rate in params (the product rate); got "
+            f"limits for {sorted(limits)}"
+        )
+    rate = limits[name].annual_interest_rate
+    instalment = pl.select(annuity(pl.lit(loan.principal), pl.lit(loan.term_months), rate)).item()
+    return {
+        PRINCIPAL: loan.principal,
+        TERM_MONTHS: loan.term_months,
+        "annual_interest_rate": rate,
+        "instalment": round(instalment, 2),
+    }
+
+
+def scoring_spine(
+    layout: Layout, name: str, as_of: dt.date, application: ApplicationParams
+) -> pl.DataFrame:
+    """Every consented entity of the segment that existed before ``as_of``, with the loan asked for.
+
+    A book has no applications: every entity is scored for the segment's reference loan
+    (``application.reference_loan``).
+    """
     validated = require(layout.validated, "validate")
     seg = segment(name)
+    loan = reference_loan(application, name)
     return (
         pl.scan_parquet(validated / f"{seg.entity_table}.parquet")
         .filter(pl.col("consent") & (pl.col(seg.since) < as_of))
-        .select(pl.col(seg.entity_id).alias("entity_id"), pl.lit(as_of).alias("as_of"))
+        .select(
+            pl.col(seg.entity_id).alias("entity_id"),
+            pl.lit(as_of).alias("as_of"),
+            pl.lit(loan.principal, dtype=pl.Float64).alias(PRINCIPAL),
+            pl.lit(loan.term_months, dtype=pl.Int32).alias(TERM_MONTHS),
+        )
         .sort("entity_id")
         .collect()
     )
 
 
-def definition_params(features: FeatureParams, label: LabelParams) -> DefinitionParams:
+def definition_rates(limits: dict[str, LimitPolicy]) -> dict[str, float]:
+    """Each segment's product rate (``limits.<segment>.annual_interest_rate``)."""
+    return {name: policy.annual_interest_rate for name, policy in limits.items()}
+
+
+def definition_params(
+    features: FeatureParams, label: LabelParams, limits: dict[str, LimitPolicy]
+) -> DefinitionParams:
     """What the feature definitions take from params: windows, repayment rules, money levels.
 
     The repayment rules are the label's (what default means, the payment tolerance) plus the
-    features' delinquency level, so "paid" and "days past due" mean the same in both.
+    features' delinquency level, so "paid" and "days past due" mean the same in both. The
+    product rates are the limits' (the application family's instalment).
     """
     return DefinitionParams(
         windows=features.windows,
@@ -197,12 +264,15 @@ def definition_params(features: FeatureParams, label: LabelParams) -> Definition
         ),
         merchant_net_margin=features.merchant_net_margin,
         consumer_low_balance_share=features.consumer_low_balance_share,
+        annual_interest_rates=definition_rates(limits),
     )
 
 
-def feature_definitions(name: str, features: FeatureParams, label: LabelParams) -> Definitions:
+def feature_definitions(
+    name: str, features: FeatureParams, label: LabelParams, limits: dict[str, LimitPolicy]
+) -> Definitions:
     """The segment's feature definitions (catalog, aggregates, policy inputs) under params."""
-    return definitions(segment(name), definition_params(features, label))
+    return definitions(segment(name), definition_params(features, label, limits))
 
 
 def segment_features(

@@ -13,13 +13,24 @@ from features.definitions import definitions
 
 UTC = pl.Datetime("us", "UTC")
 AS_OF = dt.date(2024, 7, 1)
-# Today's params: the features' windows, the label's thresholds, the net margin, low balance.
+# Today's params: the features' windows, the label's thresholds, the net margin, low balance,
+# the products' annual rates (limits).
 PARAMS = DefinitionParams(
     windows=(7, 30, 90, 180, 365),
     rules=RepaymentRules(default_dpd=90, delinquent_dpd=30, tolerance=0.01),
     merchant_net_margin=0.2,
     consumer_low_balance_share=0.25,
+    annual_interest_rates={"merchant": 0.12, "consumer": 0.18},
 )
+# The loan asked for, added by :func:`features` to a spine that carries none.
+LOAN = {"principal": 6000.0, "term_months": 12}
+
+
+def with_loan(spine: pl.DataFrame) -> pl.DataFrame:
+    """``spine`` with the :data:`LOAN` asked for where it carries none."""
+    return spine.with_columns(
+        pl.lit(value).alias(name) for name, value in LOAN.items() if name not in spine.columns
+    )
 
 
 def merchant_events(rows: list[tuple]) -> pl.DataFrame:
@@ -137,5 +148,10 @@ def features(
     chunks: int = 1,
     streaming: bool = False,
 ) -> pl.DataFrame:
-    """The segment's features for a spine under ``params`` (today's by default)."""
-    return build(definitions(segment, params), spine, data, chunks=chunks, streaming=streaming)
+    """The segment's features for a spine under ``params`` (today's by default).
+
+    A spine without the loan asked for gets :data:`LOAN`.
+    """
+    return build(
+        definitions(segment, params), with_loan(spine), data, chunks=chunks, streaming=streaming
+    )

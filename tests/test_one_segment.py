@@ -158,17 +158,21 @@ def test_a_loans_only_book_runs_end_to_end_through_the_cli(
         result = runner.invoke(app, [command, *base])
         assert result.exit_code == 0, f"{command}: {result.output}"
         assert "consumer:" in result.output
-    # The full catalog, transaction features null, credit history and identity computed.
+    # The full catalog, transaction features null, credit history, identity and the loan asked
+    # for (read from the spine, no log needed) computed.
     settings = load_settings(params)
     defined = definitions(
-        SEGMENTS["consumer"], definition_params(settings.features, settings.label)
+        SEGMENTS["consumer"],
+        definition_params(settings.features, settings.label, settings.limits),
     )
     frame = pl.read_parquet(layout.features("consumer"))
     assert set(defined.catalog.names) <= set(frame.columns)
     by_dimension = {spec.name: spec.dimension for spec in defined.catalog.specs}
     computed = [n for n in defined.catalog.names if frame[n].null_count() < frame.height]
     assert computed, "no feature was computed"
-    assert {by_dimension[n] for n in computed} <= {"credit_history", "identity"}
+    loan = {"loan_principal", "loan_term_months", "loan_instalment"}
+    assert loan <= set(computed)
+    assert {by_dimension[n] for n in set(computed) - loan} <= {"credit_history", "identity"}
     assert TABLES["consumer_transactions"].name not in {p.stem for p in layout.validated.iterdir()}
     metrics = json.loads(layout.metrics("consumer").read_text())
     assert 0.5 < metrics["test"]["auc"] <= 1.0
