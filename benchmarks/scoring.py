@@ -47,7 +47,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 def _catalog(segment: str) -> Catalog:
     settings = load_settings(REPO / "params.yaml")
-    return definitions(segment, definition_params(settings.features, settings.label)).catalog
+    params = definition_params(settings.features, settings.label, settings.limits)
+    return definitions(segment, params).catalog
 
 
 def synthetic_features(segment: str, rows: int, seed: int) -> tuple[pl.DataFrame, np.ndarray]:

@@ -37,7 +37,7 @@ from pipeline.config import Sections, uses
 from pipeline.storage import Layout, exclusive_lock, publishing, require, sweep
 
 log = logging.getLogger(__name__)
-PARAMS = ("scoring", "features", "label", "drift", "mlflow")
+PARAMS = ("scoring", "features", "label", "limits", "application", "drift", "mlflow")
 
 
 @uses(*PARAMS)
@@ -112,11 +112,13 @@ def run(
             reference = drift.read_reference(folder) or drift.reference_from_scores(
                 read_reference_scores(folder), settings.drift.bins
             )
-        defined = inputs.feature_definitions(segment, settings.features, settings.label)
+        defined = inputs.feature_definitions(
+            segment, settings.features, settings.label, settings.limits
+        )
         batch.check_feature_list(scorer.feature_names, defined.catalog.names, segment)
         batch.check_catalog_hash(trained_hash, defined.catalog.hash, segment)
 
-        spine = inputs.scoring_spine(layout, segment, as_of)
+        spine = inputs.scoring_spine(layout, segment, as_of, settings.application)
         features = inputs.segment_features(layout, defined, spine, chunks=settings.features.chunks)
         scorer.check_columns(features)
         scores = scorer.score(features, reasons=settings.scoring.reasons).with_columns(
@@ -141,6 +143,9 @@ def run(
             "rows_out": scores.height,
             "excluded": batch.excluded_counts(layout, segment, as_of),
             "reasons": settings.scoring.reasons,
+            "reference_loan": inputs.reference_loan_stated(
+                settings.application, settings.limits, segment
+            ),
             "score_distribution": batch.score_distribution(scores),
             "score_psi_vs_training": drift_report["score_psi"],
             "drift": drift_report,
