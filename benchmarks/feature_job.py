@@ -29,6 +29,8 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 # Keep this folder off the path so `features` always resolves to the package.
@@ -44,6 +46,14 @@ pipeline.keep_freed_memory()
 # as set here; importing polars later prepends polars' own defaults (the last setting wins)
 MALLOC_CONF = os.environ.get("_RJEM_MALLOC_CONF", "")
 
+# The book is scored for each segment's reference loan (params.yaml application.reference_loan):
+# the application features read it from the spine. Plain YAML, so no schema import before the clock.
+REFERENCE_LOANS = {
+    name: (float(loan["principal"]), int(loan["term_months"]))
+    for name, loan in yaml.safe_load((HERE.parent / "params.yaml").read_text())["application"][
+        "reference_loan"
+    ].items()
+}
 SEGMENTS = {
     "merchant": ("merchant_transactions", "merchants", "merchant_id"),
     "consumer": ("consumer_transactions", "consumers", "consumer_id"),
@@ -121,7 +131,7 @@ def definition_params():
     from pipeline.inputs import definition_params as from_sections
 
     settings = load_settings(HERE.parent / "params.yaml")
-    return from_sections(settings.features, settings.label)
+    return from_sections(settings.features, settings.label, settings.limits)
 
 
 def task_polars(data: Path, snapshots: int, chunks: int = 1, params=None) -> int:
@@ -139,6 +149,10 @@ def task_polars(data: Path, snapshots: int, chunks: int = 1, params=None) -> int
     for segment, (_, entities, entity_id) in SEGMENTS.items():
         ids = pl.read_parquet(data / f"{entities}.parquet", columns=[entity_id])[entity_id]
         spine = pl.DataFrame({"entity_id": ids}).join(pl.DataFrame({"as_of": dates}), how="cross")
+        spine = spine.with_columns(  # the book is scored for the reference loan (params.yaml)
+            principal=pl.lit(REFERENCE_LOANS[segment][0]),
+            term_months=pl.lit(REFERENCE_LOANS[segment][1], dtype=pl.Int32),
+        )
         frame = build(definitions(segment, params), spine, _inputs(data, segment), chunks=chunks)
         rows += frame.height
     return rows

@@ -85,10 +85,12 @@ def _entities(params: Path, as_of: str) -> dict[str, list[str]]:
     from pipeline.inputs import scoring_spine
     from pipeline.storage import Layout
 
-    layout = Layout(load_settings(params).data_dir)
+    settings = load_settings(params)
+    layout = Layout(settings.data_dir)
     day = dt.date.fromisoformat(as_of)
     return {
-        s: scoring_spine(layout, s, day)["entity_id"].to_list() for s in ("merchant", "consumer")
+        s: scoring_spine(layout, s, day, settings.application)["entity_id"].to_list()
+        for s in ("merchant", "consumer")
     }
 
 

@@ -50,7 +50,9 @@ REPO = Path(__file__).resolve().parent.parent
 def actionable_today(segment: str) -> dict[str, bool]:
     """Today's catalog flags by feature name (for a model saved before the flag existed)."""
     settings = load_settings(REPO / "params.yaml")
-    catalog = definitions(segment, definition_params(settings.features, settings.label)).catalog
+    catalog = definitions(
+        segment, definition_params(settings.features, settings.label, settings.limits)
+    ).catalog
     return {s.name: s.actionable for s in catalog.specs}
 
 

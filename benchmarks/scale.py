@@ -63,8 +63,10 @@ def _job(data: Path, engine) -> dict:
     as_of = inputs.observed_until(layout.validated)
     out: dict = {"rows": 0, "hash": 0, "partitions": []}
     for segment, table in SEGMENTS.items():
-        defined = inputs.feature_definitions(segment, settings.features, settings.label)
-        spine = inputs.scoring_spine(layout, segment, as_of)
+        defined = inputs.feature_definitions(
+            segment, settings.features, settings.label, settings.limits
+        )
+        spine = inputs.scoring_spine(layout, segment, as_of, settings.application)
         with sharded(engine, layout, segment) as shards:
             events = {}
             if shards.files:  # events per partition, for the per-partition rate

@@ -55,7 +55,8 @@ REASONS = [f"reason_{i + 1}" for i in range(N_REASONS)]
 
 def _catalog(segment: str) -> Catalog:
     settings = load_settings(REPO / "params.yaml")
-    return definitions(segment, definition_params(settings.features, settings.label)).catalog
+    params = definition_params(settings.features, settings.label, settings.limits)
+    return definitions(segment, params).catalog
 
 
 def synthetic_features(segment: str, rows: int, seed: int) -> tuple[pl.DataFrame, np.ndarray]:

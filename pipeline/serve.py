@@ -400,7 +400,10 @@ def service(settings: Any, *, as_of: dt.date | None = None) -> DecisionService:
     registry.configure(settings.mlflow.tracking_uri, settings.mlflow.experiment)
     models = Models(segments, params.alias)
     state = OnlineState.load(settings.data_dir, segments)
-    definitions = {s: feature_definitions(s, settings.features, settings.label) for s in segments}
+    definitions = {
+        s: feature_definitions(s, settings.features, settings.label, settings.limits)
+        for s in segments
+    }
     store = DecisionStore(decision_store(settings))
     models.watch(params.reload_seconds)
 

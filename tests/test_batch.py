@@ -246,7 +246,7 @@ def test_drift_reference_is_the_whole_book_when_the_model_was_built(world) -> No
     info = json.loads((folder / "training.json").read_text())
     as_of = dt.date.fromisoformat(info["drift_reference"]["as_of"])
     assert as_of == scoring_date(world)
-    book = inputs.scoring_spine(Layout(world.data_dir), SEGMENT, as_of)
+    book = inputs.scoring_spine(Layout(world.data_dir), SEGMENT, as_of, world.application)
     assert info["drift_reference"]["rows"] == book.height
     reference = json.loads((folder / "reference.json").read_text())
     assert reference["rows"] == book.height

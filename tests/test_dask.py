@@ -80,10 +80,14 @@ def local_features(validated_world) -> dict[str, pl.DataFrame]:
     from pipeline.storage import Layout
 
     layout = Layout(validated_world.data_dir)
-    defined = inputs.feature_definitions(SEGMENT, validated_world.features, validated_world.label)
+    defined = inputs.feature_definitions(
+        SEGMENT, validated_world.features, validated_world.label, validated_world.limits
+    )
     spines = {
         "training": inputs.training_spine(layout, SEGMENT, validated_world.label),
-        "book": inputs.scoring_spine(layout, SEGMENT, inputs.observed_until(layout.validated)),
+        "book": inputs.scoring_spine(
+            layout, SEGMENT, inputs.observed_until(layout.validated), validated_world.application
+        ),
     }
     return {
         name: inputs.segment_features(layout, defined, spine, chunks=1)
@@ -97,14 +101,16 @@ def test_features_on_dask_are_the_local_features(validated_world, engine, local_
     from pipeline.storage import Layout
 
     layout = Layout(validated_world.data_dir)
-    defined = inputs.feature_definitions(SEGMENT, validated_world.features, validated_world.label)
+    defined = inputs.feature_definitions(
+        SEGMENT, validated_world.features, validated_world.label, validated_world.limits
+    )
     with compute.sharded(engine, layout, SEGMENT) as shards:
         assert len(shards.files) == 3
         assert shards.parts == 3
         end = inputs.observed_until(layout.validated)
         for name, spine in (
             ("training", inputs.training_spine(layout, SEGMENT, validated_world.label)),
-            ("book", inputs.scoring_spine(layout, SEGMENT, end)),
+            ("book", inputs.scoring_spine(layout, SEGMENT, end, validated_world.application)),
         ):
             built = compute.segment_features(
                 engine, layout, defined, spine, chunks=1, shards=shards
@@ -123,7 +129,9 @@ def test_consumer_features_on_dask_are_the_local_features(validated_world, engin
 
     layout = Layout(validated_world.data_dir)
     settings = validated_world
-    defined = inputs.feature_definitions("consumer", settings.features, settings.label)
+    defined = inputs.feature_definitions(
+        "consumer", settings.features, settings.label, settings.limits
+    )
     spine = inputs.training_spine(layout, "consumer", validated_world.label)
     local = inputs.segment_features(layout, defined, spine, chunks=1)
     assert_frame_equal(compute.segment_features(engine, layout, defined, spine, chunks=1), local)
@@ -184,7 +192,9 @@ def _scorer(settings, frame: pl.DataFrame):
     from models.train import fit_rounds
     from pipeline import inputs
 
-    catalog = inputs.feature_definitions(SEGMENT, settings.features, settings.label).catalog
+    catalog = inputs.feature_definitions(
+        SEGMENT, settings.features, settings.label, settings.limits
+    ).catalog
     labelled = frame.filter(pl.col("bad").is_not_null())
     x = labelled.select(pl.col(catalog.names).cast(pl.Float64)).to_numpy()
     y = labelled["bad"].to_numpy()

@@ -76,8 +76,8 @@ def test_online_features_equal_batch_for_many_entities(world, client, segment: s
     """Every feature of 80 entities, each built from its own slice, equals the whole-book build."""
     layout = Layout(world.data_dir)
     as_of = scoring_date(world)
-    defined = feature_definitions(segment, world.features, world.label)
-    spine = scoring_spine(layout, segment, as_of).with_columns(_LOAN)
+    defined = feature_definitions(segment, world.features, world.label, world.limits)
+    spine = scoring_spine(layout, segment, as_of, world.application).with_columns(_LOAN)
     chosen = spine.sample(80, seed=3).sort("entity_id")
     batch = segment_features(layout, defined, spine, chunks=1).join(
         chosen.select("entity_id"), on="entity_id", how="semi", maintain_order="left"
@@ -103,7 +103,9 @@ def test_events_sent_with_the_request_equal_the_batch_log(world, tmp_path: Path)
     layout = Layout(world.data_dir)
     as_of = scoring_date(world)
     log = pl.read_parquet(layout.validated / "consumer_transactions.parquet")
-    entities = scoring_spine(layout, segment, as_of).sample(12, seed=5)["entity_id"]
+    entities = scoring_spine(layout, segment, as_of, world.application).sample(12, seed=5)[
+        "entity_id"
+    ]
     recent = (
         log.filter(pl.col("consumer_id").is_in(entities.implode()))
         .with_row_index("__row")
@@ -116,7 +118,7 @@ def test_events_sent_with_the_request_equal_the_batch_log(world, tmp_path: Path)
         shortened / "validated" / "consumer_transactions.parquet"
     )
     state = OnlineState.load(shortened, [segment])
-    defined = feature_definitions(segment, world.features, world.label)
+    defined = feature_definitions(segment, world.features, world.label, world.limits)
     requests = []
     for entity in entities:
         sent = recent.filter(pl.col("consumer_id") == entity).drop("consumer_id")
@@ -136,7 +138,9 @@ def test_a_decision_has_every_part_and_its_stored_features_are_the_batch_ones(
     world, client
 ) -> None:
     as_of = scoring_date(world)
-    entity = scoring_spine(Layout(world.data_dir), "merchant", as_of)["entity_id"][7]
+    entity = scoring_spine(Layout(world.data_dir), "merchant", as_of, world.application)[
+        "entity_id"
+    ][7]
     response = client.post("/decisions", json=_body(entity, "merchant"))
     assert response.status_code == 200, response.text
     got = response.json()
@@ -159,7 +163,7 @@ def test_a_decision_has_every_part_and_its_stored_features_are_the_batch_ones(
     model = client.decisions.models.get("merchant")
     assert got["model_version"] == model.version
     # the Scorer's price columns (whatever the pricing engine names them) are passed through
-    defined = feature_definitions("merchant", world.features, world.label)
+    defined = feature_definitions("merchant", world.features, world.label, world.limits)
     spine = pl.DataFrame(
         {"entity_id": [entity], "as_of": [as_of], "principal": [1000.0], "term_months": [12]},
         schema_overrides={"term_months": pl.Int32},
@@ -182,8 +186,10 @@ def test_a_declined_applicant_is_explained_by_id_and_may_ask_for_review(
 ) -> None:
     as_of = scoring_date(world)
     layout = Layout(world.data_dir)
-    defined = feature_definitions("consumer", world.features, world.label)
-    book = segment_features(layout, defined, scoring_spine(layout, "consumer", as_of), chunks=1)
+    defined = feature_definitions("consumer", world.features, world.label, world.limits)
+    book = segment_features(
+        layout, defined, scoring_spine(layout, "consumer", as_of, world.application), chunks=1
+    )
     scored = client.decisions.models.get("consumer").scorer.score(book)
     worst = scored.sort("pd", descending=True)["entity_id"][0]
     got = client.post("/decisions", json=_body(worst, "consumer")).json()

@@ -78,7 +78,11 @@ def measure(data: Path, params: Path, source: Path | None = None) -> dict[str, f
     """AUCs on the stratified 70/30 split of the target loans."""
     learners = _module(HERE.parent / "taiwan-credit-card" / "measure.py", "taiwan_measure")
     settings = load_settings(params, data_dir=str(data))
-    names = list(feature_definitions("consumer", settings.features, settings.label).catalog.names)
+    names = list(
+        feature_definitions(
+            "consumer", settings.features, settings.label, settings.limits
+        ).catalog.names
+    )
     targets = pl.read_parquet(data / "validated" / "outcomes.parquet").select("loan_id")
     frame = (
         pl.read_parquet(data / "features" / "consumer.parquet")

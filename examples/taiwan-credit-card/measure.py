@@ -78,7 +78,9 @@ def logistic_auc(x_train, y_train, x_test, y_test) -> float:
 def labelled_features(data: Path, params: Path) -> tuple[pl.DataFrame, list[str]]:
     """The labelled training rows in the source's order (holder ID) and the catalog's names."""
     settings = load_settings(params, data_dir=str(data))
-    names = feature_definitions("consumer", settings.features, settings.label).catalog.names
+    names = feature_definitions(
+        "consumer", settings.features, settings.label, settings.limits
+    ).catalog.names
     frame = (
         pl.read_parquet(data / "features" / "consumer.parquet")
         .filter(pl.col("bad").is_not_null())

@@ -160,7 +160,7 @@ def features(
         from pipeline.storage import write_text
 
         settings = settings_for(params, data)
-        page = catalog_page(definition_params(settings.features, settings.label))
+        page = catalog_page(definition_params(settings.features, settings.label, settings.limits))
         page = write_text(page + "\n", Path("docs") / "features.md")
         out.print(f"  catalog -> {page}")
         return

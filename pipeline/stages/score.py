@@ -51,7 +51,7 @@ from pipeline.config import Sections, uses
 from pipeline.storage import Layout, exclusive_lock, publishing, require, sweep
 
 log = logging.getLogger(__name__)
-PARAMS = ("scoring", "features", "compute", "label", "drift", "mlflow")
+PARAMS = ("scoring", "features", "compute", "label", "limits", "application", "drift", "mlflow")
 
 
 @uses(*PARAMS)
@@ -127,11 +127,13 @@ def run(
             reference = drift.read_reference(folder) or drift.reference_from_scores(
                 read_reference_scores(folder), settings.drift.bins
             )
-        defined = inputs.feature_definitions(segment, settings.features, settings.label)
+        defined = inputs.feature_definitions(
+            segment, settings.features, settings.label, settings.limits
+        )
         batch.check_feature_list(scorer.feature_names, defined.catalog.names, segment)
         batch.check_catalog_hash(trained_hash, defined.catalog.hash, segment)
 
-        spine = inputs.scoring_spine(layout, segment, as_of)
+        spine = inputs.scoring_spine(layout, segment, as_of, settings.application)
         with session(settings.compute) as engine:
             features = segment_features(
                 engine, layout, defined, spine, chunks=settings.features.chunks, work=target.parent
@@ -188,6 +190,9 @@ def run(
             "recourse": None
             if found is None
             else dict(sorted(found["recourse_status"].value_counts().iter_rows())),
+            "reference_loan": inputs.reference_loan_stated(
+                settings.application, settings.limits, segment
+            ),
             "score_distribution": batch.score_distribution(scores),
             "score_psi_vs_training": drift_report["score_psi"],
             "drift": drift_report,

@@ -105,7 +105,9 @@ def run(settings: Sections, segment: str) -> dict:
     """
     layout = Layout(settings.data_dir)
     frame = inputs.sliced(layout, segment, settings.split)
-    catalog = inputs.feature_definitions(segment, settings.features, settings.label).catalog
+    catalog = inputs.feature_definitions(
+        segment, settings.features, settings.label, settings.limits
+    ).catalog
     specs = tuple(catalog.specs)
     names = [s.name for s in specs]
     pd_monotone = [s.pd_monotone for s in specs]
