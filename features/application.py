@@ -109,24 +109,25 @@ def features(segment: str, annual_rate: float, monthly_inflow: pl.Expr) -> list[
         raise ValueError(f"expected segment merchant or consumer; got {segment!r}")
     principal, term = _loan()
     instalment = annuity(principal, term, annual_rate)
+    # Every feature here is actionable: the applicant chooses the amount and the term.
     b = CatalogBuilder(segment)
     # 0: the amount asked for scales with the entity's business or income and the currency;
     # alone it says nothing about risk in either direction (its ratios below do).
     b.declare(
-        "loan_principal", principal, dimension=ATP, monotone=0, family=FAMILY,
+        "loan_principal", principal, dimension=ATP, monotone=0, family=FAMILY, actionable=True,
         description="Principal of the loan asked for, in the log's currency (the loan issued "
         "in training; the segment's reference loan in batch scoring).",
         reason="size of the loan asked for",
     )  # fmt: skip
     # 0: a longer term lowers the instalment but lengthens the exposure; left free.
     b.declare(
-        "loan_term_months", term, dimension=ATP, monotone=0, family=FAMILY,
+        "loan_term_months", term, dimension=ATP, monotone=0, family=FAMILY, actionable=True,
         description="Term of the loan asked for, in months.",
         reason="term of the loan asked for",
     )  # fmt: skip
     # 0: an amount in the log's currency; what it weighs is read by the ratios below.
     b.declare(
-        "loan_instalment", instalment, dimension=ATP, monotone=0, family=FAMILY,
+        "loan_instalment", instalment, dimension=ATP, monotone=0, family=FAMILY, actionable=True,
         description=f"Monthly instalment of the loan asked for: an annuity at the product's "
         f"annual rate ({annual_rate:g}, params limits.{segment}.annual_interest_rate).",
         reason="size of the monthly instalment",
@@ -136,7 +137,7 @@ def features(segment: str, annual_rate: float, monthly_inflow: pl.Expr) -> list[
     # -1: a larger share of the month's inflow owed to the loan leaves less for everything else.
     b.declare(
         "instalment_to_monthly_inflow", capped_ratio(instalment, monthly_inflow),
-        dimension=ATP, monotone=-1, family=FAMILY, window_days=90,
+        dimension=ATP, monotone=-1, family=FAMILY, actionable=True, window_days=90,
         description=f"Monthly instalment over the average monthly {inflow_kind} of the 90 "
         f"days before as_of; {RATIO_CAP:g} (the cap) when there was none.",
         reason=f"the instalment is large against monthly {inflow_word}",
@@ -144,7 +145,7 @@ def features(segment: str, annual_rate: float, monthly_inflow: pl.Expr) -> list[
     # -1: more months of inflow borrowed is more leverage.
     b.declare(
         "principal_to_monthly_inflow", capped_ratio(principal, monthly_inflow),
-        dimension=ATP, monotone=-1, family=FAMILY, window_days=90,
+        dimension=ATP, monotone=-1, family=FAMILY, actionable=True, window_days=90,
         description=f"Principal over the average monthly {inflow_kind} of the 90 days before "
         f"as_of (months of inflow borrowed); {RATIO_CAP:g} (the cap) when there was none.",
         reason=f"the loan is large against monthly {inflow_word}",
@@ -153,7 +154,7 @@ def features(segment: str, annual_rate: float, monthly_inflow: pl.Expr) -> list[
         # +1: the worst day's balance measured in instalments: the buffer left to meet one.
         b.declare(
             "balance_floor_in_instalments_90d", pl.col("bal_min_90d") / instalment,
-            dimension=ATP, monotone=1, family=FAMILY, window_days=90,
+            dimension=ATP, monotone=1, family=FAMILY, actionable=True, window_days=90,
             description="Lowest daily closing balance in the 90 days before as_of over the "
             "monthly instalment (negative when the account was overdrawn); null when no "
             "balance was known in the window.",
@@ -162,7 +163,7 @@ def features(segment: str, annual_rate: float, monthly_inflow: pl.Expr) -> list[
         # +1: months of instalments the ordinary day's balance would pay.
         b.declare(
             "months_of_cover_90d", pl.col("bal_p50_90d") / instalment,
-            dimension=ATP, monotone=1, family=FAMILY, window_days=90,
+            dimension=ATP, monotone=1, family=FAMILY, actionable=True, window_days=90,
             description="Median daily closing balance in the 90 days before as_of (each "
             "balance weighted by the days it was in force) over the monthly instalment; null "
             "when no balance was known in the window.",
@@ -172,7 +173,7 @@ def features(segment: str, annual_rate: float, monthly_inflow: pl.Expr) -> list[
         # +1: the leanest recent month's net sales in instalments: the floor of what comes in.
         b.declare(
             "worst_month_in_instalments_90d", _merchant_floor() / instalment,
-            dimension=ATP, monotone=1, family=FAMILY, window_days=90,
+            dimension=ATP, monotone=1, family=FAMILY, actionable=True, window_days=90,
             description="Lowest net sales (sales - refunds - chargebacks) of the three 30-day "
             "blocks before as_of over the monthly instalment: a balance floor's analogue for a "
             "log without balances.",
