@@ -163,7 +163,7 @@ def test_training_on_dask_is_within_tolerance_and_monotone(
     from pipeline.compute import training as compute
 
     catalog = inputs.feature_definitions(
-        SEGMENT, validated_world.features, validated_world.label
+        SEGMENT, validated_world.features, validated_world.label, validated_world.limits
     ).catalog
     names = catalog.names
     monotone = [s.pd_monotone for s in catalog.specs]
