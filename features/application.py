@@ -44,6 +44,7 @@ currency, as is every money feature.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TypeVar
 
 import polars as pl
 
@@ -58,6 +59,7 @@ SPINE_COLUMNS: tuple[str, ...] = (PRINCIPAL, TERM_MONTHS)
 #: Inflow ratios at or above this (and every ratio with no inflow) are this.
 RATIO_CAP = 1000.0
 FAMILY = "application"
+Term = TypeVar("Term", float, pl.Expr)  # a number or a polars expression of months
 ATP = "ability_to_pay"
 
 
@@ -69,11 +71,19 @@ def annuity(principal: pl.Expr, term_months: pl.Expr, annual_rate: float) -> pl.
     """
     if not 0 <= annual_rate < 1:
         raise ValueError(f"expected an annual interest rate in [0, 1); got {annual_rate}")
-    n = term_months.cast(pl.Float64)
+    return principal * instalment_rate(term_months.cast(pl.Float64), annual_rate)
+
+
+def instalment_rate(term_months: Term, annual_rate: float) -> Term:
+    """The monthly instalment per unit of principal: the one annuity formula of the project.
+
+    Works on a number (the limit policy's repayment capacity, :mod:`models.limits`) and on a
+    polars expression (the application features), so both read the same instalment.
+    """
     if annual_rate == 0:
-        return principal / n
+        return 1 / term_months
     r = annual_rate / 12
-    return principal * r / (1 - (1 + r) ** (-n))
+    return r / (1 - (1 + r) ** (-term_months))
 
 
 def capped_ratio(numerator: pl.Expr, inflow: pl.Expr) -> pl.Expr:

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from features.application import instalment_rate
 from models.pricing import PricingPolicy, risk_based_price
 
 CONSTRAINTS = ("band_multiple", "repayment_capacity", "expected_loss", "product_cap")
@@ -59,10 +60,7 @@ class LimitPolicy(BaseModel):
     @property
     def annuity_factor(self) -> float:
         """Principal repaid by an instalment of 1 a month over the term at the annual rate."""
-        rate = self.annual_interest_rate / 12
-        if rate == 0:
-            return float(self.term_months)
-        return (1 - (1 + rate) ** -self.term_months) / rate
+        return 1 / instalment_rate(float(self.term_months), self.annual_interest_rate)
 
     def check_bands(self, band_order: Sequence[str], min_score: int, max_score: int) -> None:
         """Refuse a policy that disagrees with the band table.
