@@ -30,6 +30,15 @@ DIMENSIONS: tuple[str, ...] = (
 # Who an entity is and whom it deals with are never its to change: recourse may not ask it to
 # (a catalog declaring a feature of these dimensions actionable is refused).
 NEVER_ACTIONABLE: tuple[str, ...] = ("identity", "connections")
+# The usual rule: an entity controls how it trades and how money comes, stays and goes, not who
+# it is, whom it deals with or the repayment record already made (a catalog's exceptions follow).
+TRADING_AND_MONEY: dict[str, bool] = {
+    "credit_history": False,
+    "behaviour": True,
+    "ability_to_pay": True,
+    "identity": False,
+    "connections": False,
+}
 
 
 @dataclass(frozen=True)

@@ -26,11 +26,12 @@ from features.blocks import (
     safe_ratio,
 )
 from features.build import Inputs
-from features.catalog import Actionability, Catalog, CatalogBuilder
+from features.catalog import TRADING_AND_MONEY, Actionability, Catalog, CatalogBuilder
 from features.contract.repayments import RepaymentRules
 from features.contract.segments import CONSUMER
 from features.contract.tables import CHANNELS
 from features.history import (
+    DEBT_STILL_OWED,
     declare_credit_history,
     declare_identity,
     delinquency_onset,
@@ -455,17 +456,9 @@ ATP, BEH, CON = "ability_to_pay", "behaviour", "connections"
 # the repayment record already made, except debt it can still pay: arrears, open loans, what
 # is outstanding.
 ACTIONABLE = Actionability(
-    dimensions={
-        ATP: True,
-        BEH: True,
-        "credit_history": False,
-        "identity": False,
-        CON: False,
-    },
+    dimensions=TRADING_AND_MONEY,
     features={
-        "open_loans": True,
-        "outstanding_due": True,
-        "days_past_due_now": True,
+        **DEBT_STILL_OWED,
         # counts over the consumer's whole history: past events, not something to change now
         "spending_categories_ever": False,
         "category_hhi_ever": False,

@@ -27,6 +27,14 @@ from features.contract.segments import Segment
 from features.keys import AS_OF, ENTITY, FEN, Snapshots, day_number, fen, id_hash
 from features.timeline import assemble, read_concurrently
 
+# Credit history is the record already made, except the debt still owed: arrears, open loans and
+# what is outstanding the entity can still pay down (recourse may suggest these).
+DEBT_STILL_OWED: dict[str, bool] = {
+    "open_loans": True,
+    "outstanding_due": True,
+    "days_past_due_now": True,
+}
+
 
 def delinquency_onset(
     loans: pl.LazyFrame, repayments: pl.LazyFrame, rules: RepaymentRules

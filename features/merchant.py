@@ -27,11 +27,12 @@ from features.blocks import (
     safe_ratio,
 )
 from features.build import Inputs
-from features.catalog import Actionability, Catalog, CatalogBuilder
+from features.catalog import TRADING_AND_MONEY, Actionability, Catalog, CatalogBuilder
 from features.contract.repayments import RepaymentRules
 from features.contract.segments import MERCHANT
 from features.contract.tables import CHANNELS
 from features.history import (
+    DEBT_STILL_OWED,
     declare_credit_history,
     declare_identity,
     delinquency_onset,
@@ -170,17 +171,9 @@ ATP, BEH, CON = "ability_to_pay", "behaviour", "connections"
 # chargebacks, fees, regularity) but not who it is, whom it sells to, or the repayment record
 # already made, except debt it can still pay: arrears, open loans, what is outstanding.
 ACTIONABLE = Actionability(
-    dimensions={
-        ATP: True,
-        BEH: True,
-        "credit_history": False,
-        "identity": False,
-        CON: False,
-    },
+    dimensions=TRADING_AND_MONEY,
     features={
-        "open_loans": True,
-        "outstanding_due": True,
-        "days_past_due_now": True,
+        **DEBT_STILL_OWED,
         # ratios over the merchant's whole history: past events that future trading barely moves
         "refund_count_rate_ever": False,
         "chargeback_rate_ever": False,

@@ -165,3 +165,17 @@ def importance(scorer: Scorer, info: dict) -> pl.DataFrame:
             "gain_share": [info["importance"].get(n, 0.0) for n in names],
         }
     ).sort("gain_share", descending=True, maintain_order=True)
+
+
+def report_rows(test: pl.DataFrame, has_truth: bool) -> pl.DataFrame:
+    """The evaluated rows the report plots: who, when, the label and each model's PD and score."""
+    return test.select(
+        "entity_id",
+        "as_of",
+        "bad",
+        "pd",
+        "baseline_pd",
+        "score",
+        "band",
+        *(["true_pd"] if has_truth else []),
+    )

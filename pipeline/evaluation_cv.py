@@ -180,14 +180,4 @@ def measure_cv(
         .filter(pl.col("auc_alert"))["issue_month"]
         .to_list(),
     }
-    report_test = test.select(
-        "entity_id",
-        "as_of",
-        "bad",
-        "pd",
-        "baseline_pd",
-        "score",
-        "band",
-        *(["true_pd"] if has_truth else []),
-    )
-    return metrics, tables, report_test
+    return metrics, tables, evaluation.report_rows(test, has_truth)
