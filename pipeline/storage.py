@@ -27,6 +27,9 @@ import polars as pl
 log = logging.getLogger(__name__)
 
 
+_AS_OF = "as_of="  # a scores folder's name: as_of=<YYYY-MM-DD>
+
+
 @dataclass(frozen=True)
 class Layout:
     """Where every stage reads and writes, under one data folder."""
@@ -83,9 +86,17 @@ class Layout:
         """What the register stage registered (a small JSON record)."""
         return self.root / "registry" / f"{segment}.json"
 
+    def scores_of(self, segment: str) -> Path:
+        """The folder of a segment's batch-scoring outputs, one ``as_of=<date>`` folder each."""
+        return self.root / "scores" / segment
+
     def scores(self, segment: str, as_of: dt.date) -> Path:
         """One batch-scoring output folder."""
-        return self.root / "scores" / segment / f"as_of={as_of.isoformat()}"
+        return self.scores_of(segment) / f"{_AS_OF}{as_of.isoformat()}"
+
+    def monitor(self, segment: str) -> Path:
+        """What ``longtail monitor`` publishes (beside reports/: evaluate republishes that)."""
+        return self.root / "monitor" / segment
 
     @property
     def compiled(self) -> Path:
@@ -95,6 +106,18 @@ class Layout:
     def scores_lock(self, segment: str) -> Path:
         """The lock one scoring run of a segment holds."""
         return self.root / "scores" / f".longtail-score-{segment}.lock"
+
+
+def scored_dates(layout: Layout, segment: str) -> list[dt.date]:
+    """The dates of the segment's published scores folders (temporaries are dotted)."""
+    root = layout.scores_of(segment)
+    if not root.exists():
+        return []
+    return sorted(
+        dt.date.fromisoformat(path.name.removeprefix(_AS_OF))
+        for path in root.glob(f"{_AS_OF}*")
+        if path.is_dir()
+    )
 
 
 def require(path: Path, stage: str) -> Path:

@@ -235,7 +235,7 @@ def test_realised_agrees_with_expected_within_its_error(scored) -> None:
     assert summary["status"] == "ok"
     scored_rows = pl.scan_parquet(Layout(world.data_dir).scores("merchant", as_of) / "*.parquet")
     assert cohort["book_expected"]["n"] == scored_rows.select(pl.len()).collect().item()
-    folder = monitor.folder(world.data_dir, "merchant")
+    folder = Layout(world.data_dir).monitor("merchant")
     assert json.loads((folder / monitor.JSON_FILE).read_text())["status"] == "ok"
     assert "Vintage curves" in (folder / monitor.HTML_FILE).read_text()
     assert summary["vintage"]

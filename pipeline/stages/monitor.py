@@ -34,30 +34,22 @@ from models import monitoring
 from pipeline import batch, inputs
 from pipeline.config import MonitorParams, Sections, uses
 from pipeline.storage import Layout, publishing, require
+from pipeline.storage import scored_dates as published_dates
 
 log = logging.getLogger(__name__)
 PARAMS = ("monitor", "label")
 MONITOR_EXIT_CODE = 4  # after drift's 3: an alert, with the outputs published
 JSON_FILE, HTML_FILE = "monitor.json", "monitor.html"
 TEMPLATE = "monitor.html.j2"
-_PREFIX = "as_of="
-
-
-def folder(data_dir: Path, segment: str) -> Path:
-    """Where the monitor of a segment is published."""
-    return data_dir / "monitor" / segment
 
 
 def scored_dates(layout: Layout, segment: str) -> list[dt.date]:
     """The dates of the segment's finished scores folders (those holding a manifest)."""
-    root = layout.scores(segment, dt.date(2000, 1, 1)).parent
-    if not root.exists():
-        return []
-    return sorted(
-        dt.date.fromisoformat(path.name.removeprefix(_PREFIX))
-        for path in root.glob(f"{_PREFIX}*")
-        if path.is_dir() and (path / batch.MANIFEST_FILE).exists()
-    )
+    return [
+        day
+        for day in published_dates(layout, segment)
+        if (layout.scores(segment, day) / batch.MANIFEST_FILE).exists()
+    ]
 
 
 def _cohort(
@@ -133,7 +125,7 @@ def run(settings: Sections, segment: str) -> dict:
     loans = spine.select("loan_id", "entity_id", "as_of", "bad")
     cohorts = [_cohort(layout, segment, d, loans, params) for d in scored_dates(layout, segment)]
     if not cohorts:
-        require(layout.scores(segment, dt.date(2000, 1, 1)).parent, "score")
+        require(layout.scores_of(segment), "score")
     issued = spine.select("loan_id", pl.col("as_of").alias("issued_on"))
     repayments = _repayments(validated, issued)
     tolerance = settings.label.partial_payment_tolerance
@@ -169,7 +161,7 @@ def run(settings: Sections, segment: str) -> dict:
         "roll_buckets": monitoring.bucket_labels(params.roll_buckets),
         "written_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
-    with publishing(folder(settings.data_dir, segment)) as tmp:
+    with publishing(layout.monitor(segment)) as tmp:
         (tmp / JSON_FILE).write_text(json.dumps(summary, indent=2, default=str))
         (tmp / HTML_FILE).write_text(render(summary))
     if status == "alert":
